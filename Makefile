@@ -1,0 +1,27 @@
+# One command each for a fresh machine with only Python and the package registries.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.demo: setup.cfg | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[demo]'
+	touch $@
+
+$(VENV)/.test: setup.cfg | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.demo
+	$(BIN)/rrwatch demo
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from rrwatch.cli import main
+
+sys.exit(main())

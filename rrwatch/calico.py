@@ -1,0 +1,317 @@
+"""Calico's etcd key layout and JSON codecs: etcd bytes become model values here, and only here.
+
+Writes edit the stored JSON rather than re-encoding a model, so every field rrwatch does not own
+(uid, creationTimestamp, other people's labels, fields of newer Calico versions) survives as it was.
+Output follows Go's encoder (compact, struct order, sorted map keys, HTML-safe escapes) so that
+an edit changes only the bytes it means to.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from rrwatch.model import BgpConfig, ClusterState, IPAddress, Node, Peer, Reflector, RRLabel
+
+RESOURCES = "/calico/resources/v3/projectcalico.org/"
+NODES = RESOURCES + "nodes/"
+PEERS = RESOURCES + "bgppeers/"
+BGP_CONFIG = RESOURCES + "bgpconfigurations/default"
+RR_V4 = "/calico/bgp/v1/rr_v4/"
+RR_V6 = "/calico/bgp/v1/rr_v6/"
+
+# The key ranges rrwatch watches, as prefixes. Few and narrow: Calico's busy keys (IPAM blocks,
+# workload endpoints, felix status) fall outside all of them.
+WATCHED_PREFIXES = (NODES, RESOURCES + "bgp", "/calico/bgp/v1/rr_v")
+
+OWNER_LABEL = ("app.kubernetes.io/managed-by", "rrwatch")
+
+# The BGPPeer spec fields rrwatch sets on the peers it owns; any other field someone adds stays.
+PEER_FIELDS = ("node", "nodeSelector", "peerIP", "asNumber", "peerSelector")
+
+# Go struct field order, for inserting a field where Go's encoder would have put it.
+_METADATA_ORDER = (
+    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
+    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
+    "annotations", "ownerReferences", "finalizers", "managedFields",
+)
+_NODE_BGP_ORDER = (
+    "asNumber", "ipv4Address", "ipv6Address", "ipv4IPIPTunnelAddr", "routeReflectorClusterID",
+)
+_PEER_SPEC_ORDER = (
+    "node", "nodeSelector", "peerIP", "asNumber", "localASNumber", "peerSelector",
+    "keepOriginalNextHop", "nextHopMode", "password", "sourceAddress", "maxRestartTime",
+    "keepaliveTime", "numAllowedLocalASNumbers", "ttlSecurity", "reachableBy", "filters",
+    "localWorkloadSelector", "reversePeering",
+)
+
+
+class BadRecord(ValueError):
+    """A stored value rrwatch cannot use. It is logged with its key, counted and skipped."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def apply(state: ClusterState, key: str, value: bytes | None, revision: int) -> None:
+    """Apply one put (value) or delete (None) to the model; raise BadRecord for a bad value.
+
+    A bad value also removes what the model held for that key: rrwatch never acts on a record
+    it cannot read, and the record itself stays untouched in etcd.
+    """
+    if key.startswith(NODES):
+        name = key[len(NODES):]
+        if value is None:
+            state.remove_node(name)
+            return
+        try:
+            state.put_node(parse_node(key, value, revision))
+        except BadRecord:
+            state.remove_node(name)
+            raise
+    elif key.startswith(PEERS):
+        name = key[len(PEERS):]
+        if value is None:
+            state.remove_peer(name)
+            return
+        try:
+            state.put_peer(parse_peer(key, value, revision))
+        except BadRecord:
+            state.remove_peer(name)
+            raise
+    elif key == BGP_CONFIG:
+        try:
+            state.set_bgp(None if value is None else parse_bgp_config(key, value, revision))
+        except BadRecord:
+            state.set_bgp(None)
+            raise
+    elif key.startswith((RR_V4, RR_V6)):
+        if value is None:
+            state.remove_reflector(key)
+            return
+        try:
+            state.put_reflector(parse_reflector(key, value, revision))
+        except BadRecord:
+            state.remove_reflector(key)
+            raise
+
+
+def _load(key: str, value: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRecord(key, f"not JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise BadRecord(key, "not a JSON object")
+    return obj
+
+
+def _field(key: str, obj: Mapping[str, Any], name: str, kind: type, default: Any) -> Any:
+    value = obj.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BadRecord(key, f"{name} is {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def _resource(key: str, value: bytes, prefix: str) -> tuple[dict, dict, dict[str, str]]:
+    """The metadata, spec and labels of a v3 resource, checked against its key."""
+    obj = _load(key, value)
+    metadata = _field(key, obj, "metadata", dict, {})
+    spec = _field(key, obj, "spec", dict, {})
+    name = metadata.get("name")
+    if name != key[len(prefix):]:
+        raise BadRecord(key, f"metadata.name {name!r} does not match the key")
+    labels = _field(key, metadata, "labels", dict, {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise BadRecord(key, "labels must map strings to strings")
+    return metadata, spec, labels
+
+
+def _asn(key: str, value: Any) -> int | None:
+    """Calico's numorstring.ASNumber: a number, a decimal string or AS-dot notation."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        asn = value
+    elif isinstance(value, str) and value.isdigit():
+        asn = int(value)
+    elif isinstance(value, str) and value.count(".") == 1 and value.replace(".", "").isdigit():
+        high, low = (int(part) for part in value.split("."))
+        asn = high << 16 | low if high < 65536 and low < 65536 else -1
+    else:
+        raise BadRecord(key, f"asNumber {value!r} is not an AS number")
+    if not 0 <= asn < 2**32:
+        raise BadRecord(key, f"asNumber {value!r} is out of range")
+    return asn
+
+
+def _address(key: str, field: str, value: Any, version: int) -> Any:
+    """A BGP address: CIDR or bare IP of the given version; empty means none."""
+    if value in (None, ""):
+        return None
+    try:
+        address = ipaddress.ip_interface(value).ip
+    except (TypeError, ValueError):
+        raise BadRecord(key, f"{field} {value!r} is not an IP address") from None
+    if address.version != version:
+        raise BadRecord(key, f"{field} {value!r} is not IPv{version}")
+    return address
+
+
+def cluster_id(key: str, value: Any) -> str | None:
+    """A cluster ID: an IPv4 address in dotted form; empty means none."""
+    if value in (None, ""):
+        return None
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except (TypeError, ValueError):
+        raise BadRecord(key, f"cluster ID {value!r} is not an IPv4 address") from None
+
+
+def parse_node(key: str, value: bytes, revision: int) -> Node:
+    _, spec, labels = _resource(key, value, NODES)
+    bgp = _field(key, spec, "bgp", dict, None)
+    if bgp is None:
+        raise BadRecord(key, "no spec.bgp")
+    return Node(
+        name=key[len(NODES):],
+        revision=revision,
+        labels=labels,
+        ipv4=_address(key, "ipv4Address", bgp.get("ipv4Address"), 4),
+        ipv6=_address(key, "ipv6Address", bgp.get("ipv6Address"), 6),
+        asn=_asn(key, bgp.get("asNumber")),
+        cluster_id=cluster_id(key, bgp.get("routeReflectorClusterID")),
+    )
+
+
+def parse_peer(key: str, value: bytes, revision: int) -> Peer:
+    _, spec, labels = _resource(key, value, PEERS)
+    owner_key, owner_value = OWNER_LABEL
+    return Peer(
+        name=key[len(PEERS):],
+        revision=revision,
+        owned=labels.get(owner_key) == owner_value,
+        spec={field: spec[field] for field in PEER_FIELDS if field in spec},
+    )
+
+
+def parse_bgp_config(key: str, value: bytes, revision: int) -> BgpConfig:
+    _, spec, _ = _resource(key, value, RESOURCES + "bgpconfigurations/")
+    asn = _asn(key, spec.get("asNumber"))
+    return BgpConfig(
+        asn=BgpConfig.asn if asn is None else asn,
+        mesh_enabled=_field(key, spec, "nodeToNodeMeshEnabled", bool, True),
+        revision=revision,
+    )
+
+
+def parse_reflector(key: str, value: bytes, revision: int) -> Reflector:
+    obj = _load(key, value)
+    version = 4 if key.startswith(RR_V4) else 6
+    ip: IPAddress = _address(key, "ip", _field(key, obj, "ip", str, None), version)
+    if ip is None:
+        raise BadRecord(key, "no ip")
+    if "/" in key[len(RR_V4):]:
+        raise BadRecord(key, "unexpected key below a registration")
+    return Reflector(
+        key=key,
+        revision=revision,
+        ip=ip,
+        cluster_id=cluster_id(key, _field(key, obj, "cluster_id", str, None)),
+    )
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+
+def dumps(obj: Any) -> bytes:
+    """JSON as Go's encoding/json writes it (given dicts already in Go's field order)."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    for char, escape in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"),
+                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    return text.encode()
+
+
+def _ordered_set(obj: dict, field: str, value: Any, order: tuple[str, ...]) -> dict:
+    """`obj` with `field` set, placed where Go's struct order puts it; unknown fields keep
+    their places."""
+    if field in obj:
+        return {**obj, field: value}
+    rank = order.index(field)
+    out: dict = {}
+    for k, v in obj.items():
+        if field not in out and k in order and order.index(k) > rank:
+            out[field] = value
+        out[k] = v
+    out.setdefault(field, value)
+    return out
+
+
+def _with_labels(metadata: dict, labels: dict[str, str]) -> dict:
+    if not labels:
+        return {k: v for k, v in metadata.items() if k != "labels"}
+    return _ordered_set(metadata, "labels", dict(sorted(labels.items())), _METADATA_ORDER)
+
+
+def edit_node(raw: bytes, label: RRLabel, cluster: str | None) -> bytes:
+    """Make a node a route reflector (cluster ID and label) or a client (neither)."""
+    obj = json.loads(raw)
+    metadata = obj.get("metadata") or {}
+    labels = dict(metadata.get("labels") or {})
+    if cluster is None:
+        labels.pop(label.key, None)
+    else:
+        labels[label.key] = label.value
+    obj["metadata"] = _with_labels(metadata, labels)
+    spec = obj.get("spec") or {}
+    bgp = dict(spec.get("bgp") or {})
+    if cluster is None:
+        bgp.pop("routeReflectorClusterID", None)
+    else:
+        bgp = _ordered_set(bgp, "routeReflectorClusterID", cluster, _NODE_BGP_ORDER)
+    obj["spec"] = {**spec, "bgp": bgp}
+    return dumps(obj)
+
+
+def _peer_spec(base: Mapping[str, Any], spec: Mapping[str, Any]) -> dict:
+    out = {k: v for k, v in base.items() if k not in PEER_FIELDS}
+    for field in PEER_FIELDS:
+        if field in spec:
+            out = _ordered_set(out, field, spec[field], _PEER_SPEC_ORDER)
+    return out
+
+
+def new_peer(name: str, spec: Mapping[str, Any], *, now: datetime.datetime | None = None) -> bytes:
+    """A BGPPeer that rrwatch owns, with the uid and creationTimestamp Calico's API would set."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    metadata = {
+        "name": name,
+        "uid": str(uuid.uuid4()),
+        "creationTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "labels": dict([OWNER_LABEL]),
+    }
+    return dumps({
+        "kind": "BGPPeer",
+        "apiVersion": "projectcalico.org/v3",
+        "metadata": metadata,
+        "spec": _peer_spec({}, spec),
+    })
+
+
+def edit_peer(raw: bytes, spec: Mapping[str, Any]) -> bytes:
+    """An owned BGPPeer with rrwatch's fields set to `spec`; everything else kept."""
+    obj = json.loads(raw)
+    obj["spec"] = _peer_spec(obj.get("spec") or {}, spec)
+    return dumps(obj)

@@ -1,0 +1,193 @@
+"""One frozen Config, built from the environment and flags (flags win).
+
+Every option is declared once, in OPTIONS: its environment names (the seeds' names first), its
+flag, its parser and its default. Every problem is reported at once in one ConfigError.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from rrwatch.etcd import TlsFiles
+from rrwatch.mesh import Policy, PolicyError
+from rrwatch.model import RRLabel
+from rrwatch.reconcile import Timing
+
+# Exit status for configuration and TLS problems (sysexits.h EX_CONFIG); systemd does not
+# restart on it when the unit says RestartPreventExitStatus=78.
+EX_CONFIG = 78
+
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+
+class ConfigError(Exception):
+    """One or more configuration problems, each naming its source."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _endpoints(text: str) -> tuple[str, ...]:
+    urls = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not urls:
+        raise ValueError("no endpoint given")
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s)://host:port URL")
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    return urls
+
+
+def _file(text: str) -> str:
+    if not os.access(text, os.R_OK):
+        raise ValueError(f"{text} is not a readable file")
+    return text
+
+
+def _label(text: str) -> RRLabel:
+    key, _, value = text.partition("=")
+    if not _LABEL_KEY.match(key) or len(key) > 316:
+        raise ValueError(f"{key!r} is not a label key")
+    if not _LABEL_VALUE.match(value) or len(value) > 63:
+        raise ValueError(f"{value!r} is not a label value")
+    return RRLabel(key, value)
+
+
+def _zone_label(text: str) -> str:
+    if text and not _LABEL_KEY.match(text):
+        raise ValueError(f"{text!r} is not a label key")
+    return text
+
+
+def _positive(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def check(text: str) -> Any:
+        value = parse(text)
+        if value < 0:
+            raise ValueError(f"{text} is negative")
+        return value
+    return check
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not a boolean")
+
+
+@attrs.frozen
+class Option:
+    name: str
+    env: tuple[str, ...]
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str = "VALUE"
+
+    @property
+    def switch(self) -> bool:
+        """A boolean, given as a bare flag."""
+        return self.parse is _boolean
+
+
+OPTIONS = (
+    Option("etcd_endpoints", ("ETCD_ENDPOINTS",), _endpoints, ("http://127.0.0.1:2379",),
+           "comma-separated etcd URLs", "URLS"),
+    Option("etcd_ca_cert_file", ("ETCD_CA_CERT_FILE",), _file, None, "CA certificate (PEM)", "PATH"),
+    Option("etcd_cert_file", ("ETCD_CERT_FILE",), _file, None, "client certificate (PEM)", "PATH"),
+    Option("etcd_key_file", ("ETCD_KEY_FILE",), _file, None, "client key (PEM)", "PATH"),
+    Option("min", ("ROUTE_REFLECTOR_MIN",), _positive(int), 3, "least RRs per zone", "N"),
+    Option("max", ("ROUTE_REFLECTOR_MAX",), _positive(int), 25, "most RRs per zone", "N"),
+    Option("ratio", ("ROUTE_REFLECTOR_RATIO",), float, 0.005, "RRs per eligible node", "R"),
+    Option("node_label", ("ROUTE_REFLECTOR_NODE_LABEL",), _label,
+           RRLabel("calico-route-reflector", ""), "label of RR nodes, key=value", "KEY=VALUE"),
+    Option("zone_label", ("ROUTE_REFLECTOR_ZONE_LABEL",), _zone_label, "",
+           "node label whose value is the zone (empty: one zone)", "KEY"),
+    Option("cluster_id", ("ROUTE_REFLECTOR_CLUSTER_ID",), str, "224.0.0.%d",
+           "cluster ID template, an IPv4 address with %%d", "TEMPLATE"),
+    Option("topology", ("ROUTE_REFLECTOR_TOPOLOGY",), str, "simple", "mesh topology", "NAME"),
+    Option("debounce", ("RRWATCH_DEBOUNCE",), _positive(float), 0.1,
+           "seconds to coalesce events before planning", "SECONDS"),
+    Option("settle", ("RRWATCH_SETTLE",), _positive(float), 10.0,
+           "seconds new sessions get before old ones are removed", "SECONDS"),
+    Option("etcd_timeout", ("RRWATCH_ETCD_TIMEOUT",), _positive(float), 5.0,
+           "seconds an etcd request may take", "SECONDS"),
+    Option("watch_timeout", ("RRWATCH_WATCH_TIMEOUT",), _positive(float), 60.0,
+           "seconds a silent watch stream is trusted before reconnecting", "SECONDS"),
+    Option("dry_run", ("RRWATCH_DRY_RUN",), _boolean, False, "plan but never write", "BOOL"),
+)
+
+
+@attrs.frozen
+class Config:
+    etcd_endpoints: tuple[str, ...]
+    tls: TlsFiles | None
+    zone_label: str
+    policy: Policy
+    timing: Timing
+    etcd_timeout: float
+    watch_timeout: float
+    dry_run: bool
+
+
+def load(environ: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | None = None) -> Config:
+    """Build the config: defaults, then the environment, then flags (already typed strings)."""
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    known = {env for option in OPTIONS for env in option.env}
+    problems += [f"environment: unknown variable {name}" for name in sorted(environ)
+                 if name.startswith("RRWATCH_") and name not in known]
+    for option in OPTIONS:
+        values[option.name] = option.default
+        sources = [(env, environ[env]) for env in option.env if env in environ]
+        flag = (flags or {}).get(option.name)
+        if flag is not None:
+            sources.append(("--" + option.name.replace("_", "-"), flag))
+        for source, text in sources[-1:]:
+            try:
+                values[option.name] = option.parse(text) if isinstance(text, str) else text
+            except ValueError as e:
+                problems.append(f"{source}: {e}")
+
+    tls = None
+    files = [values["etcd_ca_cert_file"], values["etcd_cert_file"], values["etcd_key_file"]]
+    if any(files):
+        if not all(files):
+            problems.append("TLS needs ETCD_CA_CERT_FILE, ETCD_CERT_FILE and ETCD_KEY_FILE together")
+        else:
+            tls = TlsFiles(*files)
+    policy = None
+    try:
+        policy = Policy(
+            rr_label=values["node_label"],
+            ratio=values["ratio"],
+            min_rrs=values["min"],
+            max_rrs=values["max"],
+            cluster_id_template=values["cluster_id"],
+            topology=values["topology"],
+        )
+    except PolicyError as e:
+        problems.append(f"route reflector policy: {e}")
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        etcd_endpoints=values["etcd_endpoints"],
+        tls=tls,
+        zone_label=values["zone_label"],
+        policy=policy,
+        timing=Timing(debounce=values["debounce"], settle=values["settle"]),
+        etcd_timeout=values["etcd_timeout"],
+        watch_timeout=values["watch_timeout"],
+        dry_run=values["dry_run"],
+    )

@@ -1,0 +1,345 @@
+"""The only module that talks to etcd: etcd3gw for unary calls, our own reader for watches.
+
+Blocking HTTP runs in worker threads. Unary calls share a small limiter; each watch stream has a
+thread of its own outside it, so a long-lived stream never starves a put (etcd-notes.md). etcd3gw's watch is not used: it hangs forever on a dead stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import json
+import logging
+import socket
+import urllib.parse
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import attrs
+import etcd3gw
+import etcd3gw.exceptions
+import requests
+import trio
+
+log = logging.getLogger(__name__)
+
+# Unary calls share a few threads; watch streams get threads of their own (start_thread_soon).
+_UNARY = trio.CapacityLimiter(4)
+
+
+class EtcdError(Exception):
+    """etcd could not be reached or refused a request; the message says why, in one line."""
+
+
+class Compacted(EtcdError):
+    """A watch asked for history that compaction has removed: snapshot again."""
+
+    def __init__(self, revision: int) -> None:
+        super().__init__(f"revision compacted (oldest kept: {revision})")
+        self.revision = revision
+
+
+@attrs.frozen
+class TlsFiles:
+    ca: str
+    cert: str
+    key: str
+
+
+@attrs.frozen
+class KV:
+    key: str
+    value: bytes
+    mod_revision: int
+
+
+@attrs.frozen
+class Event:
+    """A put (value set) or a delete (value None) at `revision`."""
+
+    key: str
+    value: bytes | None
+    revision: int
+
+
+@attrs.frozen
+class WatchResponse:
+    """One message of a watch stream: events, or a progress notice (no events).
+
+    The header revision of the `created` message is not a resume point: events before it may
+    still be on their way.
+    """
+
+    revision: int
+    events: tuple[Event, ...] = ()
+    created: bool = False
+
+
+@attrs.frozen
+class TxnResult:
+    succeeded: bool
+    revision: int
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str | None) -> bytes:
+    return base64.b64decode(text) if text else b""
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The range end that covers every key starting with `prefix`."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return b"\0"  # every key
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def _key(raw: str) -> str:
+    return _unb64(raw).decode("utf-8", "replace")
+
+
+def _reason(e: BaseException) -> str:
+    """A one-line reason from etcd3gw's exceptions, whose str() is often empty."""
+    detail = getattr(e, "detail_text", None) or str(e)
+    while not detail and e.__cause__ is not None:
+        e = e.__cause__
+        detail = str(e)
+    return detail.splitlines()[0] if detail else type(e).__name__
+
+
+class Etcd:
+    """A client for one etcd cluster. Endpoints are tried in turn when one fails."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        tls: TlsFiles | None = None,
+        *,
+        timeout: float = 5.0,
+        watch_timeout: float = 60.0,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("no etcd endpoints")
+        self._endpoints = [urllib.parse.urlsplit(e) for e in endpoints]
+        self._tls = tls
+        self._timeout = timeout
+        self._watch_timeout = watch_timeout
+        self._current = 0
+        self._client = self._connect(self._current)
+
+    def _session(self) -> requests.Session:
+        session = requests.Session()
+        # The environment's REQUESTS_CA_BUNDLE would otherwise override our CA, and its proxies
+        # would be used.
+        session.trust_env = False
+        if self._tls is not None:
+            session.verify = self._tls.ca
+            session.cert = (self._tls.cert, self._tls.key)
+        return session
+
+    def _connect(self, index: int) -> etcd3gw.Etcd3Client:
+        url = self._endpoints[index]
+        return etcd3gw.Etcd3Client(
+            host=url.hostname or "localhost",
+            port=url.port or 2379,
+            protocol=url.scheme or "https",
+            timeout=self._timeout,
+            api_path="/v3/",
+            session=self._session(),
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return self._client.base_url
+
+    def _fail_over(self) -> None:
+        if len(self._endpoints) > 1:
+            self._client.session.close()
+            self._current = (self._current + 1) % len(self._endpoints)
+            self._client = self._connect(self._current)
+            log.info("using etcd endpoint %s", self.endpoint)
+
+    async def close(self) -> None:
+        self._client.session.close()
+
+    async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        client = self._client
+        call = functools.partial(client.post, client.get_url(path), json=payload)
+        try:
+            return await trio.to_thread.run_sync(call, limiter=_UNARY)
+        except (etcd3gw.exceptions.ConnectionFailedError,
+                etcd3gw.exceptions.ConnectionTimeoutError) as e:
+            if client is self._client:
+                self._fail_over()
+            raise EtcdError(f"{client.base_url}: {_reason(e)}") from e
+        except etcd3gw.exceptions.Etcd3Exception as e:
+            raise EtcdError(f"{client.base_url}: {_reason(e)}") from e
+
+    async def range(
+        self, start: bytes, end: bytes, *, revision: int = 0, limit: int = 0
+    ) -> tuple[int, list[KV], bool]:
+        """One range request: (header revision, key-values, whether more remain)."""
+        payload: dict[str, Any] = {"key": _b64(start), "range_end": _b64(end)}
+        if revision:
+            payload["revision"] = revision
+        if limit:
+            payload["limit"] = limit
+        reply = await self._post("/kv/range", payload)
+        kvs = [
+            KV(_key(kv["key"]), _unb64(kv.get("value")), int(kv["mod_revision"]))
+            for kv in reply.get("kvs", ())
+        ]
+        return int(reply["header"]["revision"]), kvs, bool(reply.get("more"))
+
+    async def snapshot(self, prefixes: Sequence[str], *, page: int = 1000) -> tuple[int, list[KV]]:
+        """Every key under the prefixes at one pinned revision, read in pages."""
+        revision = 0
+        out: list[KV] = []
+        for prefix in prefixes:
+            start = prefix.encode()
+            end = prefix_end(start)
+            while True:
+                revision, kvs, more = await self.range(start, end, revision=revision, limit=page)
+                out.extend(kvs)
+                if not more or not kvs:
+                    break
+                start = kvs[-1].key.encode() + b"\0"
+        return revision, out
+
+    async def get(self, key: str) -> KV | None:
+        encoded = key.encode()
+        _, kvs, _ = await self.range(encoded, encoded + b"\0", limit=1)
+        return kvs[0] if kvs else None
+
+    async def txn(
+        self, compare: Sequence[dict], success: Sequence[dict], failure: Sequence[dict] = ()
+    ) -> TxnResult:
+        reply = await self._post(
+            "/kv/txn", {"compare": list(compare), "success": list(success), "failure": list(failure)}
+        )
+        return TxnResult(bool(reply.get("succeeded")), int(reply["header"]["revision"]))
+
+    @contextlib.asynccontextmanager
+    async def watch(
+        self, prefix: str, start_revision: int
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[WatchResponse | EtcdError]]:
+        """A watch stream on a prefix, as a channel of responses.
+
+        The stream's end arrives as an EtcdError in the channel (Compacted when the start
+        revision is gone). Leaving the context shuts the socket down, which unblocks the
+        reading thread at once.
+        """
+        start = prefix.encode()
+        request = {"create_request": {
+            "key": _b64(start),
+            "range_end": _b64(prefix_end(start)),
+            "start_revision": start_revision,
+            "progress_notify": True,
+        }}
+        session = self._session()
+        url = self._client.get_url("/watch")
+        post = functools.partial(
+            session.post, url, json=request, stream=True,
+            timeout=(self._timeout, self._watch_timeout),
+        )
+        try:
+            response = await trio.to_thread.run_sync(post, limiter=_UNARY)
+            response.raise_for_status()
+        except requests.RequestException as e:
+            session.close()
+            self._fail_over()
+            raise EtcdError(f"{url}: {_reason(e)}") from e
+        sock = response.raw.connection.sock if response.raw.connection else None
+        token = trio.lowlevel.current_trio_token()
+        send, receive = trio.open_memory_channel[WatchResponse | EtcdError](16)
+        done = trio.Event()
+
+        def finished(_outcome: object) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done.set)
+
+        # A plain thread rather than a nursery: errors raised by the caller's block then reach
+        # the caller as themselves, not wrapped in an exception group.
+        trio.lowlevel.start_thread_soon(
+            functools.partial(_pump, response, send, url, token), finished)
+        try:
+            yield receive
+        finally:
+            _shutdown(sock)
+            receive.close()
+            with trio.CancelScope(shield=True):
+                await done.wait()
+            response.close()
+            session.close()
+
+
+def _shutdown(sock: socket.socket | None) -> None:
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _pump(
+    response: requests.Response, send: trio.MemorySendChannel, url: str, token: trio.lowlevel.TrioToken
+) -> None:
+    """Runs in a thread: read the stream line by line into the channel until it ends."""
+
+    def put(item: WatchResponse | EtcdError) -> bool:
+        try:
+            trio.from_thread.run(send.send, item, trio_token=token)
+            return True
+        except (trio.RunFinishedError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return False  # the reader went away: stop quietly
+
+    try:
+        for line in response.iter_lines():
+            if line and not put(_watch_message(line, url)):
+                return
+        put(EtcdError(f"{url}: watch stream closed by the server"))
+    except Exception as e:  # noqa: BLE001 - any failure ends this stream; the owner reconnects
+        put(EtcdError(f"{url}: watch stream broken: {_reason(e)}"))
+
+
+def _watch_message(line: bytes, url: str) -> WatchResponse | EtcdError:
+    message = json.loads(line)
+    if "error" in message:
+        return EtcdError(f"{url}: watch error: {message['error'].get('message', message)}")
+    result = message.get("result", {})
+    compacted = int(result.get("compact_revision", 0))
+    if result.get("canceled"):
+        if compacted:
+            return Compacted(compacted)
+        return EtcdError(f"{url}: watch canceled: {result.get('cancel_reason', 'no reason')}")
+    events = tuple(
+        Event(
+            key=_key(e["kv"]["key"]),
+            value=None if e.get("type") == "DELETE" else _unb64(e["kv"].get("value")),
+            revision=int(e["kv"]["mod_revision"]),
+        )
+        for e in result.get("events", ())
+    )
+    return WatchResponse(
+        revision=int(result["header"]["revision"]), events=events, created=bool(result.get("created"))
+    )
+
+
+Compare = dict[str, Any]
+
+
+def mod_is(key: str, revision: int) -> Compare:
+    """The key's mod revision is `revision` (0: the key does not exist)."""
+    return {"key": _b64(key.encode()), "target": "MOD", "result": "EQUAL",
+            "mod_revision": revision}
+
+
+def put(key: str, value: bytes) -> dict[str, Any]:
+    return {"request_put": {"key": _b64(key.encode()), "value": _b64(value)}}
+
+
+def delete(key: str) -> dict[str, Any]:
+    return {"request_delete_range": {"key": _b64(key.encode())}}
+
