@@ -15,7 +15,16 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from rrwatch.model import BgpConfig, ClusterState, IPAddress, Node, Peer, Reflector, RRLabel
+from rrwatch.model import (
+    DEFAULT_AS,
+    BgpConfig,
+    ClusterState,
+    IPAddress,
+    Node,
+    Peer,
+    Reflector,
+    RRLabel,
+)
 
 RESOURCES = "/calico/resources/v3/projectcalico.org/"
 NODES = RESOURCES + "nodes/"
@@ -210,7 +219,7 @@ def parse_bgp_config(key: str, value: bytes, revision: int) -> BgpConfig:
     _, spec, _ = _resource(key, value, RESOURCES + "bgpconfigurations/")
     asn = _asn(key, spec.get("asNumber"))
     return BgpConfig(
-        asn=BgpConfig.asn if asn is None else asn,
+        asn=DEFAULT_AS if asn is None else asn,
         mesh_enabled=_field(key, spec, "nodeToNodeMeshEnabled", bool, True),
         revision=revision,
     )

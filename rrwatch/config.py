@@ -14,17 +14,18 @@ from typing import Any
 
 import attrs
 
-from rrwatch.etcd import TlsFiles
 from rrwatch.mesh import Policy, PolicyError
 from rrwatch.model import RRLabel
 from rrwatch.reconcile import Timing
+from rrwatch.tls import TlsFiles
 
 # Exit status for configuration and TLS problems (sysexits.h EX_CONFIG); systemd does not
 # restart on it when the unit says RestartPreventExitStatus=78.
 EX_CONFIG = 78
 
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?{_NAME}$")
+_LABEL_VALUE = re.compile(rf"^({_NAME})?$")
 
 
 class ConfigError(Exception):
@@ -104,7 +105,8 @@ class Option:
 OPTIONS = (
     Option("etcd_endpoints", ("ETCD_ENDPOINTS",), _endpoints, ("http://127.0.0.1:2379",),
            "comma-separated etcd URLs", "URLS"),
-    Option("etcd_ca_cert_file", ("ETCD_CA_CERT_FILE",), _file, None, "CA certificate (PEM)", "PATH"),
+    Option("etcd_ca_cert_file", ("ETCD_CA_CERT_FILE",), _file, None, "CA certificate (PEM)",
+           "PATH"),
     Option("etcd_cert_file", ("ETCD_CERT_FILE",), _file, None, "client certificate (PEM)", "PATH"),
     Option("etcd_key_file", ("ETCD_KEY_FILE",), _file, None, "client key (PEM)", "PATH"),
     Option("min", ("ROUTE_REFLECTOR_MIN",), _positive(int), 3, "least RRs per zone", "N"),
@@ -164,7 +166,8 @@ def load(environ: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | Non
     files = [values["etcd_ca_cert_file"], values["etcd_cert_file"], values["etcd_key_file"]]
     if any(files):
         if not all(files):
-            problems.append("TLS needs ETCD_CA_CERT_FILE, ETCD_CERT_FILE and ETCD_KEY_FILE together")
+            problems.append(
+                "TLS needs ETCD_CA_CERT_FILE, ETCD_CERT_FILE and ETCD_KEY_FILE together")
         else:
             tls = TlsFiles(*files)
     policy = None

@@ -1,7 +1,8 @@
 """The only module that talks to etcd: etcd3gw for unary calls, our own reader for watches.
 
 Blocking HTTP runs in worker threads. Unary calls share a small limiter; each watch stream has a
-thread of its own outside it, so a long-lived stream never starves a put (etcd-notes.md). etcd3gw's watch is not used: it hangs forever on a dead stream.
+thread of its own outside it, so a long-lived stream never starves a put (etcd-notes.md).
+etcd3gw's watch is not used: it hangs forever on a dead stream.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import etcd3gw.exceptions
 import requests
 import trio
 
+from rrwatch.tls import TlsFiles
+from rrwatch.tls import session as tls_session
+
 log = logging.getLogger(__name__)
 
 # Unary calls share a few threads; watch streams get threads of their own (start_thread_soon).
@@ -38,13 +42,6 @@ class Compacted(EtcdError):
     def __init__(self, revision: int) -> None:
         super().__init__(f"revision compacted (oldest kept: {revision})")
         self.revision = revision
-
-
-@attrs.frozen
-class TlsFiles:
-    ca: str
-    cert: str
-    key: str
 
 
 @attrs.frozen
@@ -131,16 +128,6 @@ class Etcd:
         self._current = 0
         self._client = self._connect(self._current)
 
-    def _session(self) -> requests.Session:
-        session = requests.Session()
-        # The environment's REQUESTS_CA_BUNDLE would otherwise override our CA, and its proxies
-        # would be used.
-        session.trust_env = False
-        if self._tls is not None:
-            session.verify = self._tls.ca
-            session.cert = (self._tls.cert, self._tls.key)
-        return session
-
     def _connect(self, index: int) -> etcd3gw.Etcd3Client:
         url = self._endpoints[index]
         return etcd3gw.Etcd3Client(
@@ -149,7 +136,7 @@ class Etcd:
             protocol=url.scheme or "https",
             timeout=self._timeout,
             api_path="/v3/",
-            session=self._session(),
+            session=tls_session(self._tls),
         )
 
     @property
@@ -218,9 +205,8 @@ class Etcd:
     async def txn(
         self, compare: Sequence[dict], success: Sequence[dict], failure: Sequence[dict] = ()
     ) -> TxnResult:
-        reply = await self._post(
-            "/kv/txn", {"compare": list(compare), "success": list(success), "failure": list(failure)}
-        )
+        request = {"compare": list(compare), "success": list(success), "failure": list(failure)}
+        reply = await self._post("/kv/txn", request)
         return TxnResult(bool(reply.get("succeeded")), int(reply["header"]["revision"]))
 
     @contextlib.asynccontextmanager
@@ -240,7 +226,7 @@ class Etcd:
             "start_revision": start_revision,
             "progress_notify": True,
         }}
-        session = self._session()
+        session = tls_session(self._tls)
         url = self._client.get_url("/watch")
         post = functools.partial(
             session.post, url, json=request, stream=True,
@@ -284,7 +270,10 @@ def _shutdown(sock: socket.socket | None) -> None:
 
 
 def _pump(
-    response: requests.Response, send: trio.MemorySendChannel, url: str, token: trio.lowlevel.TrioToken
+    response: requests.Response,
+    send: trio.MemorySendChannel,
+    url: str,
+    token: trio.lowlevel.TrioToken,
 ) -> None:
     """Runs in a thread: read the stream line by line into the channel until it ends."""
 
@@ -323,7 +312,9 @@ def _watch_message(line: bytes, url: str) -> WatchResponse | EtcdError:
         for e in result.get("events", ())
     )
     return WatchResponse(
-        revision=int(result["header"]["revision"]), events=events, created=bool(result.get("created"))
+        revision=int(result["header"]["revision"]),
+        events=events,
+        created=bool(result.get("created")),
     )
 
 

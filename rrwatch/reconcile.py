@@ -57,6 +57,8 @@ class Reconciler:
         self._dry_run = dry_run
         self.stats = ReconcileStats()
         self._blocked: tuple[str, ...] = ()
+        self._converged_at = -1  # the model version last found to need no writes
+        self._converged = trio.Event()
 
     def plan(self) -> Plan:
         state = self._watcher.state
@@ -71,7 +73,11 @@ class Reconciler:
             self.stats.plans += 1
             self._report_blocked(plan)
             wait_until = math.inf
-            if self._dry_run:
+            if not plan:
+                self._converged_at = version
+                self._converged.set()
+                self._converged = trio.Event()
+            elif self._dry_run:
                 for op in plan.make + plan.brk:
                     log.info("would %s", op)
             elif plan.make:
@@ -89,6 +95,11 @@ class Reconciler:
             with trio.move_on_at(wait_until):
                 await self._watcher.wait_change(version)
                 await trio.sleep(self._timing.debounce)
+
+    async def wait_converged(self, version: int) -> None:
+        """Return once a plan made from model version `version` or later needed no writes."""
+        while self._converged_at < version:
+            await self._converged.wait()
 
     async def _apply(self, ops: tuple[Op, ...]) -> bool:
         """Apply ops; True when all landed (and the model has seen them)."""

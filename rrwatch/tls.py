@@ -1,0 +1,29 @@
+"""TLS material for etcd: the file paths, and the HTTP session that uses them."""
+
+from __future__ import annotations
+
+import attrs
+import requests
+
+
+@attrs.frozen
+class TlsFiles:
+    """Paths of the PEM files one TLS party needs: the CA to trust, its own cert and key."""
+
+    ca: str
+    cert: str
+    key: str
+
+
+def session(tls: TlsFiles | None) -> requests.Session:
+    """A requests session that trusts only `tls.ca` and presents `tls`'s certificate.
+
+    `trust_env` is off: these machines set REQUESTS_CA_BUNDLE, which requests would otherwise
+    use instead of our CA, and proxies from the environment must not carry etcd traffic.
+    """
+    out = requests.Session()
+    out.trust_env = False
+    if tls is not None:
+        out.verify = tls.ca
+        out.cert = (tls.cert, tls.key)
+    return out

@@ -1,0 +1,72 @@
+"""Hypothesis strategies for the pure core: names, labels, nodes, clusters."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hypothesis import strategies as st
+
+from rrwatch import calico
+from rrwatch.model import Node, RRLabel
+
+RR_LABEL = RRLabel("calico-route-reflector", "")
+ZONE_LABEL = "zone"
+
+names = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True)
+label_keys = st.from_regex(r"([a-z]{1,5}\.io/)?[a-z][-a-z0-9_.]{0,8}[a-z0-9]", fullmatch=True)
+label_values = st.from_regex(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,8}[A-Za-z0-9])?)?", fullmatch=True)
+# Label values that Go would escape or that JSON must escape, for codec round trips.
+awkward_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+zones = st.sampled_from(["", "a", "b", "c", "d"])
+cluster_ids = st.sampled_from([None, "224.0.0.1", "224.0.0.2"])
+ipv4s = st.builds(ipaddress.IPv4Address, st.integers(1, 2**32 - 2))
+ipv6s = st.builds(ipaddress.IPv6Address, st.integers(1, 2**128 - 2))
+
+
+@st.composite
+def nodes(draw, name=names) -> Node:
+    labels = draw(st.dictionaries(label_keys, label_values, max_size=4))
+    labels.pop(RR_LABEL.key, None)
+    zone = draw(zones)
+    if zone:
+        labels[ZONE_LABEL] = zone
+    cluster = draw(cluster_ids)
+    if cluster is not None and draw(st.booleans()):
+        labels[RR_LABEL.key] = RR_LABEL.value
+    return Node(
+        name=draw(name),
+        revision=draw(st.integers(1, 10**6)),
+        labels=labels,
+        ipv4=draw(st.none() | ipv4s),
+        ipv6=draw(st.none() | ipv6s),
+        cluster_id=cluster,
+    )
+
+
+def clusters(min_size: int = 0, max_size: int = 60) -> st.SearchStrategy[list[Node]]:
+    """Nodes with distinct names."""
+    return st.lists(nodes(), min_size=min_size, max_size=max_size, unique_by=lambda n: n.name)
+
+
+def node_json(node: Node, *, extra_labels: dict[str, str] | None = None) -> bytes:
+    """A node as calico/node would store it, with fields rrwatch does not own."""
+    bgp: dict = {"asNumber": 64512}
+    if node.ipv4:
+        bgp["ipv4Address"] = f"{node.ipv4}/24"
+    if node.ipv6:
+        bgp["ipv6Address"] = f"{node.ipv6}/64"
+    bgp["ipv4IPIPTunnelAddr"] = "192.168.0.1"
+    if node.cluster_id:
+        bgp["routeReflectorClusterID"] = node.cluster_id
+    metadata: dict = {"name": node.name, "uid": "3f1c", "creationTimestamp": "2024-05-01T12:00:00Z"}
+    labels = {**node.labels, **(extra_labels or {})}
+    if labels:
+        metadata["labels"] = dict(sorted(labels.items()))
+    return calico.dumps({
+        "kind": "Node",
+        "apiVersion": "projectcalico.org/v3",
+        "metadata": metadata,
+        "spec": {"bgp": bgp, "orchRefs": [{"nodeName": node.name, "orchestrator": "k8s"}],
+                 "futureField": {"x": [1, 2]}},
+        "status": {},
+    })
