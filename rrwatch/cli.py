@@ -35,13 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the daemon in the foreground")
     for option in OPTIONS:
         flag = "--" + option.name.replace("_", "-")
-        envs = ", ".join(option.env)
+        text = f"{option.help} (env {', '.join(option.env)}; default {option.default or 'none'})"
+        text = text.replace("%", "%%")  # argparse formats help with %
         if option.switch:
-            run.add_argument(flag, dest=option.name, action="store_true", default=None,
-                             help=f"{option.help} (env {envs})")
+            run.add_argument(flag, dest=option.name, action="store_true", default=None, help=text)
         else:
             run.add_argument(flag, dest=option.name, metavar=option.metavar, default=None,
-                             help=f"{option.help} (env {envs}; default {option.default})")
+                             help=text)
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     demo = commands.add_parser("demo", help="run the daemon against a local simulated cluster")
     demo.add_argument("-v", "--verbose", action="store_true", help="log every step of the daemon")

@@ -1,7 +1,8 @@
 """One frozen Config, built from the environment and flags (flags win).
 
 Every option is declared once, in OPTIONS: its environment names (the seeds' names first), its
-flag, its parser and its default. Every problem is reported at once in one ConfigError.
+flag, its parser and its default, written as it would be in the environment. Every problem is
+reported at once, in one ConfigError.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class Option:
     name: str
     env: tuple[str, ...]
     parse: Callable[[str], Any]
-    default: Any
+    default: str | None
     help: str
     metavar: str = "VALUE"
 
@@ -103,31 +104,31 @@ class Option:
 
 
 OPTIONS = (
-    Option("etcd_endpoints", ("ETCD_ENDPOINTS",), _endpoints, ("http://127.0.0.1:2379",),
+    Option("etcd_endpoints", ("ETCD_ENDPOINTS",), _endpoints, "http://127.0.0.1:2379",
            "comma-separated etcd URLs", "URLS"),
     Option("etcd_ca_cert_file", ("ETCD_CA_CERT_FILE",), _file, None, "CA certificate (PEM)",
            "PATH"),
     Option("etcd_cert_file", ("ETCD_CERT_FILE",), _file, None, "client certificate (PEM)", "PATH"),
     Option("etcd_key_file", ("ETCD_KEY_FILE",), _file, None, "client key (PEM)", "PATH"),
-    Option("min", ("ROUTE_REFLECTOR_MIN",), _positive(int), 3, "least RRs per zone", "N"),
-    Option("max", ("ROUTE_REFLECTOR_MAX",), _positive(int), 25, "most RRs per zone", "N"),
-    Option("ratio", ("ROUTE_REFLECTOR_RATIO",), float, 0.005, "RRs per eligible node", "R"),
+    Option("min", ("ROUTE_REFLECTOR_MIN",), _positive(int), "3", "least RRs per zone", "N"),
+    Option("max", ("ROUTE_REFLECTOR_MAX",), _positive(int), "25", "most RRs per zone", "N"),
+    Option("ratio", ("ROUTE_REFLECTOR_RATIO",), float, "0.005", "RRs per eligible node", "R"),
     Option("node_label", ("ROUTE_REFLECTOR_NODE_LABEL",), _label,
-           RRLabel("calico-route-reflector", ""), "label of RR nodes, key=value", "KEY=VALUE"),
+           "calico-route-reflector=", "label of RR nodes, key=value", "KEY=VALUE"),
     Option("zone_label", ("ROUTE_REFLECTOR_ZONE_LABEL",), _zone_label, "",
            "node label whose value is the zone (empty: one zone)", "KEY"),
     Option("cluster_id", ("ROUTE_REFLECTOR_CLUSTER_ID",), str, "224.0.0.%d",
-           "cluster ID template, an IPv4 address with %%d", "TEMPLATE"),
+           "cluster ID template, an IPv4 address with %d", "TEMPLATE"),
     Option("topology", ("ROUTE_REFLECTOR_TOPOLOGY",), str, "simple", "mesh topology", "NAME"),
-    Option("debounce", ("RRWATCH_DEBOUNCE",), _positive(float), 0.1,
+    Option("debounce", ("RRWATCH_DEBOUNCE",), _positive(float), "0.1",
            "seconds to coalesce events before planning", "SECONDS"),
-    Option("settle", ("RRWATCH_SETTLE",), _positive(float), 10.0,
+    Option("settle", ("RRWATCH_SETTLE",), _positive(float), "10",
            "seconds new sessions get before old ones are removed", "SECONDS"),
-    Option("etcd_timeout", ("RRWATCH_ETCD_TIMEOUT",), _positive(float), 5.0,
+    Option("etcd_timeout", ("RRWATCH_ETCD_TIMEOUT",), _positive(float), "5",
            "seconds an etcd request may take", "SECONDS"),
-    Option("watch_timeout", ("RRWATCH_WATCH_TIMEOUT",), _positive(float), 60.0,
+    Option("watch_timeout", ("RRWATCH_WATCH_TIMEOUT",), _positive(float), "60",
            "seconds a silent watch stream is trusted before reconnecting", "SECONDS"),
-    Option("dry_run", ("RRWATCH_DRY_RUN",), _boolean, False, "plan but never write", "BOOL"),
+    Option("dry_run", ("RRWATCH_DRY_RUN",), _boolean, "false", "plan but never write", "BOOL"),
 )
 
 
@@ -151,12 +152,13 @@ def load(environ: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | Non
     problems += [f"environment: unknown variable {name}" for name in sorted(environ)
                  if name.startswith("RRWATCH_") and name not in known]
     for option in OPTIONS:
-        values[option.name] = option.default
+        # The default stands in for a bad value, so that later checks still see a whole config.
+        values[option.name] = None if option.default is None else option.parse(option.default)
         sources = [(env, environ[env]) for env in option.env if env in environ]
         flag = (flags or {}).get(option.name)
         if flag is not None:
             sources.append(("--" + option.name.replace("_", "-"), flag))
-        for source, text in sources[-1:]:
+        for source, text in sources[-1:]:  # the last, highest-precedence source decides
             try:
                 values[option.name] = option.parse(text) if isinstance(text, str) else text
             except ValueError as e:

@@ -226,41 +226,47 @@ class Etcd:
             "start_revision": start_revision,
             "progress_notify": True,
         }}
-        session = tls_session(self._tls)
         url = self._client.get_url("/watch")
-        post = functools.partial(
-            session.post, url, json=request, stream=True,
-            timeout=(self._timeout, self._watch_timeout),
-        )
-        try:
-            response = await trio.to_thread.run_sync(post, limiter=_UNARY)
-            response.raise_for_status()
-        except requests.RequestException as e:
-            session.close()
-            self._fail_over()
-            raise EtcdError(f"{url}: {_reason(e)}") from e
-        sock = response.raw.connection.sock if response.raw.connection else None
-        token = trio.lowlevel.current_trio_token()
-        send, receive = trio.open_memory_channel[WatchResponse | EtcdError](16)
-        done = trio.Event()
+        with contextlib.ExitStack() as cleanup:
+            session = cleanup.enter_context(tls_session(self._tls))
+            opened: list[requests.Response] = []
 
-        def finished(_outcome: object) -> None:
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(done.set)
+            def open_stream() -> requests.Response:
+                response = session.post(url, json=request, stream=True,
+                                        timeout=(self._timeout, self._watch_timeout))
+                # Registered from the thread: if we are cancelled meanwhile, trio waits for
+                # the thread and then drops its result, and the socket must still be closed.
+                opened.append(cleanup.enter_context(response))
+                return response
 
-        # A plain thread rather than a nursery: errors raised by the caller's block then reach
-        # the caller as themselves, not wrapped in an exception group.
-        trio.lowlevel.start_thread_soon(
-            functools.partial(_pump, response, send, url, token), finished)
-        try:
-            yield receive
-        finally:
-            _shutdown(sock)
-            receive.close()
-            with trio.CancelScope(shield=True):
-                await done.wait()
-            response.close()
-            session.close()
+            try:
+                response = await trio.to_thread.run_sync(open_stream, limiter=_UNARY)
+                response.raise_for_status()
+            except requests.RequestException as e:
+                self._fail_over()
+                raise EtcdError(f"{url}: {_reason(e)}") from e
+            sock = response.raw.connection.sock if response.raw.connection else None
+            token = trio.lowlevel.current_trio_token()
+            send, receive = trio.open_memory_channel[WatchResponse | EtcdError](16)
+            done = trio.Event()
+
+            def finished(_outcome: object) -> None:
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(done.set)
+
+            # A plain thread rather than a nursery: errors raised by the caller's block then
+            # reach the caller as themselves, not wrapped in an exception group.
+            trio.lowlevel.start_thread_soon(
+                functools.partial(_pump, response, send, url, token), finished)
+            try:
+                yield receive
+            finally:
+                _shutdown(sock)
+                receive.close()
+                with trio.CancelScope(shield=True):
+                    await done.wait()
+                if sock is not None:
+                    sock.close()  # urllib3 may have let go of it after a broken read
 
 
 def _shutdown(sock: socket.socket | None) -> None:

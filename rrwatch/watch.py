@@ -53,9 +53,16 @@ class WatchStats:
 class Watcher:
     """Owns the ClusterState; the only writer of it."""
 
-    def __init__(self, etcd: Etcd, new_state: Callable[[], ClusterState]) -> None:
+    def __init__(
+        self,
+        etcd: Etcd,
+        new_state: Callable[[], ClusterState],
+        *,
+        backoff: Callable[[], Backoff] = Backoff,
+    ) -> None:
         self._etcd = etcd
         self._new_state = new_state
+        self._backoff = backoff
         self.state = new_state()
         self.stats = WatchStats()
         self.bad: dict[str, str] = {}  # key -> reason, for keys whose value cannot be used
@@ -65,7 +72,7 @@ class Watcher:
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Snapshot, report the revision as started, then follow the streams for ever."""
-        backoff = Backoff()
+        backoff = self._backoff()
         while True:
             try:
                 revision = await self._snapshot()
@@ -99,7 +106,7 @@ class Watcher:
 
     async def _follow(self, prefix: str, start: int) -> None:
         """Follow one prefix from `start`, reconnecting from the right revision after a break."""
-        backoff = Backoff()
+        backoff = self._backoff()
         resume = start
         while True:
             try:

@@ -1,0 +1,98 @@
+"""Config: the seeds' environment names, flags over environment, every problem at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from rrwatch import cli
+from rrwatch.config import EX_CONFIG, OPTIONS, ConfigError, load
+from rrwatch.model import RRLabel
+
+
+def test_defaults_are_the_seeds():
+    """With nothing set, the seed operator's defaults apply."""
+    config = load({})
+    policy = config.policy
+    assert (policy.ratio, policy.min_rrs, policy.max_rrs) == (0.005, 3, 25)
+    assert policy.cluster_id_template == "224.0.0.%d"
+    assert policy.rr_label == RRLabel("calico-route-reflector", "")
+    assert (config.zone_label, policy.topology, config.tls) == ("", "simple", None)
+
+
+def test_seed_environment_names(tmp_path):
+    """Each seed variable sets its option."""
+    for name in ("ca", "cert", "key"):
+        (tmp_path / name).write_text("x")
+    config = load({
+        "ETCD_ENDPOINTS": "https://10.0.0.1:2379, https://10.0.0.2:2379",
+        "ETCD_CA_CERT_FILE": str(tmp_path / "ca"),
+        "ETCD_CERT_FILE": str(tmp_path / "cert"),
+        "ETCD_KEY_FILE": str(tmp_path / "key"),
+        "ROUTE_REFLECTOR_MIN": "2",
+        "ROUTE_REFLECTOR_MAX": "7",
+        "ROUTE_REFLECTOR_RATIO": "0.1",
+        "ROUTE_REFLECTOR_NODE_LABEL": "route-reflector=true",
+        "ROUTE_REFLECTOR_ZONE_LABEL": "topology.kubernetes.io/zone",
+        "ROUTE_REFLECTOR_CLUSTER_ID": "10.255.0.%d",
+        "ROUTE_REFLECTOR_TOPOLOGY": "simple",
+    })
+    assert config.etcd_endpoints == ("https://10.0.0.1:2379", "https://10.0.0.2:2379")
+    assert config.tls.ca == str(tmp_path / "ca") and config.tls.key == str(tmp_path / "key")
+    assert (config.policy.min_rrs, config.policy.max_rrs, config.policy.ratio) == (2, 7, 0.1)
+    assert config.policy.rr_label == RRLabel("route-reflector", "true")
+    assert config.zone_label == "topology.kubernetes.io/zone"
+    assert config.policy.cluster_id(5) == "10.255.0.5"
+
+
+def test_flags_win_over_environment():
+    """A flag overrides the environment variable of the same option."""
+    config = load({"ROUTE_REFLECTOR_MIN": "2", "RRWATCH_SETTLE": "3"},
+                  {"min": "4", "settle": None, "dry_run": True})
+    assert config.policy.min_rrs == 4
+    assert config.timing.settle == 3.0
+    assert config.dry_run
+
+
+def test_every_problem_is_reported_at_once():
+    """Several bad values give one ConfigError listing each, with its source."""
+    with pytest.raises(ConfigError) as error:
+        load({"ROUTE_REFLECTOR_MIN": "three", "ETCD_ENDPOINTS": "ftp://x",
+              "ETCD_CERT_FILE": "/nonexistent", "RRWATCH_SETLE": "1"}, {"ratio": "x"})
+    problems = error.value.problems
+    assert any(p.startswith("ROUTE_REFLECTOR_MIN:") for p in problems)
+    assert any(p.startswith("ETCD_ENDPOINTS:") for p in problems)
+    assert any(p.startswith("ETCD_CERT_FILE:") for p in problems)
+    assert any(p.startswith("--ratio:") for p in problems)
+    assert "environment: unknown variable RRWATCH_SETLE" in problems
+
+
+def test_partial_tls_is_an_error(tmp_path):
+    """A client certificate without its key (or CA) is refused, not silently dropped."""
+    (tmp_path / "cert").write_text("x")
+    with pytest.raises(ConfigError, match="together"):
+        load({"ETCD_CERT_FILE": str(tmp_path / "cert")})
+
+
+@pytest.mark.parametrize("label", ["", "-bad=x", "ok=not ok", "a/b/c=x"])
+def test_bad_node_labels(label):
+    """A node label that is not a valid Kubernetes label key=value is refused."""
+    with pytest.raises(ConfigError, match="ROUTE_REFLECTOR_NODE_LABEL"):
+        load({"ROUTE_REFLECTOR_NODE_LABEL": label})
+
+
+def test_every_option_has_a_flag(capsys):
+    """`rrwatch run --help` lists a flag for every option."""
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = capsys.readouterr().out
+    assert "224.0.0.%d" in text
+    for option in OPTIONS:
+        assert "--" + option.name.replace("_", "-") in text
+
+
+def test_cli_config_error_is_one_line_and_exit_78(monkeypatch, capsys):
+    """A config problem ends `rrwatch run` with one line on stderr and status 78."""
+    monkeypatch.setenv("ROUTE_REFLECTOR_RATIO", "lots")
+    assert cli.main(["run"]) == EX_CONFIG
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ROUTE_REFLECTOR_RATIO" in err and "Traceback" not in err
