@@ -19,6 +19,7 @@ from rrwatch.mesh import Policy, PolicyError
 from rrwatch.model import RRLabel
 from rrwatch.reconcile import Timing
 from rrwatch.tls import TlsFiles
+from rrwatch.tls import problems as tls_problems
 
 # Exit status for configuration and TLS problems (sysexits.h EX_CONFIG); systemd does not
 # restart on it when the unit says RestartPreventExitStatus=78.
@@ -172,6 +173,7 @@ def load(environ: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | Non
                 "TLS needs ETCD_CA_CERT_FILE, ETCD_CERT_FILE and ETCD_KEY_FILE together")
         else:
             tls = TlsFiles(*files)
+            problems += [f"TLS: {problem}" for problem in tls_problems(tls)]
     policy = None
     try:
         policy = Policy(

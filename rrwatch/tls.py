@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import attrs
 import requests
 
@@ -27,3 +29,22 @@ def session(tls: TlsFiles | None) -> requests.Session:
         out.verify = tls.ca
         out.cert = (tls.cert, tls.key)
     return out
+
+
+def problems(tls: TlsFiles) -> list[str]:
+    """Why these files cannot make a TLS client, one line per problem, naming the file."""
+    out = []
+    context = ssl.create_default_context()
+    try:
+        context.load_verify_locations(cafile=tls.ca)
+    except (OSError, ssl.SSLError) as e:
+        out.append(f"{tls.ca}: not a usable CA certificate ({_reason(e)})")
+    try:
+        context.load_cert_chain(tls.cert, tls.key)
+    except (OSError, ssl.SSLError) as e:
+        out.append(f"{tls.cert} with {tls.key}: not a usable certificate and key ({_reason(e)})")
+    return out
+
+
+def _reason(e: Exception) -> str:
+    return getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)

@@ -7,6 +7,8 @@ import pytest
 from rrwatch import cli
 from rrwatch.config import EX_CONFIG, OPTIONS, ConfigError, load
 from rrwatch.model import RRLabel
+from rrwatch.pki import issue, make_ca, write_pem
+from rrwatch.tls import TlsFiles
 
 
 def test_defaults_are_the_seeds():
@@ -19,15 +21,13 @@ def test_defaults_are_the_seeds():
     assert (config.zone_label, policy.topology, config.tls) == ("", "simple", None)
 
 
-def test_seed_environment_names(tmp_path):
+def test_seed_environment_names(pki):
     """Each seed variable sets its option."""
-    for name in ("ca", "cert", "key"):
-        (tmp_path / name).write_text("x")
     config = load({
         "ETCD_ENDPOINTS": "https://10.0.0.1:2379, https://10.0.0.2:2379",
-        "ETCD_CA_CERT_FILE": str(tmp_path / "ca"),
-        "ETCD_CERT_FILE": str(tmp_path / "cert"),
-        "ETCD_KEY_FILE": str(tmp_path / "key"),
+        "ETCD_CA_CERT_FILE": pki.client.ca,
+        "ETCD_CERT_FILE": pki.client.cert,
+        "ETCD_KEY_FILE": pki.client.key,
         "ROUTE_REFLECTOR_MIN": "2",
         "ROUTE_REFLECTOR_MAX": "7",
         "ROUTE_REFLECTOR_RATIO": "0.1",
@@ -37,7 +37,7 @@ def test_seed_environment_names(tmp_path):
         "ROUTE_REFLECTOR_TOPOLOGY": "simple",
     })
     assert config.etcd_endpoints == ("https://10.0.0.1:2379", "https://10.0.0.2:2379")
-    assert config.tls.ca == str(tmp_path / "ca") and config.tls.key == str(tmp_path / "key")
+    assert config.tls == TlsFiles(pki.client.ca, pki.client.cert, pki.client.key)
     assert (config.policy.min_rrs, config.policy.max_rrs, config.policy.ratio) == (2, 7, 0.1)
     assert config.policy.rr_label == RRLabel("route-reflector", "true")
     assert config.zone_label == "topology.kubernetes.io/zone"
@@ -96,3 +96,42 @@ def test_cli_config_error_is_one_line_and_exit_78(monkeypatch, capsys):
     assert cli.main(["run"]) == EX_CONFIG
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ROUTE_REFLECTOR_RATIO" in err and "Traceback" not in err
+
+
+def tls_env(ca: str, cert: str, key: str) -> dict[str, str]:
+    return {"ETCD_CA_CERT_FILE": ca, "ETCD_CERT_FILE": cert, "ETCD_KEY_FILE": key}
+
+
+def test_good_tls_files_load(pki):
+    """The test PKI's client files pass the TLS check."""
+    assert load(tls_env(pki.client.ca, pki.client.cert, pki.client.key)).tls.cert == pki.client.cert
+
+
+def test_mismatched_key_is_a_config_error(pki, tmp_path):
+    """A client key that does not belong to the certificate is refused, naming both files."""
+    _, other_key = issue(*make_ca("other"), "rrwatch")
+    key = str(tmp_path / "other-key.pem")
+    write_pem(key, other_key)
+    with pytest.raises(ConfigError, match="not a usable certificate and key") as error:
+        load(tls_env(pki.client.ca, pki.client.cert, key))
+    assert key in str(error.value) and pki.client.cert in str(error.value)
+
+
+def test_ca_file_that_is_not_pem_is_a_config_error(pki, tmp_path):
+    """A CA file that holds no certificate is refused, naming the file."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match="not a usable CA certificate"):
+        load(tls_env(str(ca), pki.client.cert, pki.client.key))
+
+
+def test_cli_tls_error_is_one_line_and_exit_78(pki, tmp_path, monkeypatch, capsys):
+    """`rrwatch run` with a key that does not match its certificate exits 78 with one line."""
+    _, other_key = issue(*make_ca("other"), "rrwatch")
+    key = str(tmp_path / "other-key.pem")
+    write_pem(key, other_key)
+    for name, value in tls_env(pki.client.ca, pki.client.cert, key).items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["run"]) == EX_CONFIG
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and key in err

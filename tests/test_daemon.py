@@ -217,3 +217,14 @@ async def test_scaling_follows_the_ratio_make_before_break(etcd, start_daemon):
     for key, value in data.items():
         if key.startswith(calico.NODES):
             assert json.loads(value)["metadata"]["labels"]["rack"].startswith("r")
+
+
+async def test_dry_run_plans_but_never_writes(etcd, start_daemon):
+    """`run --dry-run` logs the promotions it would make and leaves etcd's revision alone."""
+    await seed(etcd)
+    revision, _ = await read_cluster(etcd)
+    daemon = start_daemon({}, "--dry-run")
+    with trio.fail_after(CONVERGE):
+        await daemon.wait_for_log("would create BGPPeer rrwatch-rr-mesh")
+    assert daemon.log().count("would promote") == 3 * expected_rrs(40)
+    assert (await read_cluster(etcd))[0] == revision
