@@ -9,10 +9,11 @@ an edit changes only the bytes it means to.
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rrwatch.model import (
@@ -77,41 +78,31 @@ def apply(state: ClusterState, key: str, value: bytes | None, revision: int) -> 
     A bad value also removes what the model held for that key: rrwatch never acts on a record
     it cannot read, and the record itself stays untouched in etcd.
     """
+    route = _route(state, key)
+    if route is None:
+        return  # a key in a watched range that rrwatch does not read
+    parse, put, remove = route
+    if value is None:
+        remove()
+        return
+    try:
+        put(parse(key, value, revision))
+    except BadRecord:
+        remove()
+        raise
+
+
+def _route(state: ClusterState, key: str) -> tuple[Callable, Callable, Callable] | None:
+    """The parser for a key, and how to put or remove its value in the model."""
     if key.startswith(NODES):
-        name = key[len(NODES):]
-        if value is None:
-            state.remove_node(name)
-            return
-        try:
-            state.put_node(parse_node(key, value, revision))
-        except BadRecord:
-            state.remove_node(name)
-            raise
-    elif key.startswith(PEERS):
-        name = key[len(PEERS):]
-        if value is None:
-            state.remove_peer(name)
-            return
-        try:
-            state.put_peer(parse_peer(key, value, revision))
-        except BadRecord:
-            state.remove_peer(name)
-            raise
-    elif key == BGP_CONFIG:
-        try:
-            state.set_bgp(None if value is None else parse_bgp_config(key, value, revision))
-        except BadRecord:
-            state.set_bgp(None)
-            raise
-    elif key.startswith((RR_V4, RR_V6)):
-        if value is None:
-            state.remove_reflector(key)
-            return
-        try:
-            state.put_reflector(parse_reflector(key, value, revision))
-        except BadRecord:
-            state.remove_reflector(key)
-            raise
+        return parse_node, state.put_node, functools.partial(state.remove_node, key[len(NODES):])
+    if key.startswith(PEERS):
+        return parse_peer, state.put_peer, functools.partial(state.remove_peer, key[len(PEERS):])
+    if key == BGP_CONFIG:
+        return parse_bgp_config, state.set_bgp, functools.partial(state.set_bgp, None)
+    if key.startswith((RR_V4, RR_V6)):
+        return parse_reflector, state.put_reflector, functools.partial(state.remove_reflector, key)
+    return None
 
 
 def _load(key: str, value: bytes) -> dict[str, Any]:

@@ -44,14 +44,19 @@ async def test_events_update_the_model(etcd):
 SLOW = functools.partial(Backoff, first=3.0, cap=3.0)
 
 
+async def started_then_crashed(nursery, watcher, server) -> None:
+    """Start the watcher, then kill etcd and bring it back before the watcher reconnects."""
+    await nursery.start(watcher.run)
+    await trio.to_thread.run_sync(server.kill)
+    await trio.to_thread.run_sync(server.restart)
+
+
 async def test_resumes_after_etcd_is_killed_without_losing_events(etcd, etcd_server):
     """After etcd is killed and restarted, writes made before the reconnect all arrive."""
     watcher = watcher_for(etcd, backoff=SLOW)
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            await nursery.start(watcher.run)
-            await trio.to_thread.run_sync(etcd_server.kill)
-            await trio.to_thread.run_sync(etcd_server.restart)
+            await started_then_crashed(nursery, watcher, etcd_server)
             items = simulate.nodes("c", range(50))
             revision = await simulate.put_all(etcd, items)
             await watcher.wait_seen(dict.fromkeys(items, revision))
@@ -67,9 +72,7 @@ async def test_compaction_past_the_resume_point_resyncs(etcd, etcd_server):
     watcher = watcher_for(etcd, backoff=SLOW)
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            await nursery.start(watcher.run)
-            await trio.to_thread.run_sync(etcd_server.kill)
-            await trio.to_thread.run_sync(etcd_server.restart)
+            await started_then_crashed(nursery, watcher, etcd_server)
             await simulate.delete_all(etcd, [calico.NODES + simulate.node_name("a", 0)])
             await simulate.put_all(etcd, simulate.nodes("b", range(5)))
             await trio.to_thread.run_sync(etcd_server.compact, etcd_server.revision())
