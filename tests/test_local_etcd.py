@@ -11,20 +11,7 @@ import pytest
 import requests
 
 from rrwatch.local_etcd import LocalEtcd, start_cluster
-from rrwatch.pki import Pki, make_pki
 from rrwatch.tls import session as tls_session
-
-
-@pytest.fixture
-def pki(tmp_path) -> Pki:
-    return make_pki(str(tmp_path / "pki"))
-
-
-@pytest.fixture
-def etcd(tmp_path, pki) -> Iterator[LocalEtcd]:
-    [member] = start_cluster(str(tmp_path / "etcd"), pki)
-    yield member
-    member.stop()
 
 
 @pytest.fixture
@@ -40,52 +27,52 @@ def client_for(member: LocalEtcd, session: requests.Session) -> etcd3gw.Etcd3Cli
     )
 
 
-def test_single_member_serves_put_and_get(etcd, session):
+def test_single_member_serves_put_and_get(etcd_server, session):
     """A single member starts and serves a put and a get over mutual TLS."""
-    client = client_for(etcd, session)
+    client = client_for(etcd_server, session)
     assert client.put(b"/k", b"v")
     assert client.get(b"/k") == [b"v"]
-    assert etcd.revision() == 2
+    assert etcd_server.revision() == 2
 
 
-def test_client_without_certificate_is_refused(etcd, pki):
+def test_client_without_certificate_is_refused(etcd_server, pki):
     """A client that trusts the CA but presents no certificate fails with an SSL error."""
     with requests.Session() as bare:
         bare.trust_env = False
         with pytest.raises(requests.exceptions.SSLError):
-            bare.get(etcd.endpoint + "/health", verify=pki.ca, timeout=5)
+            bare.get(etcd_server.endpoint + "/health", verify=pki.ca, timeout=5)
 
 
-def test_kill_and_restart_keeps_data(etcd, session):
+def test_kill_and_restart_keeps_data(etcd_server, session):
     """After SIGKILL and a restart on the same data dir, acknowledged writes are still there."""
-    client_for(etcd, session).put(b"/durable", b"yes")
-    etcd.kill()
-    assert not etcd.running
-    etcd.restart()
-    assert client_for(etcd, session).get(b"/durable") == [b"yes"]
+    client_for(etcd_server, session).put(b"/durable", b"yes")
+    etcd_server.kill()
+    assert not etcd_server.running
+    etcd_server.restart()
+    assert client_for(etcd_server, session).get(b"/durable") == [b"yes"]
 
 
-def test_pause_blocks_and_resume_recovers(etcd, pki):
+def test_pause_blocks_and_resume_recovers(etcd_server, pki):
     """A paused member answers nothing until resumed, then serves again."""
-    etcd.pause()
+    etcd_server.pause()
     try:
         with tls_session(pki.client) as s, pytest.raises(requests.exceptions.Timeout):
-            s.get(etcd.endpoint + "/health", timeout=0.5)
+            s.get(etcd_server.endpoint + "/health", timeout=0.5)
     finally:
-        etcd.resume()
-    assert etcd.revision() == 1
+        etcd_server.resume()
+    assert etcd_server.revision() == 1
 
 
-def test_compact_makes_old_revision_unreadable(etcd, session):
+def test_compact_makes_old_revision_unreadable(etcd_server, session):
     """After compact(N), a read at a revision below N is refused as compacted."""
-    client = client_for(etcd, session)
+    client = client_for(etcd_server, session)
     client.put(b"/c", b"1")
-    old = etcd.revision()
+    old = etcd_server.revision()
     client.put(b"/c", b"2")
-    etcd.compact(etcd.revision())
+    etcd_server.compact(etcd_server.revision())
     key = base64.b64encode(b"/c").decode()
     body = {"key": key, "revision": old}
-    resp = session.post(etcd.endpoint + "/v3/kv/range", json=body, timeout=5)
+    resp = session.post(etcd_server.endpoint + "/v3/kv/range", json=body, timeout=5)
     assert resp.status_code == 400
     assert "required revision has been compacted" in resp.json()["message"]
     assert client.get(b"/c") == [b"2"]
