@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import attrs
 
 from rrwatch.model import ClusterState, RRLabel, rank
+from rrwatch.selector import Compare, render
 
 TOPOLOGIES = ("simple",)
 
@@ -64,15 +65,10 @@ class Policy:
             ) from None
 
     def rr_selector(self) -> str:
-        return f"{self.rr_label.key} == {_quote(self.rr_label.value)}"
+        return render(Compare(self.rr_label.key, "==", self.rr_label.value))
 
     def client_selector(self) -> str:
-        return f"{self.rr_label.key} != {_quote(self.rr_label.value)}"
-
-
-def _quote(value: str) -> str:
-    """A Calico selector literal (no escapes exist: pick the quote the value lacks)."""
-    return f'"{value}"' if "'" in value else f"'{value}'"
+        return render(Compare(self.rr_label.key, "!=", self.rr_label.value))
 
 
 @attrs.frozen

@@ -70,3 +70,31 @@ def node_json(node: Node, *, extra_labels: dict[str, str] | None = None) -> byte
                  "futureField": {"x": [1, 2]}},
         "status": {},
     })
+
+
+# -- selectors -----------------------------------------------------------------------------------
+
+selector_labels = st.sampled_from(["a", "b", "zone", "x.io/rr", "in", "has", "all"])
+selector_values = st.text(st.sampled_from("xy1 -'&"), max_size=4) | st.text(
+    st.sampled_from('xy1 -"'), max_size=4)
+label_sets = st.dictionaries(selector_labels, st.sampled_from(["", "x", "y1", "x'y", "1 -"]))
+
+
+def selectors():
+    from rrwatch import selector as sel
+
+    leaves = st.one_of(
+        st.builds(sel.All),
+        st.builds(sel.Global),
+        st.builds(sel.Has, selector_labels),
+        st.builds(sel.Compare, selector_labels,
+                  st.sampled_from(["==", "!=", "contains", "starts with", "ends with"]),
+                  selector_values),
+        st.builds(sel.In, selector_labels, st.frozensets(selector_values, max_size=3),
+                  st.booleans()),
+    )
+    return st.recursive(leaves, lambda inner: st.one_of(
+        st.builds(sel.Not, inner),
+        st.builds(sel.And, st.tuples(inner, inner)),
+        st.builds(sel.Or, st.tuples(inner, inner)),
+    ), max_leaves=8)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from rrwatch.mesh import Policy, PolicyError, choose_reflectors, desired
 from rrwatch.plan import make_plan
+from rrwatch.selector import parse, render
 from tests import strategies as s
 from tests.helpers import carry_out, state_of
 
@@ -90,7 +91,16 @@ def test_simple_topology_peers():
     }
 
 
-def test_selector_quotes_a_value_with_an_apostrophe():
-    """A label value is quoted with the quote character it does not contain."""
-    policy = attrs.evolve(POLICY, rr_label=attrs.evolve(s.RR_LABEL, value="it's"))
-    assert policy.rr_selector() == 'calico-route-reflector == "it\'s"'
+def test_written_selectors_parse_and_select_the_right_nodes():
+    """The selectors of the desired BGPPeers parse and split RRs from clients exactly."""
+    rr, client = {"calico-route-reflector": ""}, {"other": "x"}
+    peers = desired(state_of([]), POLICY).peers
+    mesh, clients = peers["rrwatch-rr-mesh"], peers["rrwatch-rr-clients"]
+    for spec in peers.values():
+        for text in spec.values():
+            assert render(parse(text)) == text
+    assert parse(mesh["nodeSelector"]).matches(rr)
+    assert not parse(mesh["nodeSelector"]).matches(client)
+    assert parse(clients["nodeSelector"]).matches(client)
+    assert not parse(clients["nodeSelector"]).matches(rr)
+    assert parse(clients["peerSelector"]).matches(rr)
