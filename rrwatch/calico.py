@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rrwatch.model import (
+    CLIENT_LABEL_PREFIX,
     DEFAULT_AS,
     BgpConfig,
     ClusterState,
@@ -265,15 +266,18 @@ def _with_labels(metadata: dict, labels: dict[str, str]) -> dict:
     return _ordered_set(metadata, "labels", dict(sorted(labels.items())), _METADATA_ORDER)
 
 
-def edit_node(raw: bytes, label: RRLabel, cluster: str | None) -> bytes:
-    """Make a node a route reflector (cluster ID and label) or a client (neither)."""
+def edit_node(
+    raw: bytes, label: RRLabel, cluster: str | None, clients: frozenset[str] = frozenset()
+) -> bytes:
+    """Set the fields rrwatch owns on a node: a route reflector gets `cluster` and the RR label,
+    a client neither; either way its client labels become exactly `clients`."""
     obj = json.loads(raw)
     metadata = obj.get("metadata") or {}
-    labels = dict(metadata.get("labels") or {})
-    if cluster is None:
-        labels.pop(label.key, None)
-    else:
+    labels = {k: v for k, v in (metadata.get("labels") or {}).items()
+              if k != label.key and not k.startswith(CLIENT_LABEL_PREFIX)}
+    if cluster is not None:
         labels[label.key] = label.value
+    labels.update(dict.fromkeys(clients, ""))
     obj["metadata"] = _with_labels(metadata, labels)
     spec = obj.get("spec") or {}
     bgp = dict(spec.get("bgp") or {})

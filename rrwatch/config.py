@@ -15,9 +15,12 @@ from typing import Any
 
 import attrs
 
-from rrwatch.mesh import Policy, PolicyError
+from rrwatch.mesh import TOPOLOGIES, Policy, PolicyError
 from rrwatch.model import RRLabel
+from rrwatch.plan import Limits
 from rrwatch.reconcile import Timing
+from rrwatch.selector import Selector, SelectorError
+from rrwatch.selector import parse as parse_selector
 from rrwatch.tls import TlsFiles
 from rrwatch.tls import problems as tls_problems
 
@@ -71,11 +74,11 @@ def _zone_label(text: str) -> str:
     return text
 
 
-def _positive(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+def _at_least(parse: Callable[[str], Any], low: int) -> Callable[[str], Any]:
     def check(text: str) -> Any:
         value = parse(text)
-        if value < 0:
-            raise ValueError(f"{text} is negative")
+        if value < low:
+            raise ValueError(f"{text} is less than {low}")
         return value
     return check
 
@@ -87,6 +90,16 @@ def _boolean(text: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(f"{text!r} is not a boolean")
+
+
+def _selector(text: str) -> Selector | None:
+    """A Calico selector; empty means none (not all(), which would select every node)."""
+    if not text.strip():
+        return None
+    try:
+        return parse_selector(text)
+    except SelectorError as e:
+        raise ValueError(str(e)) from None
 
 
 @attrs.frozen
@@ -111,8 +124,8 @@ OPTIONS = (
            "PATH"),
     Option("etcd_cert_file", ("ETCD_CERT_FILE",), _file, None, "client certificate (PEM)", "PATH"),
     Option("etcd_key_file", ("ETCD_KEY_FILE",), _file, None, "client key (PEM)", "PATH"),
-    Option("min", ("ROUTE_REFLECTOR_MIN",), _positive(int), "3", "least RRs per zone", "N"),
-    Option("max", ("ROUTE_REFLECTOR_MAX",), _positive(int), "25", "most RRs per zone", "N"),
+    Option("min", ("ROUTE_REFLECTOR_MIN",), _at_least(int, 0), "3", "least RRs per zone", "N"),
+    Option("max", ("ROUTE_REFLECTOR_MAX",), _at_least(int, 0), "25", "most RRs per zone", "N"),
     Option("ratio", ("ROUTE_REFLECTOR_RATIO",), float, "0.005", "RRs per eligible node", "R"),
     Option("node_label", ("ROUTE_REFLECTOR_NODE_LABEL",), _label,
            "calico-route-reflector=", "label of RR nodes, key=value", "KEY=VALUE"),
@@ -120,14 +133,25 @@ OPTIONS = (
            "node label whose value is the zone (empty: one zone)", "KEY"),
     Option("cluster_id", ("ROUTE_REFLECTOR_CLUSTER_ID",), str, "224.0.0.%d",
            "cluster ID template, an IPv4 address with %d", "TEMPLATE"),
-    Option("topology", ("ROUTE_REFLECTOR_TOPOLOGY",), str, "simple", "mesh topology", "NAME"),
-    Option("debounce", ("RRWATCH_DEBOUNCE",), _positive(float), "0.1",
+    Option("topology", ("ROUTE_REFLECTOR_TOPOLOGY",), str, "simple",
+           f"mesh topology: {', '.join(TOPOLOGIES)}", "NAME"),
+    Option("client_rrs", ("RRWATCH_CLIENT_RRS",), _at_least(int, 1), "3",
+           "RRs each client peers with in the multi topology", "K"),
+    Option("exclude", ("RRWATCH_EXCLUDE",), _selector, "",
+           "Calico selector of nodes that must never be RRs", "SELECTOR"),
+    Option("prefer", ("RRWATCH_PREFER",), _selector, "",
+           "Calico selector of nodes to promote first and demote last", "SELECTOR"),
+    Option("max_node_writes", ("RRWATCH_MAX_NODE_WRITES",), _at_least(int, 1), "200",
+           "most node writes per step of a plan", "N"),
+    Option("max_demotions", ("RRWATCH_MAX_DEMOTIONS",), _at_least(int, 1), "1",
+           "most RR demotions per step of a plan", "N"),
+    Option("debounce", ("RRWATCH_DEBOUNCE",), _at_least(float, 0), "0.1",
            "seconds to coalesce events before planning", "SECONDS"),
-    Option("settle", ("RRWATCH_SETTLE",), _positive(float), "10",
+    Option("settle", ("RRWATCH_SETTLE",), _at_least(float, 0), "10",
            "seconds new sessions get before old ones are removed", "SECONDS"),
-    Option("etcd_timeout", ("RRWATCH_ETCD_TIMEOUT",), _positive(float), "5",
+    Option("etcd_timeout", ("RRWATCH_ETCD_TIMEOUT",), _at_least(float, 0), "5",
            "seconds an etcd request may take", "SECONDS"),
-    Option("watch_timeout", ("RRWATCH_WATCH_TIMEOUT",), _positive(float), "60",
+    Option("watch_timeout", ("RRWATCH_WATCH_TIMEOUT",), _at_least(float, 0), "60",
            "seconds a silent watch stream is trusted before reconnecting", "SECONDS"),
     Option("dry_run", ("RRWATCH_DRY_RUN",), _boolean, "false", "plan but never write", "BOOL"),
 )
@@ -140,6 +164,7 @@ class Config:
     zone_label: str
     policy: Policy
     timing: Timing
+    limits: Limits
     etcd_timeout: float
     watch_timeout: float
     dry_run: bool
@@ -183,6 +208,9 @@ def load(environ: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | Non
             max_rrs=values["max"],
             cluster_id_template=values["cluster_id"],
             topology=values["topology"],
+            client_rrs=values["client_rrs"],
+            exclude=values["exclude"],
+            prefer=values["prefer"],
         )
     except PolicyError as e:
         problems.append(f"route reflector policy: {e}")
@@ -194,6 +222,7 @@ def load(environ: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | Non
         zone_label=values["zone_label"],
         policy=policy,
         timing=Timing(debounce=values["debounce"], settle=values["settle"]),
+        limits=Limits(node_writes=values["max_node_writes"], demotions=values["max_demotions"]),
         etcd_timeout=values["etcd_timeout"],
         watch_timeout=values["watch_timeout"],
         dry_run=values["dry_run"],

@@ -16,6 +16,11 @@ from rrwatch.watch import Watcher
 log = logging.getLogger(__name__)
 
 
+def new_state(config: Config) -> ClusterState:
+    policy = config.policy
+    return ClusterState(config.zone_label, policy.rr_label, policy.exclude, policy.prefer)
+
+
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -25,11 +30,10 @@ class Daemon:
             timeout=config.etcd_timeout,
             watch_timeout=config.watch_timeout,
         )
-        self.watcher = Watcher(
-            self.etcd, lambda: ClusterState(config.zone_label, config.policy.rr_label)
-        )
+        self.watcher = Watcher(self.etcd, lambda: new_state(config))
         self.reconciler = Reconciler(
-            self.etcd, self.watcher, config.policy, config.timing, dry_run=config.dry_run
+            self.etcd, self.watcher, config.policy, config.timing, config.limits,
+            dry_run=config.dry_run,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -1,21 +1,43 @@
 """The route-reflector mesh the cluster should have, computed from the model. Pure code.
 
-Cost: O(zones + route reflectors) per call, thanks to the model's per-zone rank index, so it can
-run after every batch of events whatever the size of the cluster.
+Three topologies (SPEC.md):
+- `simple`: one shared cluster ID; every client peers with every RR; RRs mesh.
+- `zoned`: one cluster ID per zone; clients peer with their zone's RRs (all RRs when their zone
+  has none); RRs of all zones mesh.
+- `multi`: every RR has its own cluster ID; each client peers with k RRs spread over zones, chosen
+  by rendezvous hashing over cluster IDs, so a client's choice depends only on its name and the
+  set of RR cluster IDs. An RR that replaces a lost one takes over its cluster ID, and with it
+  exactly its clients, whose labels stay as they are.
+  The choice is written as client labels (`rr.rrwatch.io/<cluster ID>`) and one BGPPeer per RR
+  selects its clients by label: BGPPeers stay O(RRs), not O(nodes).
+Registered RR hosts (rr_v4/rr_v6 keys) take part in every topology: every node peers with each
+one by peerIP.
+
+Cost: O(zones + route reflectors) per call, thanks to the model's per-zone candidate index.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import itertools
 import math
+import re
+from collections import Counter
 from collections.abc import Mapping
 
 import attrs
 
-from rrwatch.model import ClusterState, RRLabel, rank
-from rrwatch.selector import Compare, render
+from rrwatch.model import CLIENT_LABEL_PREFIX, ClusterState, RRLabel
+from rrwatch.selector import And, Compare, Has, Not, Or, Selector, SelectorError, render
 
-TOPOLOGIES = ("simple",)
+TOPOLOGIES = ("simple", "zoned", "multi")
+# Cluster-ID templates are tried for indexes 1, 2, ... up to this many.
+ID_LIMIT = 65536
+
+MESH_PEER = "rrwatch-rr-mesh"
+CLIENTS_PEER = "rrwatch-rr-clients"
+FALLBACK_PEER = "rrwatch-zone-fallback"
 
 
 class PolicyError(ValueError):
@@ -32,6 +54,11 @@ class Policy:
     max_rrs: int = 25
     cluster_id_template: str = "224.0.0.%d"
     topology: str = "simple"
+    client_rrs: int = 3  # k: route reflectors per client in `multi`
+    exclude: Selector | None = None  # never route reflectors
+    prefer: Selector | None = None  # promoted first, demoted last
+    # How many distinct cluster IDs the template gives (indexes 1..id_capacity).
+    id_capacity: int = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         problems = []
@@ -41,12 +68,28 @@ class Policy:
             problems.append(f"min {self.min_rrs} and max {self.max_rrs} are not 0 <= min <= max")
         if self.topology not in TOPOLOGIES:
             problems.append(f"topology {self.topology!r} is not one of {', '.join(TOPOLOGIES)}")
-        try:
-            self.cluster_id(1)
-        except PolicyError as e:
-            problems.append(str(e))
+        if self.client_rrs < 1:
+            problems.append(f"RRs per client {self.client_rrs} is not at least 1")
+        capacity = 0
+        while capacity < ID_LIMIT and self._template_gives(capacity + 1):
+            capacity += 1
+        object.__setattr__(self, "id_capacity", capacity)
+        needed = self.max_rrs if self.topology == "multi" else 1
+        if capacity == 0:
+            problems.append(f"cluster ID template {self.cluster_id_template!r} does not give an"
+                            " IPv4 address for 1")
+        elif capacity < needed:
+            problems.append(f"cluster ID template {self.cluster_id_template!r} gives only"
+                            f" {capacity} distinct IDs; `multi` needs {needed} (max per zone)")
         if problems:
             raise PolicyError("; ".join(problems))
+
+    def _template_gives(self, index: int) -> bool:
+        try:
+            ipaddress.IPv4Address(self.cluster_id_template % index)
+        except (TypeError, ValueError):
+            return False
+        return True
 
     def rr_count(self, eligible: int) -> int:
         """clamp(ceil(eligible × ratio), min, max), and never more than there are nodes."""
@@ -54,48 +97,93 @@ class Policy:
         return min(eligible, max(self.min_rrs, min(self.max_rrs, wanted)))
 
     def cluster_id(self, index: int) -> str:
-        """The template filled with `index`, which must give a valid IPv4 address."""
-        try:
-            text = self.cluster_id_template % index
-            return str(ipaddress.IPv4Address(text))
-        except (TypeError, ValueError):
-            raise PolicyError(
-                f"cluster ID template {self.cluster_id_template!r} does not give an IPv4 "
-                f"address for {index}"
-            ) from None
+        """The template filled with `index` (1 <= index <= id_capacity): an IPv4 address."""
+        return str(ipaddress.IPv4Address(self.cluster_id_template % index))
 
-    def rr_selector(self) -> str:
-        return render(Compare(self.rr_label.key, "==", self.rr_label.value))
+    def rr(self) -> Selector:
+        return Compare(self.rr_label.key, "==", self.rr_label.value)
 
-    def client_selector(self) -> str:
-        return render(Compare(self.rr_label.key, "!=", self.rr_label.value))
+    def client(self) -> Selector:
+        return Compare(self.rr_label.key, "!=", self.rr_label.value)
+
+
+def client_label(cluster: str) -> str:
+    return CLIENT_LABEL_PREFIX + cluster
+
+
+@attrs.frozen
+class Assignment:
+    """Which in-cluster RRs each client peers with in `multi` (empty in other topologies).
+
+    Rendezvous hashing: a client ranks RRs by hash(client, cluster ID). It takes the best RR of
+    its own zone, then the best RR of each other zone in rank order, then the best of the rest,
+    up to k. So adding a client moves no other client, and losing an RR moves only that RR's
+    clients.
+    """
+
+    reflectors: tuple[tuple[str, str, str], ...] = ()  # (name, zone, cluster ID), sorted
+    k: int = 0
+
+    def choose(self, client: str, zone: str) -> list[tuple[str, str, str]]:
+        ranked = sorted(self.reflectors, key=lambda rr: _score(client, rr[2]))
+        picked = [next((rr for rr in ranked if rr[1] == zone), None)]
+        zones = {zone}
+        for rr in ranked:
+            if rr[1] not in zones:
+                picked.append(rr)
+                zones.add(rr[1])
+        picked = [rr for rr in picked if rr is not None][: self.k]
+        for rr in ranked:
+            if len(picked) >= self.k:
+                break
+            if rr not in picked:
+                picked.append(rr)
+        return picked
+
+    def labels(self, client: str, zone: str) -> frozenset[str]:
+        if not self.k:
+            return frozenset()
+        return frozenset(client_label(cluster) for _, _, cluster in self.choose(client, zone))
+
+
+def _score(client: str, reflector: str) -> bytes:
+    return hashlib.blake2b(f"{client}\0{reflector}".encode(), digest_size=8).digest()
 
 
 @attrs.frozen
 class Mesh:
-    """The desired state: which nodes are RRs (with their cluster IDs), and the owned BGPPeers."""
+    """The desired state: RR nodes with their cluster IDs, owned BGPPeers, client choices."""
 
     reflectors: Mapping[str, str]
     peers: Mapping[str, Mapping[str, object]]
+    assignment: Assignment = Assignment()
+    problems: tuple[str, ...] = ()
+
+    def client_labels(self, state: ClusterState, name: str) -> frozenset[str]:
+        """The client labels node `name` should carry (none for RRs and non-speakers)."""
+        node = state.nodes[name]
+        if name in self.reflectors or not node.has_bgp_address:
+            return frozenset()
+        return self.assignment.labels(name, state.zone_of(node))
 
 
 def choose_reflectors(state: ClusterState, policy: Policy) -> dict[str, list[str]]:
     """Per zone, the nodes that should be route reflectors.
 
-    Sticky: current RRs that are still eligible stay (best-ranked first when there are too
-    many); free places go to the best-ranked other eligible nodes. The answer depends only on
-    the state, never on the order in which events built it.
+    Sticky: current RRs that are still eligible stay (preferred, then best-ranked, first when
+    there are too many); free places go to the best other candidates (preferred first). The
+    answer depends only on the state, never on the order in which events built it.
     """
-    current: dict[str, list[tuple[bytes, str]]] = {}
+    current: dict[str, list[tuple[bool, bytes, str]]] = {}
     for name in state.marked:
         node = state.nodes[name]
         if node.cluster_id is not None and state.eligible(node):
-            current.setdefault(state.zone_of(node), []).append((rank(name), name))
+            current.setdefault(state.zone_of(node), []).append(state.candidate(node))
 
     chosen = {}
     for zone, index in state.zones.items():
         wanted = policy.rr_count(len(index))
-        picked = [name for _, name in sorted(current.get(zone, ()))[:wanted]]
+        picked = [name for *_, name in sorted(current.get(zone, ()))[:wanted]]
         taken = set(picked)
         for name in index.names():
             if len(picked) >= wanted:
@@ -106,15 +194,136 @@ def choose_reflectors(state: ClusterState, policy: Policy) -> dict[str, list[str
     return chosen
 
 
+def allocate_ids(
+    state: ClusterState, policy: Policy, groups: Mapping[str, list[str]]
+) -> tuple[dict[str, str], list[str]]:
+    """A cluster ID for each group of RRs that share one; problems when the template runs out.
+
+    Sticky: a group keeps the ID most of its members carry, unless an earlier group or a
+    registered RR host has it. Other groups get an ID that no node and no host carries, so an
+    ID is never given to a second RR while the first still has it: first the IDs that clients
+    still name although no RR has them (a lost RR's, so its replacement inherits its clients),
+    then the template's IDs in order.
+    """
+    reserved = {r.cluster_id for r in state.reflectors.values() if r.cluster_id}
+    ids: dict[str, str] = {}
+    for group in sorted(groups):
+        votes = Counter(state.nodes[n].cluster_id for n in groups[group]
+                        if state.nodes[n].cluster_id)
+        for cluster, _ in sorted(votes.items(),
+                                 key=lambda kv: (-kv[1], ipaddress.IPv4Address(kv[0]))):
+            if cluster not in reserved:
+                ids[group] = cluster
+                reserved.add(cluster)
+                break
+    reserved |= {state.nodes[n].cluster_id for n in state.marked}
+    orphans = sorted(ipaddress.IPv4Address(c) for c in state.referenced if _is_ipv4(c))
+    template = map(policy.cluster_id, range(1, policy.id_capacity + 1))
+    fresh = (c for c in itertools.chain(map(str, orphans), template) if c not in reserved)
+    problems = []
+    for group in sorted(groups.keys() - ids.keys()):
+        cluster = next(fresh, None)
+        reserved.add(cluster)
+        if cluster is None:
+            problems.append(f"cluster ID template {policy.cluster_id_template!r} has no free"
+                            f" ID left for {', '.join(groups[group])}")
+            continue
+        ids[group] = cluster
+    return ids, problems
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return str(ipaddress.IPv4Address(text)) == text
+    except ValueError:
+        return False
+
+
 def desired(state: ClusterState, policy: Policy) -> Mesh:
-    """The `simple` topology: one shared cluster ID, RRs mesh, every client peers with every RR."""
-    shared_id = policy.cluster_id(1)
-    reflectors = {
-        name: shared_id for names in choose_reflectors(state, policy).values() for name in names
-    }
-    rr, client = policy.rr_selector(), policy.client_selector()
-    peers = {
-        "rrwatch-rr-mesh": {"nodeSelector": rr, "peerSelector": rr},
-        "rrwatch-rr-clients": {"nodeSelector": client, "peerSelector": rr},
-    }
-    return Mesh(reflectors=reflectors, peers=peers)
+    chosen = choose_reflectors(state, policy)
+    if policy.topology == "simple":
+        groups = {"": sorted(n for names in chosen.values() for n in names)}
+    elif policy.topology == "zoned":
+        groups = {zone: names for zone, names in chosen.items() if names}
+    else:
+        groups = {name: [name] for names in chosen.values() for name in names}
+    ids, problems = allocate_ids(state, policy, groups)
+    reflectors = {n: ids[g] for g, names in groups.items() if g in ids for n in names}
+
+    rr = render(policy.rr())
+    peers: dict[str, Mapping[str, object]] = {MESH_PEER: {"nodeSelector": rr, "peerSelector": rr}}
+    assignment = Assignment()
+    if policy.topology == "simple":
+        peers[CLIENTS_PEER] = {"nodeSelector": render(policy.client()), "peerSelector": rr}
+    elif policy.topology == "zoned":
+        problems += _zoned_peers(state, policy, {state.zone_of(state.nodes[n])
+                                                 for n in reflectors}, peers)
+    else:
+        entries = sorted((n, state.zone_of(state.nodes[n]), c) for n, c in reflectors.items())
+        assignment = Assignment(tuple(entries), policy.client_rrs)
+        for name, _, cluster in entries:
+            peers["rrwatch-rr-" + cluster] = {
+                "node": name, "peerSelector": render(Has(client_label(cluster)))}
+    for reflector in state.reflectors.values():
+        ip = reflector.ip
+        name = "rrwatch-host-" + str(ip).replace(".", "-").replace(":", "-")
+        peer_ip = str(ip) if ip.version == 4 else f"[{ip}]:179"
+        peers[name] = {"peerIP": peer_ip, "asNumber": state.bgp.asn}
+    return Mesh(reflectors, peers, assignment, tuple(problems))
+
+
+def _zoned_peers(
+    state: ClusterState, policy: Policy, served: set[str], peers: dict
+) -> list[str]:
+    """Per zone with RRs, its clients peer with its RRs; clients of other zones with all RRs."""
+    problems = []
+    for zone in sorted(served):
+        where = _in_zone(state.zone_label, zone)
+        try:
+            peers[_dns_name("rrwatch-zone-", zone)] = {
+                "nodeSelector": render(_both(policy.client(), where)),
+                "peerSelector": render(_both(policy.rr(), where)),
+            }
+        except SelectorError as e:
+            problems.append(f"zone {zone!r} cannot be written as a selector: {e}")
+    orphans = sorted(set(state.speakers) - served)
+    if served and orphans:
+        try:
+            zones = [_in_zone(state.zone_label, zone) for zone in orphans]
+            peers[FALLBACK_PEER] = {
+                "nodeSelector": render(_both(policy.client(), _any(zones))),
+                "peerSelector": render(policy.rr()),
+            }
+        except SelectorError as e:
+            problems.append(f"zones without RRs cannot be written as a selector: {e}")
+    return problems
+
+
+def _in_zone(zone_label: str, zone: str) -> Selector | None:
+    if not zone_label:
+        return None
+    if not zone:  # no zone label, or an empty one: both count as zone ""
+        return Or((Not(Has(zone_label)), Compare(zone_label, "==", "")))
+    return Compare(zone_label, "==", zone)
+
+
+def _both(a: Selector, b: Selector | None) -> Selector:
+    if b is None:
+        return a
+    return And((a, *b.operands)) if isinstance(b, And) else And((a, b))
+
+
+def _any(selectors: list[Selector | None]) -> Selector | None:
+    if any(s is None for s in selectors):
+        return None
+    flat = [o for s in selectors for o in (s.operands if isinstance(s, Or) else (s,))]
+    return flat[0] if len(flat) == 1 else Or(tuple(flat))
+
+
+def _dns_name(prefix: str, text: str) -> str:
+    """`prefix` + `text` made a DNS-1123 name; a hash keeps distinct texts distinct."""
+    safe = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].strip("-")
+    if safe == text:
+        return prefix + safe
+    digest = hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
+    return prefix + (f"{safe}-{digest}" if safe else digest)

@@ -13,7 +13,13 @@ from collections.abc import Iterator, Mapping
 
 import attrs
 
+from rrwatch.selector import Selector
+
 DEFAULT_AS = 64512
+
+# Labels rrwatch owns on client nodes in the `multi` topology: `rr.rrwatch.io/<cluster ID>` means
+# "peer with the route reflector of that cluster ID". Cluster IDs are valid label names.
+CLIENT_LABEL_PREFIX = "rr.rrwatch.io/"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -83,17 +89,25 @@ class RRLabel:
         return node.labels.get(self.key) == self.value
 
 
+def client_labels(node: Node) -> frozenset[str]:
+    """The `multi` client labels a node carries (keys; their values are empty)."""
+    return frozenset(key for key in node.labels if key.startswith(CLIENT_LABEL_PREFIX))
+
+
+# A candidate's place in its zone: preferred nodes first, then by rank.
+Candidate = tuple[bool, bytes, str]
+
+
 @attrs.define
 class ZoneIndex:
-    """The eligible nodes of one zone, kept sorted by rank so the best candidates come first."""
+    """The eligible nodes of one zone, kept sorted so that the best candidates come first."""
 
-    eligible: list[tuple[bytes, str]] = attrs.field(factory=list)
+    eligible: list[Candidate] = attrs.field(factory=list)
 
-    def add(self, name: str) -> None:
-        bisect.insort(self.eligible, (rank(name), name))
+    def add(self, entry: Candidate) -> None:
+        bisect.insort(self.eligible, entry)
 
-    def remove(self, name: str) -> None:
-        entry = (rank(name), name)
+    def remove(self, entry: Candidate) -> None:
         i = bisect.bisect_left(self.eligible, entry)
         if i < len(self.eligible) and self.eligible[i] == entry:
             del self.eligible[i]
@@ -102,31 +116,45 @@ class ZoneIndex:
         return len(self.eligible)
 
     def names(self) -> Iterator[str]:
-        return (name for _, name in self.eligible)
+        return (name for _, _, name in self.eligible)
 
 
 @attrs.define
 class ClusterState:
     """Everything rrwatch knows about the cluster, updated one event at a time.
 
-    `marked` holds the nodes that carry any field rrwatch owns (a cluster ID or the RR label):
-    the current route reflectors, and any stale marks that a plan must clear. It stays small.
+    `exclude` takes nodes out of the running for route reflector; `prefer` puts nodes (dedicated
+    RR machines) ahead of the others. `marked` holds the nodes that carry a cluster ID or the RR
+    label: the current route reflectors, and any stale marks that a plan must clear. It stays
+    small. `changed` collects the names of nodes put or removed, for incremental planning.
     """
 
     zone_label: str
     rr_label: RRLabel
+    exclude: Selector | None = None
+    prefer: Selector | None = None
     nodes: dict[str, Node] = attrs.field(factory=dict)
     peers: dict[str, Peer] = attrs.field(factory=dict)
     reflectors: dict[str, Reflector] = attrs.field(factory=dict)
     bgp: BgpConfig = attrs.field(factory=BgpConfig)
     zones: dict[str, ZoneIndex] = attrs.field(factory=dict)
+    speakers: dict[str, int] = attrs.field(factory=dict)  # zone -> nodes with a BGP address
+    referenced: dict[str, int] = attrs.field(factory=dict)  # cluster ID -> client labels naming it
     marked: set[str] = attrs.field(factory=set)
+    changed: set[str] = attrs.field(factory=set)
 
     def zone_of(self, node: Node) -> str:
         return node.labels.get(self.zone_label, "") if self.zone_label else ""
 
     def eligible(self, node: Node) -> bool:
-        return node.has_bgp_address
+        """Can be a route reflector: has a BGP address and is not excluded."""
+        return node.has_bgp_address and not (self.exclude and self.exclude.matches(node.labels))
+
+    def preferred(self, node: Node) -> bool:
+        return bool(self.prefer and self.prefer.matches(node.labels))
+
+    def candidate(self, node: Node) -> Candidate:
+        return (not self.preferred(node), rank(node.name), node.name)
 
     def is_marked(self, node: Node) -> bool:
         return node.cluster_id is not None or self.rr_label.key in node.labels
@@ -134,22 +162,44 @@ class ClusterState:
     def put_node(self, node: Node) -> None:
         self.remove_node(node.name)
         self.nodes[node.name] = node
+        self.changed.add(node.name)
+        zone = self.zone_of(node)
+        if node.has_bgp_address:
+            self.speakers[zone] = self.speakers.get(zone, 0) + 1
         if self.eligible(node):
-            self.zones.setdefault(self.zone_of(node), ZoneIndex()).add(node.name)
+            self.zones.setdefault(zone, ZoneIndex()).add(self.candidate(node))
         if self.is_marked(node):
             self.marked.add(node.name)
+        for label in client_labels(node):
+            cluster = label[len(CLIENT_LABEL_PREFIX):]
+            self.referenced[cluster] = self.referenced.get(cluster, 0) + 1
 
     def remove_node(self, name: str) -> None:
         old = self.nodes.pop(name, None)
         if old is None:
             return
+        self.changed.add(name)
         self.marked.discard(name)
+        zone = self.zone_of(old)
+        if old.has_bgp_address:
+            self.speakers[zone] -= 1
+            if not self.speakers[zone]:
+                del self.speakers[zone]
+        for label in client_labels(old):
+            cluster = label[len(CLIENT_LABEL_PREFIX):]
+            self.referenced[cluster] -= 1
+            if not self.referenced[cluster]:
+                del self.referenced[cluster]
         if self.eligible(old):
-            zone = self.zone_of(old)
             index = self.zones[zone]
-            index.remove(name)
+            index.remove(self.candidate(old))
             if not index:
                 del self.zones[zone]
+
+    def take_changed(self) -> set[str]:
+        """The nodes put or removed since the last call."""
+        changed, self.changed = self.changed, set()
+        return changed
 
     def put_peer(self, peer: Peer) -> None:
         self.peers[peer.name] = peer

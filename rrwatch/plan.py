@@ -9,29 +9,40 @@ fails and the plan is made again from the next event.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 
 from rrwatch import calico
-from rrwatch.mesh import Mesh
-from rrwatch.model import ClusterState
+from rrwatch.mesh import Mesh, Policy, desired
+from rrwatch.model import CLIENT_LABEL_PREFIX, ClusterState, client_labels, rank
 
 
 @attrs.frozen
 class SetNode:
-    """Promote a node (cluster ID + RR label) or, with cluster None, demote it (neither)."""
+    """Set the fields rrwatch owns on a node: cluster ID and RR label, and client labels.
+
+    `why` is "promote" (cluster set), "demote" (cluster None: back to a client) or "peer" (a
+    client's labels only).
+    """
 
     name: str
     revision: int
     cluster: str | None
+    clients: frozenset[str] = frozenset()
+    why: str = "peer"
 
     @property
     def key(self) -> str:
         return calico.NODES + self.name
 
     def __str__(self) -> str:
-        return f"promote {self.name} ({self.cluster})" if self.cluster else f"demote {self.name}"
+        if self.why == "promote":
+            return f"promote {self.name} (cluster ID {self.cluster})"
+        if self.why == "demote":
+            return f"demote {self.name}"
+        ids = ", ".join(sorted(label[len(CLIENT_LABEL_PREFIX):] for label in self.clients))
+        return f"peer {self.name} with {ids or 'no RR by label'}"
 
 
 @attrs.frozen
@@ -67,6 +78,28 @@ Op = SetNode | PutPeer | DeletePeer
 
 
 @attrs.frozen
+class Limits:
+    """Churn limit per step: the reconciler applies at most this much, then plans again."""
+
+    node_writes: int = 200
+    demotions: int = 1
+
+    def step(self, ops: tuple[Op, ...]) -> tuple[Op, ...]:
+        """The first ops within the limits, in plan order (peer writes are not limited)."""
+        out: list[Op] = []
+        writes = demotions = 0
+        for op in ops:
+            if isinstance(op, SetNode):
+                if writes >= self.node_writes or (
+                        op.why == "demote" and demotions >= self.demotions):
+                    continue
+                writes += 1
+                demotions += op.why == "demote"
+            out.append(op)
+        return tuple(out)
+
+
+@attrs.frozen
 class Plan:
     make: tuple[Op, ...] = ()
     brk: tuple[Op, ...] = ()
@@ -77,17 +110,43 @@ class Plan:
         return bool(self.make or self.brk)
 
 
-def make_plan(state: ClusterState, mesh: Mesh) -> Plan:
+def make_plan(state: ClusterState, mesh: Mesh, clients: Iterable[str] | None = None) -> Plan:
+    """The operations that take the state to the mesh, make before break.
+
+    `make`: promotions (preferred nodes first), peer writes, then clients gaining RRs (keeping
+    the RRs they leave, while those live). `brk`: clients dropping RRs, peer deletes, then
+    demotions (preferred nodes last). `clients` limits which other nodes are checked for client
+    labels (default: all); the Planner passes only those that may have changed.
+    """
     label = state.rr_label
     make: list[Op] = []
     brk: list[Op] = []
-    for name in sorted(mesh.reflectors):
+    for name in sorted(mesh.reflectors, key=lambda n: state.candidate(state.nodes[n])):
         node = state.nodes[name]
         cluster = mesh.reflectors[name]
-        if node.cluster_id != cluster or not label.on(node):
-            make.append(SetNode(name, node.revision, cluster))
-    for name in sorted(state.marked - mesh.reflectors.keys()):
-        brk.append(SetNode(name, state.nodes[name].revision, None))
+        if node.cluster_id != cluster or not label.on(node) or client_labels(node):
+            make.append(SetNode(name, node.revision, cluster, why="promote"))
+
+    demotions = []
+    for name in state.marked - mesh.reflectors.keys():
+        node = state.nodes[name]
+        demotions.append(SetNode(name, node.revision, None, mesh.client_labels(state, name),
+                                 why="demote"))
+    demotions.sort(key=lambda op: (state.preferred(state.nodes[op.name]), rank(op.name)))
+
+    live = {state.nodes[n].cluster_id for n in state.marked} - {None}
+    for name in sorted(state.nodes if clients is None else clients):
+        node = state.nodes.get(name)
+        if node is None or name in mesh.reflectors or name in state.marked:
+            continue
+        want, have = mesh.client_labels(state, name), client_labels(node)
+        if want == have:
+            continue
+        keep = {lab for lab in have - want if lab[len(CLIENT_LABEL_PREFIX):] in live}
+        if want | keep != have:
+            make.append(SetNode(name, node.revision, None, frozenset(want | keep)))
+        else:
+            brk.append(SetNode(name, node.revision, None, want))
 
     blocked = []
     for name, spec in sorted(mesh.peers.items()):
@@ -101,4 +160,39 @@ def make_plan(state: ClusterState, mesh: Mesh) -> Plan:
     for name, peer in sorted(state.peers.items()):
         if peer.owned and name not in mesh.peers:
             brk.append(DeletePeer(name, peer.revision))
+    brk += demotions
+    make.sort(key=_make_order)
     return Plan(make=tuple(make), brk=tuple(brk), blocked=tuple(blocked))
+
+
+def _make_order(op: Op) -> int:
+    """Promotions, then peers, then clients: each client label finds its RR ready."""
+    if isinstance(op, SetNode):
+        return 0 if op.why == "promote" else 2
+    return 1
+
+
+class Planner:
+    """Plans from a changing ClusterState, checking client labels in proportion to the change.
+
+    A client's desired labels depend only on the node itself and on the set of RRs, so only
+    nodes that changed (or still need writing) are checked, unless the RRs changed.
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._key: object = None
+        self._suspects: set[str] = set()
+
+    def plan(self, state: ClusterState) -> tuple[Mesh, Plan]:
+        mesh = desired(state, self.policy)
+        live = frozenset((n, state.nodes[n].cluster_id) for n in state.marked)
+        key = (mesh.assignment, mesh.reflectors.keys(), live)
+        changed = state.take_changed()
+        if key != self._key:
+            self._key, clients = key, None
+        else:
+            clients = self._suspects | changed
+        plan = make_plan(state, mesh, clients)
+        self._suspects = {op.name for op in plan.make + plan.brk if isinstance(op, SetNode)}
+        return mesh, plan

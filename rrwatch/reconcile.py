@@ -16,8 +16,8 @@ import trio
 
 from rrwatch import calico
 from rrwatch.etcd import Etcd, EtcdError, delete, mod_is, put
-from rrwatch.mesh import Policy, desired
-from rrwatch.plan import DeletePeer, Op, Plan, PutPeer, SetNode, make_plan
+from rrwatch.mesh import Mesh, Policy
+from rrwatch.plan import DeletePeer, Limits, Op, Plan, Planner, PutPeer, SetNode
 from rrwatch.watch import Watcher
 
 log = logging.getLogger(__name__)
@@ -47,22 +47,26 @@ class Reconciler:
         watcher: Watcher,
         policy: Policy,
         timing: Timing = Timing(),
+        limits: Limits = Limits(),
         *,
         dry_run: bool = False,
     ) -> None:
         self._etcd = etcd
         self._watcher = watcher
         self._policy = policy
+        self._planner = Planner(policy)
         self._timing = timing
+        self._limits = limits
         self._dry_run = dry_run
         self.stats = ReconcileStats()
-        self._blocked: tuple[str, ...] = ()
+        self._reported: tuple[str, ...] = ()
         self._converged_at = -1  # the model version last found to need no writes
         self._converged = trio.Event()
 
     def plan(self) -> Plan:
-        state = self._watcher.state
-        return make_plan(state, desired(state, self._policy))
+        mesh, plan = self._planner.plan(self._watcher.state)
+        self._report(mesh, plan)
+        return plan
 
     async def run(self) -> None:
         # What happened before we started is unknown: give sessions a full settle time.
@@ -71,7 +75,6 @@ class Reconciler:
             version = self._watcher.version
             plan = self.plan()
             self.stats.plans += 1
-            self._report_blocked(plan)
             wait_until = math.inf
             if not plan:
                 self._converged_at = version
@@ -81,14 +84,14 @@ class Reconciler:
                 for op in plan.make + plan.brk:
                     log.info("would %s", op)
             elif plan.make:
-                if await self._apply(plan.make):
+                if await self._apply(self._limits.step(plan.make)):
                     settle_until = trio.current_time() + self._timing.settle
                     continue
                 wait_until = trio.current_time() + RETRY_AFTER
             elif plan.brk:
                 if trio.current_time() < settle_until:
                     wait_until = settle_until
-                elif await self._apply(plan.brk):
+                elif await self._apply(self._limits.step(plan.brk)):
                     continue
                 else:
                     wait_until = trio.current_time() + RETRY_AFTER
@@ -135,7 +138,7 @@ class Reconciler:
         if current is None or current.mod_revision != op.revision:
             return None
         if isinstance(op, SetNode):
-            value = calico.edit_node(current.value, self._policy.rr_label, op.cluster)
+            value = calico.edit_node(current.value, self._policy.rr_label, op.cluster, op.clients)
         else:
             value = calico.edit_peer(current.value, op.spec)
         return await self._txn(op.key, op.revision, value)
@@ -145,9 +148,12 @@ class Reconciler:
         result = await self._etcd.txn([mod_is(key, revision)], [request])
         return result.revision if result.succeeded else None
 
-    def _report_blocked(self, plan: Plan) -> None:
-        if plan.blocked != self._blocked:
-            for name in plan.blocked:
-                log.warning("BGPPeer %s exists without rrwatch's ownership label: leaving it alone,"
-                            " and the mesh incomplete", name)
-            self._blocked = plan.blocked
+    def _report(self, mesh: Mesh, plan: Plan) -> None:
+        """Log what keeps the mesh from being complete, once each time it changes."""
+        reported = mesh.problems + tuple(
+            f"BGPPeer {name} exists without rrwatch's ownership label: leaving it alone, and the"
+            " mesh incomplete" for name in plan.blocked)
+        if reported != self._reported:
+            for problem in reported:
+                log.warning("%s", problem)
+            self._reported = reported

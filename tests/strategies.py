@@ -7,7 +7,8 @@ import ipaddress
 from hypothesis import strategies as st
 
 from rrwatch import calico
-from rrwatch.model import Node, RRLabel
+from rrwatch.mesh import Policy
+from rrwatch.model import CLIENT_LABEL_PREFIX, Node, Reflector, RRLabel
 
 RR_LABEL = RRLabel("calico-route-reflector", "")
 ZONE_LABEL = "zone"
@@ -33,6 +34,10 @@ def nodes(draw, name=names) -> Node:
     cluster = draw(cluster_ids)
     if cluster is not None and draw(st.booleans()):
         labels[RR_LABEL.key] = RR_LABEL.value
+    if draw(st.integers(0, 9)) == 0:  # a stale `multi` client label
+        labels[CLIENT_LABEL_PREFIX + draw(st.sampled_from(["224.0.0.1", "224.0.0.7"]))] = ""
+    if draw(st.integers(0, 4)) == 0:
+        labels["role"] = draw(st.sampled_from(["rr", "db"]))
     return Node(
         name=draw(name),
         revision=draw(st.integers(1, 10**6)),
@@ -46,6 +51,36 @@ def nodes(draw, name=names) -> Node:
 def clusters(min_size: int = 0, max_size: int = 60) -> st.SearchStrategy[list[Node]]:
     """Nodes with distinct names."""
     return st.lists(nodes(), min_size=min_size, max_size=max_size, unique_by=lambda n: n.name)
+
+
+@st.composite
+def reflectors(draw) -> Reflector:
+    """A registered RR host (seed 004), IPv4 or IPv6, with or without a cluster ID."""
+    ip = draw(ipv4s | ipv6s)
+    key = (calico.RR_V4 if ip.version == 4 else calico.RR_V6) + str(ip)
+    cluster = draw(st.sampled_from([None, "224.0.0.1", "10.9.9.9"]))
+    return Reflector(key=key, revision=1, ip=ip, cluster_id=cluster)
+
+
+TOPOLOGIES = st.sampled_from(["simple", "zoned", "multi"])
+
+
+@st.composite
+def policies(draw, topology: st.SearchStrategy[str] = TOPOLOGIES) -> Policy:
+    """Policies of every topology; `role` labels drive the prefer and exclude selectors."""
+    from rrwatch.selector import parse
+
+    low = draw(st.integers(0, 4))
+    return Policy(
+        rr_label=RR_LABEL,
+        ratio=draw(st.sampled_from([0.05, 0.2, 0.5])),
+        min_rrs=low,
+        max_rrs=draw(st.integers(max(low, 1), 6)),
+        topology=draw(topology),
+        client_rrs=draw(st.integers(1, 4)),
+        exclude=draw(st.sampled_from([None, parse("role == 'db'")])),
+        prefer=draw(st.sampled_from([None, parse("role == 'rr'")])),
+    )
 
 
 def node_json(node: Node, *, extra_labels: dict[str, str] | None = None) -> bytes:

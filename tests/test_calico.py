@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rrwatch import calico
-from rrwatch.model import ClusterState, RRLabel
+from rrwatch.model import CLIENT_LABEL_PREFIX, ClusterState, RRLabel, client_labels
 from tests import strategies as s
 
 KEY = calico.NODES + "node-1"
@@ -78,7 +78,8 @@ def test_bad_value_removes_the_old_model_entry():
 
 @given(s.nodes(), st.dictionaries(s.label_keys, s.awkward_text, max_size=3), s.label_values)
 def test_promote_then_demote_gives_back_the_original_bytes(node, foreign, value):
-    """Promotion then demotion of a Go-encoded node restores it byte for byte."""
+    """Promotion then demotion (with the client labels it had) restores a Go-encoded node byte
+    for byte."""
     label = RRLabel("calico-route-reflector", value)
     client = attrs.evolve(node, cluster_id=None,
                           labels={k: v for k, v in node.labels.items() if k != label.key})
@@ -86,7 +87,23 @@ def test_promote_then_demote_gives_back_the_original_bytes(node, foreign, value)
     promoted = calico.edit_node(raw, label, "224.0.0.7")
     parsed = calico.parse_node(KEY[: len(calico.NODES)] + node.name, promoted, 2)
     assert parsed.cluster_id == "224.0.0.7" and label.on(parsed)
-    assert calico.edit_node(promoted, label, None) == raw
+    assert not client_labels(parsed)
+    assert calico.edit_node(promoted, label, None, client_labels(client)) == raw
+
+
+@given(s.nodes(), st.frozensets(st.sampled_from(["224.0.0.1", "224.0.0.2", "224.0.0.9"])))
+def test_client_labels_are_set_exactly_and_nothing_else_changes(node, clusters):
+    """A client edit leaves exactly the given client labels; other labels and fields stay."""
+    label = RRLabel("calico-route-reflector", "")
+    wanted = frozenset(CLIENT_LABEL_PREFIX + c for c in clusters)
+    raw = s.node_json(attrs.evolve(node, cluster_id=None))
+    parsed = calico.parse_node(calico.NODES + node.name, calico.edit_node(raw, label, None, wanted),
+                               2)
+    assert client_labels(parsed) == wanted
+    assert {k: v for k, v in parsed.labels.items() if k not in wanted and k != label.key} == {
+        k: v for k, v in node.labels.items()
+        if not k.startswith(CLIENT_LABEL_PREFIX) and k != label.key}
+    assert (parsed.ipv4, parsed.ipv6, parsed.cluster_id) == (node.ipv4, node.ipv6, None)
 
 
 def test_edit_keeps_unknown_fields_and_places_cluster_id_in_go_order():

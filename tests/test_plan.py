@@ -1,46 +1,94 @@
-"""Plans: only differences, make before break, nothing written that rrwatch does not own."""
+"""Plans: only differences, make before break, churn limits, incremental planning."""
 
 from __future__ import annotations
 
 from hypothesis import given
+from hypothesis import strategies as st
 
 from rrwatch.mesh import desired
-from rrwatch.model import Peer
-from rrwatch.plan import DeletePeer, PutPeer, SetNode, make_plan
+from rrwatch.model import CLIENT_LABEL_PREFIX, Peer, client_labels
+from rrwatch.plan import DeletePeer, Limits, Planner, PutPeer, SetNode, make_plan
 from tests import strategies as s
-from tests.helpers import carry_out, state_of
-from tests.test_mesh import POLICY
+from tests.helpers import carry_out, converge, state_of
+from tests.test_mesh import POLICY, fresh
+
+limits = st.builds(Limits, st.integers(1, 5), st.integers(1, 3))
 
 
-@given(s.clusters())
-def test_one_plan_converges(nodes):
-    """Carrying out a plan's make then break phases leaves nothing to do (steady state)."""
-    state = state_of(nodes)
-    plan = make_plan(state, desired(state, POLICY))
-    carry_out(state, plan.make)
-    carry_out(state, plan.brk)
-    assert not make_plan(state, desired(state, POLICY))
+@given(s.clusters(), s.policies(), limits)
+def test_plans_converge_within_the_churn_limits(nodes, policy, limits):
+    """Steps of at most `limits` node writes and demotions reach a state needing no writes."""
+    state = state_of(nodes, policy)
+
+    def check(step):
+        writes = [op for op in step if isinstance(op, SetNode)]
+        assert len(writes) <= limits.node_writes
+        assert sum(op.why == "demote" for op in writes) <= limits.demotions
+
+    planner = Planner(policy)
+    for _ in range(1000):
+        _, plan = planner.plan(state)
+        if not plan:
+            break
+        step = limits.step(plan.make or plan.brk)
+        check(step)
+        carry_out(state, step)
+    assert not make_plan(state, desired(state, policy))
 
 
-@given(s.clusters())
-def test_make_phase_never_breaks(nodes):
-    """Promotions and peer writes are in `make`; demotions and peer deletes only in `brk`."""
-    state = state_of(nodes)
-    plan = make_plan(state, desired(state, POLICY))
-    assert all(isinstance(op, PutPeer) or (isinstance(op, SetNode) and op.cluster)
-               for op in plan.make)
-    assert all(isinstance(op, DeletePeer) or (isinstance(op, SetNode) and not op.cluster)
-               for op in plan.brk)
+@given(s.clusters(), s.policies())
+def test_make_phase_never_breaks(nodes, policy):
+    """`make` only adds: promotions, peer writes, client labels kept for every live RR;
+    `brk` only removes: demotions, peer deletes, client labels dropped."""
+    state = state_of(nodes, policy)
+    plan = make_plan(state, desired(state, policy))
+    live = {CLIENT_LABEL_PREFIX + state.nodes[n].cluster_id for n in state.marked
+            if state.nodes[n].cluster_id}
+    for op in plan.make:
+        assert isinstance(op, PutPeer) or op.why in ("promote", "peer")
+        if isinstance(op, SetNode) and op.why == "peer":
+            assert client_labels(state.nodes[op.name]) & live <= op.clients
+    for op in plan.brk:
+        assert isinstance(op, DeletePeer) or op.why in ("demote", "peer")
+        if isinstance(op, SetNode) and op.why == "peer":
+            assert op.clients <= client_labels(state.nodes[op.name])
 
 
-@given(s.clusters())
-def test_no_zone_loses_its_last_rr_between_phases(nodes):
-    """After `make`, before `brk`, every zone that will have RRs has all of its new ones."""
-    state = state_of(nodes)
-    mesh = desired(state, POLICY)
+@given(s.clusters(), s.policies())
+def test_new_rrs_are_in_place_before_the_break_phase(nodes, policy):
+    """After `make`, before `brk`, every desired RR has its cluster ID."""
+    state = state_of(nodes, policy)
+    mesh = desired(state, policy)
     carry_out(state, make_plan(state, mesh).make)
     for name, cluster in mesh.reflectors.items():
         assert state.nodes[name].cluster_id == cluster
+
+
+@given(s.clusters(), s.policies(), st.lists(st.tuples(st.booleans(), s.nodes()), max_size=8))
+def test_incremental_plans_equal_full_plans(nodes, policy, events):
+    """The Planner, which checks only changed nodes, plans exactly what a full pass plans."""
+    state = state_of(nodes, policy)
+    planner = Planner(policy)
+    for put, node in events:
+        mesh, plan = planner.plan(state)
+        assert plan == make_plan(state, mesh)
+        carry_out(state, (plan.make or plan.brk)[:3])
+        if put:
+            state.put_node(fresh(node))
+        else:
+            state.remove_node(node.name)
+    mesh, plan = planner.plan(state)
+    assert plan == make_plan(state, mesh)
+
+
+@given(s.clusters(), s.policies())
+def test_preferred_rrs_are_demoted_last(nodes, policy):
+    """In `brk`, demotions of non-preferred nodes come before those of preferred ones."""
+    state = state_of(nodes, policy)
+    demotions = [op for op in make_plan(state, desired(state, policy)).brk
+                 if isinstance(op, SetNode) and op.why == "demote"]
+    flags = [state.preferred(state.nodes[op.name]) for op in demotions]
+    assert flags == sorted(flags)
 
 
 def test_peer_not_owned_is_never_written():
@@ -59,3 +107,11 @@ def test_stale_owned_peer_is_deleted_after_the_make_phase():
     plan = make_plan(state, desired(state, POLICY))
     assert DeletePeer("rrwatch-old", 5) in plan.brk
     assert all(op.name != "rrwatch-old" for op in plan.make)
+
+
+@given(s.clusters(), s.policies())
+def test_a_converged_state_plans_nothing(nodes, policy):
+    """Steady state: once converged, a fresh planner finds nothing to write."""
+    state = state_of(nodes, policy)
+    converge(state, policy)
+    assert not Planner(policy).plan(state)[1]
