@@ -41,8 +41,10 @@ WATCHED_PREFIXES = (NODES, RESOURCES + "bgp", "/calico/bgp/v1/rr_v")
 
 OWNER_LABEL = ("app.kubernetes.io/managed-by", "rrwatch")
 
-# The BGPPeer spec fields rrwatch sets on the peers it owns; any other field someone adds stays.
-PEER_FIELDS = ("node", "nodeSelector", "peerIP", "asNumber", "peerSelector")
+# The BGPPeer spec fields that decide sessions: read from every peer, and set exactly on the
+# peers rrwatch owns (reversePeering is always left unset there: Calico's default, Auto).
+# Any other field someone adds to an owned peer (a password, timers) stays.
+PEER_FIELDS = ("node", "nodeSelector", "peerIP", "asNumber", "peerSelector", "reversePeering")
 
 # Go struct field order, for inserting a field where Go's encoder would have put it.
 _METADATA_ORDER = (

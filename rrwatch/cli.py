@@ -1,4 +1,4 @@
-"""Command line: `rrwatch run` and `rrwatch demo`. main(argv) -> exit status."""
+"""Command line: `rrwatch run`, `plan`, `verify` and `demo`. main(argv) -> exit status."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ examples:
   rrwatch run -v                      run in the foreground, debug logs
   ETCD_ENDPOINTS=https://10.0.0.1:2379 ETCD_CA_CERT_FILE=ca.pem ETCD_CERT_FILE=c.pem \\
     ETCD_KEY_FILE=k.pem rrwatch run --dry-run
+  rrwatch plan --detailed-exitcode    what would be written now (exit 2: changes pending)
+  rrwatch verify --failures 1         do all routes reach, even after losing any one RR?
   rrwatch demo                        a local TLS etcd, a simulated cluster, the daemon at work
 """
 
@@ -32,20 +34,34 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="run the daemon in the foreground")
+    run = _with_options(commands.add_parser("run", help="run the daemon in the foreground"))
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    plan = _with_options(commands.add_parser(
+        "plan", help="print the writes the daemon would make now, and check their result"))
+    plan.add_argument("--detailed-exitcode", action="store_true",
+                      help="exit 2 when changes are pending, 0 when there are none")
+    verify = _with_options(commands.add_parser(
+        "verify", help="check that the sessions in etcd carry every node's routes to every node"))
+    verify.add_argument("--failures", type=int, choices=(0, 1), default=0,
+                        help="also check after the loss of any one route reflector (1)")
+    demo = commands.add_parser("demo", help="run the daemon against a local simulated cluster")
+    demo.add_argument("-v", "--verbose", action="store_true", help="log every step of the daemon")
+    return parser
+
+
+def _with_options(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The config options as flags (they override the environment)."""
     for option in OPTIONS:
         flag = "--" + option.name.replace("_", "-")
         text = f"{option.help} (env {', '.join(option.env)}; default {option.default or 'none'})"
         text = text.replace("%", "%%")  # argparse formats help with %
         if option.switch:
-            run.add_argument(flag, dest=option.name, action="store_true", default=None, help=text)
+            command.add_argument(flag, dest=option.name, action="store_true", default=None,
+                                 help=text)
         else:
-            run.add_argument(flag, dest=option.name, metavar=option.metavar, default=None,
-                             help=text)
-    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    demo = commands.add_parser("demo", help="run the daemon against a local simulated cluster")
-    demo.add_argument("-v", "--verbose", action="store_true", help="log every step of the daemon")
-    return parser
+            command.add_argument(flag, dest=option.name, metavar=option.metavar, default=None,
+                                 help=text)
+    return command
 
 
 def _logging(verbose: bool) -> None:
@@ -60,7 +76,7 @@ def _logging(verbose: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _logging(args.verbose)
+    _logging(getattr(args, "verbose", False))
     if args.command == "demo":
         from rrwatch import demo
 
@@ -72,6 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"rrwatch: configuration: {e}", file=sys.stderr)
         return EX_CONFIG
+
+    if args.command == "plan":
+        from rrwatch import commands
+
+        return commands.plan(config, detailed_exitcode=args.detailed_exitcode)
+    if args.command == "verify":
+        from rrwatch import commands
+
+        return commands.verify_mesh(config, failures=args.failures)
 
     from rrwatch.daemon import serve
 

@@ -15,7 +15,7 @@ import attrs
 
 from rrwatch import calico
 from rrwatch.mesh import Mesh, Policy, desired
-from rrwatch.model import CLIENT_LABEL_PREFIX, ClusterState, client_labels, rank
+from rrwatch.model import CLIENT_LABEL_PREFIX, ClusterState, Peer, client_labels, rank
 
 
 @attrs.frozen
@@ -163,6 +163,26 @@ def make_plan(state: ClusterState, mesh: Mesh, clients: Iterable[str] | None = N
     brk += demotions
     make.sort(key=_make_order)
     return Plan(make=tuple(make), brk=tuple(brk), blocked=tuple(blocked))
+
+
+def outcome(state: ClusterState, ops: Iterable[Op]) -> None:
+    """Apply ops to the model as their writes will come back through the watch (for `plan`'s
+    check of the result, and for tests)."""
+    label = state.rr_label
+    for op in ops:
+        if isinstance(op, SetNode):
+            node = state.nodes[op.name]
+            labels = {k: v for k, v in node.labels.items()
+                      if k != label.key and not k.startswith(CLIENT_LABEL_PREFIX)}
+            if op.cluster is not None:
+                labels[label.key] = label.value
+            labels.update(dict.fromkeys(op.clients, ""))
+            state.put_node(attrs.evolve(node, cluster_id=op.cluster, labels=labels,
+                                        revision=node.revision + 1))
+        elif isinstance(op, PutPeer):
+            state.put_peer(Peer(op.name, (op.revision or 0) + 1, True, op.spec))
+        else:
+            state.remove_peer(op.name)
 
 
 def _make_order(op: Op) -> int:

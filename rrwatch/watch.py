@@ -50,6 +50,26 @@ class WatchStats:
     bad_records: int = 0
 
 
+@attrs.frozen
+class Snapshot:
+    revision: int
+    state: ClusterState
+    bad: dict[str, str]  # key -> reason, for values that cannot be used
+
+
+async def load(etcd: Etcd, new_state: Callable[[], ClusterState]) -> Snapshot:
+    """The model as of one revision: every watched key read once, in pages."""
+    revision, kvs = await etcd.snapshot(calico.WATCHED_PREFIXES)
+    state = new_state()
+    bad = {}
+    for kv in kvs:
+        try:
+            calico.apply(state, kv.key, kv.value, kv.mod_revision)
+        except calico.BadRecord as e:
+            bad[kv.key] = e.reason
+    return Snapshot(revision, state, bad)
+
+
 class Watcher:
     """Owns the ClusterState; the only writer of it."""
 
@@ -91,11 +111,13 @@ class Watcher:
                 log.warning("watch history compacted: taking a new snapshot")
 
     async def _snapshot(self) -> int:
-        revision, kvs = await self._etcd.snapshot(calico.WATCHED_PREFIXES)
-        self.state = self._new_state()
-        self.bad = {}
-        for kv in kvs:
-            self._apply(kv.key, kv.value, kv.mod_revision)
+        snapshot = await load(self._etcd, self._new_state)
+        revision, self.state = snapshot.revision, snapshot.state
+        for key, reason in snapshot.bad.items():
+            if self.bad.get(key) != reason:
+                log.warning("skipping %s at revision %d: %s", key, revision, reason)
+        self.stats.bad_records += len(snapshot.bad)
+        self.bad = snapshot.bad
         self._seen = dict.fromkeys(calico.WATCHED_PREFIXES, revision)
         self.stats.snapshots += 1
         log.info("snapshot at revision %d: %d nodes, %d BGPPeers, %d registrations",

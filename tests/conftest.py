@@ -88,18 +88,35 @@ def daemon_env(etcd_server, tls) -> dict[str, str]:
     }
 
 
+def _environment(daemon_env: Mapping[str, str], env: Mapping[str, str] | None) -> dict[str, str]:
+    """The test's environment without any rrwatch setting, then the given ones."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("ETCD_", "ROUTE_REFLECTOR_", "RRWATCH_"))}
+    return {**clean, **daemon_env, **(env or {})}
+
+
+@pytest.fixture
+def rrwatch(daemon_env) -> Callable[..., subprocess.CompletedProcess]:
+    """Run a one-shot `rrwatch` command against the test etcd; its exit status and output."""
+
+    def run(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rrwatch", *args],
+                              env=_environment(daemon_env, env), capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    return run
+
+
 @pytest.fixture
 def start_daemon(tmp_path, daemon_env) -> Iterator[Callable[..., DaemonProcess]]:
     started: list[DaemonProcess] = []
 
     def start(env: Mapping[str, str] | None = None, *args: str) -> DaemonProcess:
-        clean = {k: v for k, v in os.environ.items()
-                 if not k.startswith(("ETCD_", "ROUTE_REFLECTOR_", "RRWATCH_"))}
         log_path = str(tmp_path / f"daemon-{len(started)}.log")
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "rrwatch", "run", *args],
-                env={**clean, **daemon_env, **(env or {})},
+                env=_environment(daemon_env, env),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         daemon = DaemonProcess(proc, log_path)

@@ -135,7 +135,7 @@ def test_cluster_ids_are_valid_and_distinct_where_needed(nodes, policy, hosts):
     assume(not mesh.problems)
     for cluster in mesh.reflectors.values():
         ipaddress.IPv4Address(cluster)
-        assert cluster not in {h.cluster_id for h in hosts}
+        assert cluster not in {h.cluster_id for h in state.reflectors.values()}
     groups = {}
     for name, cluster in mesh.reflectors.items():
         group = {"simple": "", "zoned": state.zone_of(state.nodes[name]), "multi": name}

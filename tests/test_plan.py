@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 
 from rrwatch.mesh import desired
 from rrwatch.model import CLIENT_LABEL_PREFIX, Peer, client_labels
-from rrwatch.plan import DeletePeer, Limits, Planner, PutPeer, SetNode, make_plan
+from rrwatch.plan import DeletePeer, Limits, Planner, PutPeer, SetNode, make_plan, outcome
 from tests import strategies as s
-from tests.helpers import carry_out, converge, state_of
+from tests.helpers import converge, state_of
 from tests.test_mesh import POLICY, fresh
 
 limits = st.builds(Limits, st.integers(1, 5), st.integers(1, 3))
@@ -32,7 +32,7 @@ def test_plans_converge_within_the_churn_limits(nodes, policy, limits):
             break
         step = limits.step(plan.make or plan.brk)
         check(step)
-        carry_out(state, step)
+        outcome(state, step)
     assert not make_plan(state, desired(state, policy))
 
 
@@ -59,7 +59,7 @@ def test_new_rrs_are_in_place_before_the_break_phase(nodes, policy):
     """After `make`, before `brk`, every desired RR has its cluster ID."""
     state = state_of(nodes, policy)
     mesh = desired(state, policy)
-    carry_out(state, make_plan(state, mesh).make)
+    outcome(state, make_plan(state, mesh).make)
     for name, cluster in mesh.reflectors.items():
         assert state.nodes[name].cluster_id == cluster
 
@@ -72,7 +72,7 @@ def test_incremental_plans_equal_full_plans(nodes, policy, events):
     for put, node in events:
         mesh, plan = planner.plan(state)
         assert plan == make_plan(state, mesh)
-        carry_out(state, (plan.make or plan.brk)[:3])
+        outcome(state, (plan.make or plan.brk)[:3])
         if put:
             state.put_node(fresh(node))
         else:

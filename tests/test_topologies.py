@@ -1,0 +1,196 @@
+"""Each topology on the real etcd with the real daemon, judged by `rrwatch verify`."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import trio
+
+from rrwatch import calico, config, simulate
+from rrwatch.daemon import new_state
+from rrwatch.etcd import Compacted, Etcd, EtcdError
+from rrwatch.model import CLIENT_LABEL_PREFIX
+from rrwatch.plan import Planner
+from rrwatch.watch import load
+
+ZONES = ("a", "b", "c")
+RR_LABEL = "calico-route-reflector"
+CONVERGE = 60  # seconds a convergence may take before the test fails
+MESH_OFF = calico.dumps({
+    "kind": "BGPConfiguration", "apiVersion": "projectcalico.org/v3",
+    "metadata": {"name": "default", "uid": "5d2e", "creationTimestamp": "2024-05-01T12:00:00Z"},
+    "spec": {"nodeToNodeMeshEnabled": False, "asNumber": 65010},
+})
+# Registered RR hosts, as seed 004 writes them; the IPv4 one claims the template's first ID.
+HOSTS = {
+    calico.RR_V4 + "10.200.0.1": b'{"ip":"10.200.0.1","cluster_id":"224.0.0.1"}',
+    calico.RR_V6 + "fd00:200::1": b'{"ip":"fd00:200::1"}',
+}
+
+
+async def seed(etcd: Etcd, per_zone: int) -> dict[str, bytes]:
+    items = {calico.BGP_CONFIG: MESH_OFF, **HOSTS}
+    for zone in ZONES:
+        items.update(simulate.nodes(zone, range(per_zone)))
+    await simulate.put_all(etcd, items)
+    return items
+
+
+async def settled(etcd: Etcd, env: dict[str, str]) -> tuple[int, dict[str, bytes]]:
+    """Wait until a fresh plan from etcd's contents is empty; the revision and the contents."""
+    settings = config.load(env)
+    with trio.fail_after(CONVERGE):
+        while True:
+            snapshot = await load(etcd, lambda: new_state(settings))
+            if not Planner(settings.policy).plan(snapshot.state)[1]:
+                break
+            await trio.sleep(0.2)
+    revision, kvs = await etcd.snapshot(["/calico/"])
+    assert revision == snapshot.revision, "etcd moved while the test read it"
+    return revision, {kv.key: kv.value for kv in kvs}
+
+
+def nodes_of(data: dict[str, bytes]) -> dict[str, dict]:
+    return {key[len(calico.NODES):]: json.loads(value)
+            for key, value in data.items() if key.startswith(calico.NODES)}
+
+
+def owned_peers(data: dict[str, bytes]) -> dict[str, dict]:
+    out = {}
+    for key, value in data.items():
+        if key.startswith(calico.PEERS):
+            obj = json.loads(value)
+            if obj["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == "rrwatch":
+                out[obj["metadata"]["name"]] = obj["spec"]
+    return out
+
+
+def layout(data: dict[str, bytes]) -> tuple[dict[str, tuple[str, str]], dict[str, set[str]]]:
+    """RRs (name -> zone, cluster ID) and clients (name -> cluster IDs named by their labels)."""
+    reflectors, clients = {}, {}
+    for name, obj in nodes_of(data).items():
+        labels = obj["metadata"].get("labels", {})
+        cluster = obj["spec"]["bgp"].get("routeReflectorClusterID")
+        if cluster:
+            assert labels.get(RR_LABEL) == "", f"{name}: cluster ID without the RR label"
+            reflectors[name] = (labels[simulate.ZONE_LABEL], cluster)
+        else:
+            assert RR_LABEL not in labels, f"{name}: RR label without a cluster ID"
+            clients[name] = {k[len(CLIENT_LABEL_PREFIX):] for k in labels
+                             if k.startswith(CLIENT_LABEL_PREFIX)}
+    return reflectors, clients
+
+
+@pytest.mark.parametrize("topology", ["simple", "zoned", "multi"])
+async def test_topology_converges_and_verifies(etcd, start_daemon, daemon_env, rrwatch,
+                                               topology):
+    """3 zones × 12 nodes and two registered hosts: the daemon converges to the topology's
+    shape, and `rrwatch verify --failures 1` finds every route reaching every node."""
+    seeded = await seed(etcd, per_zone=12)
+    env = {**daemon_env, "ROUTE_REFLECTOR_TOPOLOGY": topology}
+    daemon = start_daemon(env)
+    _, data = await settled(etcd, env)
+
+    reflectors, clients = layout(data)
+    assert Counter(zone for zone, _ in reflectors.values()) == {zone: 3 for zone in ZONES}
+    ids = {cluster for _, cluster in reflectors.values()}
+    assert "224.0.0.1" not in ids  # the registered host has it
+    if topology == "simple":
+        assert len(ids) == 1 and all(not named for named in clients.values())
+    elif topology == "zoned":
+        by_zone = {zone: {c for z, c in reflectors.values() if z == zone} for zone in ZONES}
+        assert all(len(c) == 1 for c in by_zone.values())
+        assert len(set.union(*by_zone.values())) == 3
+    else:
+        assert len(ids) == len(reflectors)
+        zone_of = {cluster: zone for zone, cluster in reflectors.values()}
+        for name, named in clients.items():
+            assert len(named) == 3 and named <= ids, name
+            assert len({zone_of[c] for c in named}) >= 2, name
+
+    peers = owned_peers(data)
+    assert peers["rrwatch-host-10-200-0-1"] == {"peerIP": "10.200.0.1", "asNumber": 65010}
+    assert peers["rrwatch-host-fd00-200--1"] == {"peerIP": "[fd00:200::1]:179",
+                                                 "asNumber": 65010}
+    assert len(peers) <= len(reflectors) + len(HOSTS) + len(ZONES) + 2
+    for key in HOSTS:
+        assert data[key] == seeded[key]
+
+    result = rrwatch("verify", "--failures", "1", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every node's routes reach every other node" in result.stdout
+    result = rrwatch("plan", "--detailed-exitcode", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in daemon.log()
+
+
+async def test_verify_fails_a_hand_made_calico_2735_layout(etcd, rrwatch):
+    """Calico issue 2735 by hand: two RR hosts on one cluster ID, node-1 and node-2 peered with
+    the first only, node-3 and node-4 with the second. `rrwatch verify` exits 1 and names
+    exactly the pairs across the halves: each host drops the other's reflections."""
+    items = {calico.BGP_CONFIG: MESH_OFF}
+    for index, name in enumerate(["node-1", "node-2", "node-3", "node-4"]):
+        half = "one" if index < 2 else "two"
+        value = json.loads(simulate.node_value(name, "a", index, labels={"half": half}))
+        del value["spec"]["bgp"]["ipv6Address"]  # IPv4 only, like the issue's cluster
+        items[calico.NODES + name] = calico.dumps(value)
+    for half, ip in (("one", "10.200.0.1"), ("two", "10.200.0.2")):
+        items[calico.RR_V4 + ip] = json.dumps({"ip": ip, "cluster_id": "224.0.0.1"}).encode()
+        items[calico.PEERS + f"half-{half}"] = calico.dumps({
+            "kind": "BGPPeer", "apiVersion": "projectcalico.org/v3",
+            "metadata": {"name": f"half-{half}"},
+            "spec": {"nodeSelector": f"half == '{half}'", "peerIP": ip, "asNumber": 65010}})
+    await simulate.put_all(etcd, items)
+
+    result = rrwatch("verify")
+    assert result.returncode == 1, result.stdout + result.stderr
+    pairs = {(a, b) for a in ("node-1", "node-2") for b in ("node-3", "node-4")}
+    pairs |= {(b, a) for a, b in pairs}
+    names = ["node-1", "node-2", "node-3", "node-4"]
+    named = {(a, b) for a in names for b in names if f"{a} -> {b}" in result.stdout}
+    assert named == pairs
+
+    # The same layout with a cluster ID per host is sound.
+    for ip, cluster in (("10.200.0.1", "224.0.0.1"), ("10.200.0.2", "224.0.0.2")):
+        await simulate.put_all(etcd, {calico.RR_V4 + ip: json.dumps(
+            {"ip": ip, "cluster_id": cluster}).encode()})
+    result = rrwatch("verify")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def written_keys(etcd: Etcd, start: int, end: int) -> list[str]:
+    """The keys written in revisions (start, end], in order."""
+    keys: list[str] = []
+    if end <= start:
+        return keys
+    async with etcd.watch("/calico/", start + 1) as stream:
+        async for message in stream:
+            if isinstance(message, (Compacted, EtcdError)):
+                raise message
+            keys += [event.key for event in message.events]
+            if message.events and message.events[-1].revision >= end:
+                return keys
+    return keys
+
+
+async def test_a_node_added_to_a_1000_node_multi_cluster_writes_only_that_node(
+        etcd, start_daemon, daemon_env):
+    """1,002 nodes in `multi`: one more node costs exactly one write, to that node."""
+    await seed(etcd, per_zone=334)
+    env = {**daemon_env, "ROUTE_REFLECTOR_TOPOLOGY": "multi"}
+    daemon = start_daemon(env)
+    before, _ = await settled(etcd, env)
+
+    name = simulate.node_name("b", 5000)
+    await simulate.put_all(etcd, {calico.NODES + name: simulate.node_value(name, "b", 5000)})
+    after, data = await settled(etcd, env)
+    await trio.sleep(1)  # twice the settle time: a break phase would have run by now
+    assert (await etcd.snapshot(["/calico/"]))[0] == after
+
+    keys = await written_keys(etcd, before, after)
+    assert keys == [calico.NODES + name, calico.NODES + name]  # ours, then rrwatch's
+    _, clients = layout(data)
+    assert len(clients[name]) == 3
+    assert "Traceback" not in daemon.log()

@@ -1,0 +1,420 @@
+"""Reachability: sessions from the records, RFC 4456 propagation, single-RR failures."""
+
+from __future__ import annotations
+
+import itertools
+from ipaddress import IPv4Address, IPv6Address
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rrwatch import verify as verify_module
+from rrwatch.model import BgpConfig, Node, Peer, Reflector
+from rrwatch.verify import Verdict, fabric, unreachable, verify
+from tests.helpers import state_of
+
+RR = "calico-route-reflector"
+RR_ONLY = f"{RR} == ''"
+CLIENTS = f"{RR} != ''"
+CID = "224.0.0.1"
+
+
+def node(name: str, n: int, *, cluster: str | None = None, asn: int | None = None,
+         labels: dict[str, str] | None = None, v6: bool = False) -> Node:
+    """Node `name` at 10.0.0.n (and fd00::n with v6); an RR, labelled so, when it has a cluster."""
+    labels = dict(labels or {})
+    if cluster is not None:
+        labels[RR] = ""
+    return Node(name, 1, labels, ipv4=IPv4Address(f"10.0.0.{n}"),
+                ipv6=IPv6Address(f"fd00::{n}") if v6 else None, asn=asn, cluster_id=cluster)
+
+
+def build(nodes, peers=(), *, mesh=False, hosts=()):
+    """A state of `nodes`, peers given as name -> spec, and external RRs as (ip, cluster ID)."""
+    state = state_of(nodes)
+    state.set_bgp(BgpConfig(mesh_enabled=mesh))
+    for name, spec in dict(peers).items():
+        state.put_peer(Peer(name, 1, False, spec))
+    for ip, cluster in hosts:
+        family = "rr_v6" if ":" in ip else "rr_v4"
+        state.put_reflector(Reflector(f"/calico/bgp/v1/{family}/{ip}", 1,
+                                      IPv4Address(ip) if family == "rr_v4" else IPv6Address(ip),
+                                      cluster))
+    return state
+
+
+def all_pairs(names):
+    return {(a, b) for a, b in itertools.permutations(names, 2)}
+
+
+def pairs_between(group, others):
+    return {(a, b) for a in group for b in others} | {(b, a) for a in group for b in others}
+
+
+RR_MESH = {"nodeSelector": RR_ONLY, "peerSelector": RR_ONLY}
+CLIENTS_TO_RRS = {"nodeSelector": CLIENTS, "peerSelector": RR_ONLY}
+
+
+# -- meshes and simple layouts -------------------------------------------------------------------
+
+
+def test_full_mesh_reaches_everything():
+    """With the node-to-node mesh on and no RRs, every node hears every other node."""
+    verdict = verify(build([node(f"n{i}", i) for i in range(1, 6)], mesh=True))
+    assert verdict.ok and verdict.scenarios == 1 and not verdict.problems
+
+
+def test_no_mesh_and_no_peers_reaches_nothing():
+    """With the mesh off and no BGPPeers there are no sessions, so every pair is unreachable."""
+    names = [f"n{i}" for i in range(1, 5)]
+    verdict = verify(build([node(name, i) for i, name in enumerate(names, 1)]))
+    assert set(verdict.unreachable[(4, None)]) == all_pairs(names)
+
+
+def test_two_rrs_sharing_a_cluster_with_every_client_on_both():
+    """Two RRs of one cluster, meshed, each peered with every client: ok, also after one fails."""
+    nodes = [node("rr1", 1, cluster=CID), node("rr2", 2, cluster=CID)]
+    nodes += [node(f"n{i}", i) for i in range(3, 8)]
+    state = build(nodes, {"mesh": RR_MESH, "clients": CLIENTS_TO_RRS})
+    assert verify(state).ok
+    survived = verify(state, failures=1)
+    assert survived.ok and survived.scenarios == 3
+
+
+def test_single_rr_is_ok_until_it_fails():
+    """One RR serves everyone, but losing it loses everything, and the report names it."""
+    nodes = [node("rr1", 1, cluster=CID)] + [node(f"n{i}", i) for i in range(2, 5)]
+    state = build(nodes, {"clients": CLIENTS_TO_RRS})
+    assert verify(state).ok
+    verdict = verify(state, failures=1)
+    assert not verdict.ok
+    assert set(verdict.unreachable) == {(4, "rr1")}
+    assert set(verdict.unreachable[(4, "rr1")]) == all_pairs(["n2", "n3", "n4"])
+    assert "IPv4 without rr1: 6 unreachable (origin -> receiver)" in verdict.lines()
+
+
+def test_rr_with_mesh_still_on():
+    """RRs leave the mesh while clients stay in it; everyone still hears everyone."""
+    nodes = [node("rr1", 1, cluster=CID)] + [node(f"n{i}", i) for i in range(2, 6)]
+    state = build(nodes, {"clients": CLIENTS_TO_RRS}, mesh=True)
+    fab = fabric(state, 4)
+    assert fab.sessions["n2"] == {"n3", "n4", "n5", "rr1"}
+    assert verify(state, failures=1).ok
+
+
+# -- calico issue 2735 ---------------------------------------------------------------------------
+
+LEFT, RIGHT = ["node1", "node2"], ["node3", "node4"]
+
+
+def split_clients(*, rr1: str, rr2: str) -> dict[str, dict[str, object]]:
+    """node1 and node2 peer with rr1 only, node3 and node4 with rr2 only.
+
+    An address is an external host, reached by peerIP; a name is a node, reached by selector.
+    """
+    peers = {}
+    for name in LEFT + RIGHT:
+        rr = rr1 if name in LEFT else rr2
+        target = {"peerIP": rr} if rr[0].isdigit() else {"peerSelector": f"name == '{rr}'"}
+        peers[f"{name}-rr"] = {"node": name, **target}
+    return peers
+
+
+def in_cluster_rrs(*clusters: str | None) -> list[Node]:
+    """rr1, rr2, … with the given cluster IDs, labelled `name` for split_clients."""
+    return [node(f"rr{r}", 100 + r, cluster=cluster, labels={"name": f"rr{r}"})
+            for r, cluster in enumerate(clusters, 1)]
+
+
+def test_issue_2735_external_rrs_sharing_the_clients_cluster_id():
+    """Issue 2735 as reported: external RRs sharing a cluster ID drop each other's reflections."""
+    nodes = [node(name, i) for i, name in enumerate(LEFT + RIGHT, 1)]
+    state = build(nodes, split_clients(rr1="10.0.0.101", rr2="10.0.0.102"),
+                  hosts=[("10.0.0.101", CID), ("10.0.0.102", CID)])
+    verdict = verify(state)
+    assert not verdict.ok
+    assert set(verdict.unreachable[(4, None)]) == pairs_between(LEFT, RIGHT)
+
+
+def test_issue_2735_with_every_node_carrying_the_cluster_id():
+    """If every node carries the RRs' cluster ID, every session is non-client: nothing reflects.
+
+    (A cluster ID makes a Calico node an RR itself, so node1 no longer hears node2 either.)
+    """
+    nodes = in_cluster_rrs(CID, CID)
+    nodes += [node(name, i, cluster=CID) for i, name in enumerate(LEFT + RIGHT, 1)]
+    rr_pair = {"node": "rr1", "peerSelector": "name == 'rr2'"}  # every node has the RR label
+    state = build(nodes, {"rr-pair": rr_pair, **split_clients(rr1="rr1", rr2="rr2")})
+    fab = fabric(state, 4)
+    sessions = {(a, b) for a in fab.sessions for b in fab.sessions[a]}
+    names = ["rr1", "rr2", *LEFT, *RIGHT]
+    assert set(verify(state).unreachable[(4, None)]) == all_pairs(names) - sessions
+
+
+def test_issue_2735_in_cluster_rrs_sharing_an_id_with_split_clients():
+    """In-cluster RRs sharing an ID, clients on one RR each: halves (and the far RR) cut off."""
+    nodes = in_cluster_rrs(CID, CID) + [node(name, i) for i, name in enumerate(LEFT + RIGHT, 1)]
+    state = build(nodes, {"mesh": RR_MESH, **split_clients(rr1="rr1", rr2="rr2")})
+    expected = pairs_between(LEFT, RIGHT)
+    expected |= {(a, "rr2") for a in LEFT} | {(a, "rr1") for a in RIGHT}
+    assert set(verify(state).unreachable[(4, None)]) == expected
+
+
+def test_issue_2735_fixed_by_distinct_cluster_ids():
+    """The same split layout with one cluster ID per RR: the RRs are each other's clients."""
+    nodes = in_cluster_rrs("224.0.0.1", "224.0.0.2")
+    nodes += [node(name, i) for i, name in enumerate(LEFT + RIGHT, 1)]
+    state = build(nodes, {"mesh": RR_MESH, **split_clients(rr1="rr1", rr2="rr2")})
+    assert verify(state).ok
+
+
+# -- the multi topology --------------------------------------------------------------------------
+
+
+def multi_state(clients: int, rrs: int = 6, k: int = 3):
+    """Each RR its own cluster ID; each client labelled for, and peered with, k of them."""
+    ids = [f"224.0.0.{r + 1}" for r in range(rrs)]
+    nodes = [node(f"rr{r}", 200 + r, cluster=ids[r]) for r in range(rrs)]
+    for c in range(clients):
+        labels = {f"rr.rrwatch.io/{ids[(c + j) % rrs]}": "" for j in range(k)}
+        nodes.append(node(f"c{c}", c + 1, labels=labels))
+    peers = {f"rr{r}": {"node": f"rr{r}", "peerSelector": f"has(rr.rrwatch.io/{ids[r]})"}
+             for r in range(rrs)}
+    return build(nodes, {**peers, "mesh": RR_MESH})
+
+
+def test_multi_topology_survives_any_single_rr_failure():
+    """Distinct cluster IDs and k=3 RRs per client: ok with and without any one RR."""
+    verdict = verify(multi_state(60), failures=1)
+    assert verdict.ok and verdict.scenarios == 7
+
+
+def test_multi_topology_with_k1_fails_with_its_rr():
+    """With one RR per client, losing an RR cuts exactly its clients off from everyone."""
+    state = multi_state(12, rrs=3, k=1)
+    verdict = verify(state, failures=1)
+    assert verify(state).ok
+    lost = set(verdict.unreachable[(4, "rr0")])
+    orphans = {f"c{c}" for c in range(0, 12, 3)}
+    others = {n for n in state.nodes if n != "rr0"} - orphans
+    assert lost == all_pairs(orphans) | pairs_between(orphans, others)
+
+
+# -- external route reflectors -------------------------------------------------------------------
+
+
+def test_nodes_peered_with_external_rr_by_peer_ip():
+    """A global peerIP BGPPeer to a registered host: the host reflects for every node."""
+    nodes = [node(f"n{i}", i) for i in range(1, 5)]
+    state = build(nodes, {"to-host": {"peerIP": "10.0.0.100", "asNumber": 64512}},
+                  hosts=[("10.0.0.100", None)])
+    fab = fabric(state, 4)
+    assert fab.sessions["host/10.0.0.100"] == {"n1", "n2", "n3", "n4"}
+    assert fab.reflectors_of("n1") == {"host/10.0.0.100"}
+    assert verify(state).ok
+    assert verify(state, failures=1).unreachable.keys() == {(4, "host/10.0.0.100")}
+
+
+def test_external_rr_in_ipv6_with_bracketed_peer_ip():
+    """An IPv6 registration and v6 nodes form a family-6 fabric; `[v6]:port` names the host."""
+    nodes = [node(f"n{i}", i, v6=True) for i in range(1, 4)]
+    state = build(nodes, {"to-host": {"peerIP": "[fd00::5]:179", "asNumber": 64512}},
+                  hosts=[("fd00::5", "224.0.0.9")])
+    assert fabric(state, 6).sessions["host/fd00::5"] == {"n1", "n2", "n3"}
+    assert fabric(state, 4).sessions["n1"] == frozenset()
+    verdict = verify(state)
+    assert set(verdict.unreachable) == {(4, None)}  # no IPv4 session at all
+    assert verdict.scenarios == 2
+
+
+def test_external_rrs_mesh_with_each_other():
+    """Hosts with distinct (default) cluster IDs mesh and reflect between their clients."""
+    nodes = [node(name, i) for i, name in enumerate(LEFT + RIGHT, 1)]
+    state = build(nodes, split_clients(rr1="10.0.0.101", rr2="10.0.0.102:179"),
+                  hosts=[("10.0.0.101", None), ("10.0.0.102", None)])
+    assert fabric(state, 4).sessions["host/10.0.0.101"] == {"node1", "node2", "host/10.0.0.102"}
+    assert verify(state).ok
+
+
+def test_peer_ip_with_the_wrong_as_number_brings_up_no_session():
+    """A peerIP peer whose asNumber is not the host's AS is reported and configures nothing."""
+    state = build([node("n1", 1)], {"to-host": {"peerIP": "10.0.0.100", "asNumber": 65000}},
+                  hosts=[("10.0.0.100", None)])
+    assert fabric(state, 4).sessions["n1"] == frozenset()
+    assert any("asNumber 65000" in p for p in verify(state).problems)
+
+
+# -- eBGP ----------------------------------------------------------------------------------------
+
+
+def as_chain(*asns: int) -> list[Node]:
+    """Nodes a, b, c, … in the given ASes, each labelled with its own name."""
+    return [Node(name, 1, {"name": name}, ipv4=IPv4Address(f"10.0.0.{i}"), asn=asn)
+            for i, (name, asn) in enumerate(zip("abcd", asns, strict=False), 1)]
+
+
+CHAIN = {"ab": {"node": "a", "peerSelector": "name == 'b'"},
+         "bc": {"node": "b", "peerSelector": "name == 'c'"}}
+
+
+def test_ebgp_passes_routes_on():
+    """A chain of three ASes: routes cross each eBGP session and are passed along."""
+    assert verify(build(as_chain(65001, 65002, 65003), CHAIN)).ok
+
+
+def test_as_path_loop_is_dropped():
+    """a and c share an AS and meet only through b: each drops the other's route (AS loop)."""
+    verdict = verify(build(as_chain(65001, 65002, 65001), CHAIN))
+    assert set(verdict.unreachable[(4, None)]) == {("a", "c"), ("c", "a")}
+
+
+def test_non_rr_passes_ibgp_routes_to_ebgp_peers_only():
+    """b (no RR) hears a over iBGP and tells d (eBGP) but not c (iBGP); d's route reaches all."""
+    peers = {"b": {"node": "b", "peerSelector": "name in {'a', 'c', 'd'}"}}
+    verdict = verify(build(as_chain(65001, 65001, 65001, 65002), peers))
+    assert set(verdict.unreachable[(4, None)]) == {("a", "c"), ("c", "a")}
+
+
+# -- what configures a session -------------------------------------------------------------------
+
+
+def test_manual_reverse_peering_is_one_sided():
+    """With reversePeering Manual the selected node does not peer back: no session."""
+    nodes = [node("rr1", 1, cluster=CID), node("n2", 2)]
+    spec = {"node": "n2", "peerSelector": RR_ONLY}
+    assert fabric(build(nodes, {"p": spec}), 4).sessions["n2"] == {"rr1"}
+    manual = fabric(build(nodes, {"p": {**spec, "reversePeering": "Manual"}}), 4)
+    assert manual.sessions["n2"] == frozenset()
+
+
+def test_peer_ip_is_one_sided_between_nodes():
+    """A peerIP BGPPeer to a Calico node configures only the local end; both ends make it up."""
+    nodes = [node("n1", 1), node("n2", 2)]
+    one = {"p": {"node": "n1", "peerIP": "10.0.0.2"}}
+    both = {**one, "q": {"node": "n2", "peerIP": "10.0.0.1:179"}}
+    assert fabric(build(nodes, one), 4).sessions["n1"] == frozenset()
+    assert fabric(build(nodes, both), 4).sessions["n1"] == {"n2"}
+
+
+def test_no_node_peers_with_itself():
+    """A node matched by both selectors of a peer (or by its own IP) gets no session to itself."""
+    nodes = [node("n1", 1), node("n2", 2)]
+    fab = fabric(build(nodes, {"all": {"nodeSelector": "all()", "peerSelector": "all()"},
+                               "self": {"node": "n1", "peerIP": "10.0.0.1"}}), 4)
+    assert fab.sessions == {"n1": {"n2"}, "n2": {"n1"}}
+
+
+def test_unparsable_selector_is_reported_and_configures_nothing():
+    """A BGPPeer with a bad selector is named in problems; the others still count."""
+    nodes = [node("rr1", 1, cluster=CID), node("n2", 2)]
+    state = build(nodes, {"bad": {"nodeSelector": "has(", "peerSelector": RR_ONLY},
+                          "wrong": {"peerIP": "10.0.0.300"}})
+    verdict = verify(state)
+    assert [p.split(":")[0] for p in verdict.problems] == ["BGPPeer bad", "BGPPeer wrong"]
+    assert set(verdict.unreachable[(4, None)]) == all_pairs(["rr1", "n2"])
+    assert fabric(state, 4).sessions["n2"] == frozenset()
+
+
+def test_reflectors_of_lists_rr_neighbours_only():
+    """reflectors_of gives the RR sessions of a client (the make-before-break check uses it)."""
+    nodes = [node("rr1", 1, cluster=CID), node("rr2", 2, cluster=CID), node("n3", 3),
+             node("n4", 4)]
+    fab = fabric(build(nodes, {"clients": CLIENTS_TO_RRS}, mesh=True), 4)
+    assert fab.reflectors_of("n3") == {"rr1", "rr2"}
+    assert fab.reflectors_of("rr1") == frozenset()
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def test_lines_name_pairs_and_truncate():
+    """The report has a header per case, at most `limit` pairs, then a count of the rest."""
+    verdict = Verdict(("BGPPeer x: bad",),
+                      {(4, None): (("a", "b"), ("a", "c"), ("b", "a")),
+                       (6, "rr1"): (("c", "a"),)}, 2)
+    assert not verdict.ok
+    assert verdict.lines(limit=2) == [
+        "problem: BGPPeer x: bad",
+        "IPv4: 3 unreachable (origin -> receiver)", "  a -> b", "  a -> c", "  ... and 1 more",
+        "IPv6 without rr1: 1 unreachable (origin -> receiver)", "  c -> a",
+    ]
+    assert Verdict((), {}, 1).ok
+
+
+def test_propagation_that_does_not_settle_is_an_error(monkeypatch):
+    """The worklist has a bound, and passing it raises ConvergenceError naming the origin."""
+    monkeypatch.setattr(verify_module, "_CHANGES_PER_SESSION", 0)
+    state = build([node("n1", 1), node("n2", 2)], mesh=True)
+    with pytest.raises(verify_module.ConvergenceError, match="route from n1"):
+        unreachable(fabric(state, 4), group=False)
+
+
+def test_failures_other_than_0_or_1_are_refused():
+    """Only single failures are simulated."""
+    with pytest.raises(ValueError, match="failures"):
+        verify(build([]), failures=2)
+
+
+# -- twins ---------------------------------------------------------------------------------------
+
+SELECTORS = ["", "all()", RR_ONLY, CLIENTS, "g == 'a'", "g != 'a'", f"{RR_ONLY} || g == 'b'"]
+CLUSTERS = [None, None, None, "224.0.0.1", "224.0.0.2"]
+
+
+@st.composite
+def fabrics(draw):
+    """Small random clusters: RRs, ASes, external hosts, selector and peerIP peers, mesh."""
+    count = draw(st.integers(1, 9))
+    asns = draw(st.sampled_from([[None], [None, None, None, 65001]]))  # one AS, or some eBGP
+    nodes = [node(f"n{i}", i, cluster=draw(st.sampled_from(CLUSTERS)),
+                  asn=draw(st.sampled_from(asns)),
+                  labels={"g": draw(st.sampled_from("ab"))})
+             for i in range(1, count + 1)]
+    hosts = [(f"10.0.0.{100 + h}", draw(st.sampled_from(CLUSTERS)))
+             for h in range(draw(st.integers(0, 2)))]
+    addresses = [f"10.0.0.{i}" for i in range(1, count + 1)] + [ip for ip, _ in hosts]
+    local = st.fixed_dictionaries({}, optional={"node": st.sampled_from([n.name for n in nodes]),
+                                                "nodeSelector": st.sampled_from(SELECTORS)})
+    remote = st.one_of(
+        st.fixed_dictionaries({"peerSelector": st.sampled_from(SELECTORS)},
+                              optional={"reversePeering": st.just("Manual")}),
+        st.fixed_dictionaries({"peerIP": st.sampled_from(addresses)}),
+    )
+    specs = draw(st.lists(st.builds(lambda a, b: {**a, **b}, local, remote), max_size=5))
+    return build(nodes, {f"p{i}": spec for i, spec in enumerate(specs)},
+                 mesh=draw(st.booleans()), hosts=hosts)
+
+
+@given(fabrics())
+def test_sessions_are_symmetric_and_never_with_self(state):
+    """Both ends list every session, and no speaker lists itself."""
+    for family in (4, 6):
+        fab = fabric(state, family)
+        for name, near in fab.sessions.items():
+            assert name not in near and all(name in fab.sessions[m] for m in near)
+
+
+@given(fabrics())
+def test_twin_grouping_equals_brute_force(state):
+    """Silent-receiver and twin shortcuts give exactly the plain per-origin simulation."""
+    fab = fabric(state, 4)
+    for failed in [None, *sorted(fab.reflectors)]:
+        assert unreachable(fab, failed) == unreachable(fab, failed, group=False)
+
+
+def test_mesh_nodes_and_clients_of_the_same_rrs_are_twins():
+    """Nodes of one mesh are adjacent twins; clients of the same RRs are twins apart."""
+    meshed = fabric(build([node(f"n{i}", i) for i in range(1, 6)], mesh=True), 4)
+    net = verify_module._net(meshed, None, everyone=False)
+    assert [len(g) for g in verify_module._twins(net)] == [5]
+    clients = fabric(multi_state(12, rrs=3, k=1), 4)
+    net = verify_module._net(clients, None, everyone=False)
+    assert sorted(len(g) for g in verify_module._twins(net)) == [4, 4, 4]
+
+
+def test_twin_grouping_equals_brute_force_on_a_large_layout():
+    """On a multi layout where most clients are twins, shortcuts and brute force agree."""
+    fab = fabric(multi_state(30, rrs=4, k=2), 4)
+    for failed in [None, "rr0"]:
+        assert unreachable(fab, failed) == unreachable(fab, failed, group=False)
