@@ -12,6 +12,7 @@ import datetime
 import functools
 import ipaddress
 import json
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -85,6 +86,7 @@ def apply(state: ClusterState, key: str, value: bytes | None, revision: int) -> 
     if route is None:
         return  # a key in a watched range that rrwatch does not read
     parse, put, remove = route
+    state.unreadable.discard(key)
     if value is None:
         remove()
         return
@@ -92,6 +94,7 @@ def apply(state: ClusterState, key: str, value: bytes | None, revision: int) -> 
         put(parse(key, value, revision))
     except BadRecord:
         remove()
+        state.unreadable.add(key)
         raise
 
 
@@ -111,11 +114,16 @@ def _route(state: ClusterState, key: str) -> tuple[Callable, Callable, Callable]
 def _load(key: str, value: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadRecord(key, f"not JSON ({e})") from None
+        if _SURROGATE.search(value):  # JSON allows lone \udXXX escapes; UTF-8 cannot hold them
+            json.dumps(obj, ensure_ascii=False).encode()
+    except (UnicodeError, json.JSONDecodeError) as e:
+        raise BadRecord(key, f"not JSON in UTF-8 ({e})") from None
     if not isinstance(obj, dict):
         raise BadRecord(key, "not a JSON object")
     return obj
+
+
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _field(key: str, obj: Mapping[str, Any], name: str, kind: type, default: Any) -> Any:
@@ -138,6 +146,9 @@ def _resource(key: str, value: bytes, prefix: str) -> tuple[dict, dict, dict[str
     labels = _field(key, metadata, "labels", dict, {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise BadRecord(key, "labels must map strings to strings")
+    for k, v in labels.items():
+        if "'" in v and '"' in v:  # no selector could name it (nor does Kubernetes allow it)
+            raise BadRecord(key, f"label {k} has a value with both quote characters")
     return metadata, spec, labels
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import itertools
 import math
 import re
 from collections import Counter
@@ -37,7 +36,6 @@ ID_LIMIT = 65536
 
 MESH_PEER = "rrwatch-rr-mesh"
 CLIENTS_PEER = "rrwatch-rr-clients"
-FALLBACK_PEER = "rrwatch-zone-fallback"
 
 
 class PolicyError(ValueError):
@@ -195,21 +193,21 @@ def choose_reflectors(state: ClusterState, policy: Policy) -> dict[str, list[str
 
 
 def allocate_ids(
-    state: ClusterState, policy: Policy, groups: Mapping[str, list[str]]
+    state: ClusterState, policy: Policy, groups: Mapping[str, tuple[str, list[str]]]
 ) -> tuple[dict[str, str], list[str]]:
-    """A cluster ID for each group of RRs that share one; problems when the template runs out.
+    """A cluster ID for each group (name -> (zone, RRs)) of RRs that share one; problems when
+    the template runs out.
 
     Sticky: a group keeps the ID most of its members carry, unless an earlier group or a
     registered RR host has it. Other groups get an ID that no node and no host carries, so an
-    ID is never given to a second RR while the first still has it: first the IDs that clients
-    still name although no RR has them (a lost RR's, so its replacement inherits its clients),
-    then the template's IDs in order.
+    ID is never given to a second RR while the first still has it: first an ID that clients
+    still name although no RR has it (a lost RR's, so its replacement inherits its clients;
+    those whose clients are mostly in the group's zone first), then the template's IDs in order.
     """
     reserved = {r.cluster_id for r in state.reflectors.values() if r.cluster_id}
     ids: dict[str, str] = {}
-    for group in sorted(groups):
-        votes = Counter(state.nodes[n].cluster_id for n in groups[group]
-                        if state.nodes[n].cluster_id)
+    for group, (_, members) in sorted(groups.items()):
+        votes = Counter(state.nodes[n].cluster_id for n in members if state.nodes[n].cluster_id)
         for cluster, _ in sorted(votes.items(),
                                  key=lambda kv: (-kv[1], ipaddress.IPv4Address(kv[0]))):
             if cluster not in reserved:
@@ -217,38 +215,47 @@ def allocate_ids(
                 reserved.add(cluster)
                 break
     reserved |= {state.nodes[n].cluster_id for n in state.marked}
-    orphans = sorted(ipaddress.IPv4Address(c) for c in state.referenced if _is_ipv4(c))
-    template = map(policy.cluster_id, range(1, policy.id_capacity + 1))
-    fresh = (c for c in itertools.chain(map(str, orphans), template) if c not in reserved)
+    orphans: dict[str, list[str]] = {}  # zone -> IDs its clients name most, lowest first
+    for address in sorted(filter(None, map(_ipv4, state.referenced.keys() - reserved))):
+        zones = state.referenced[str(address)]
+        orphans.setdefault(max(sorted(zones), key=zones.__getitem__), []).append(str(address))
+    template = (c for c in map(policy.cluster_id, range(1, policy.id_capacity + 1))
+                if c not in reserved)
     problems = []
     for group in sorted(groups.keys() - ids.keys()):
-        cluster = next(fresh, None)
-        reserved.add(cluster)
+        zone, members = groups[group]
+        # Prefer an ID whose clients are mostly in this zone; any orphan beats a new ID, which
+        # would draw clients away from other RRs.
+        inherited = orphans.get(zone) or next((ids for ids in orphans.values() if ids), None)
+        cluster = inherited.pop(0) if inherited else next(template, None)
         if cluster is None:
             problems.append(f"cluster ID template {policy.cluster_id_template!r} has no free"
-                            f" ID left for {', '.join(groups[group])}")
+                            f" ID left for {', '.join(members)}")
             continue
         ids[group] = cluster
+        reserved.add(cluster)
     return ids, problems
 
 
-def _is_ipv4(text: str) -> bool:
+def _ipv4(text: str) -> ipaddress.IPv4Address | None:
+    """The address a client label names, if it is a cluster ID in canonical form."""
     try:
-        return str(ipaddress.IPv4Address(text)) == text
+        address = ipaddress.IPv4Address(text)
     except ValueError:
-        return False
+        return None
+    return address if str(address) == text else None
 
 
 def desired(state: ClusterState, policy: Policy) -> Mesh:
     chosen = choose_reflectors(state, policy)
     if policy.topology == "simple":
-        groups = {"": sorted(n for names in chosen.values() for n in names)}
+        groups = {"": ("", sorted(n for names in chosen.values() for n in names))}
     elif policy.topology == "zoned":
-        groups = {zone: names for zone, names in chosen.items() if names}
+        groups = {zone: (zone, names) for zone, names in chosen.items() if names}
     else:
-        groups = {name: [name] for names in chosen.values() for name in names}
+        groups = {name: (zone, [name]) for zone, names in chosen.items() for name in names}
     ids, problems = allocate_ids(state, policy, groups)
-    reflectors = {n: ids[g] for g, names in groups.items() if g in ids for n in names}
+    reflectors = {n: ids[g] for g, (_, names) in groups.items() if g in ids for n in names}
 
     rr = render(policy.rr())
     peers: dict[str, Mapping[str, object]] = {MESH_PEER: {"nodeSelector": rr, "peerSelector": rr}}
@@ -267,6 +274,7 @@ def desired(state: ClusterState, policy: Policy) -> Mesh:
     for reflector in state.reflectors.values():
         ip = reflector.ip
         name = "rrwatch-host-" + str(ip).replace(".", "-").replace(":", "-")
+        name += "0" if name.endswith("-") else ""  # fd00:: -> rrwatch-host-fd00--0
         peer_ip = str(ip) if ip.version == 4 else f"[{ip}]:179"
         peers[name] = {"peerIP": peer_ip, "asNumber": state.bgp.asn}
     return Mesh(reflectors, peers, assignment, tuple(problems))
@@ -275,27 +283,27 @@ def desired(state: ClusterState, policy: Policy) -> Mesh:
 def _zoned_peers(
     state: ClusterState, policy: Policy, served: set[str], peers: dict
 ) -> list[str]:
-    """Per zone with RRs, its clients peer with its RRs; clients of other zones with all RRs."""
+    """Per zone with RRs, its clients peer with its RRs; per zone without, with all RRs.
+
+    One peer per zone either way, so a zone that gains RRs gets its new peer in the make phase
+    and loses its fallback peer only in the break phase.
+    """
     problems = []
-    for zone in sorted(served):
+    for zone in sorted(set(state.speakers) | served):
         where = _in_zone(state.zone_label, zone)
         try:
-            peers[_dns_name("rrwatch-zone-", zone)] = {
-                "nodeSelector": render(_both(policy.client(), where)),
-                "peerSelector": render(_both(policy.rr(), where)),
-            }
-        except SelectorError as e:
+            if zone in served:
+                peers[_dns_name("rrwatch-zone-", zone)] = {
+                    "nodeSelector": render(_both(policy.client(), where)),
+                    "peerSelector": render(_both(policy.rr(), where)),
+                }
+            elif served:
+                peers[_dns_name("rrwatch-fallback-", zone)] = {
+                    "nodeSelector": render(_both(policy.client(), where)),
+                    "peerSelector": render(policy.rr()),
+                }
+        except SelectorError as e:  # parse_node refuses such labels; this is the backstop
             problems.append(f"zone {zone!r} cannot be written as a selector: {e}")
-    orphans = sorted(set(state.speakers) - served)
-    if served and orphans:
-        try:
-            zones = [_in_zone(state.zone_label, zone) for zone in orphans]
-            peers[FALLBACK_PEER] = {
-                "nodeSelector": render(_both(policy.client(), _any(zones))),
-                "peerSelector": render(policy.rr()),
-            }
-        except SelectorError as e:
-            problems.append(f"zones without RRs cannot be written as a selector: {e}")
     return problems
 
 
@@ -313,17 +321,10 @@ def _both(a: Selector, b: Selector | None) -> Selector:
     return And((a, *b.operands)) if isinstance(b, And) else And((a, b))
 
 
-def _any(selectors: list[Selector | None]) -> Selector | None:
-    if any(s is None for s in selectors):
-        return None
-    flat = [o for s in selectors for o in (s.operands if isinstance(s, Or) else (s,))]
-    return flat[0] if len(flat) == 1 else Or(tuple(flat))
-
-
 def _dns_name(prefix: str, text: str) -> str:
     """`prefix` + `text` made a DNS-1123 name; a hash keeps distinct texts distinct."""
     safe = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].strip("-")
-    if safe == text:
+    if safe and safe == text:
         return prefix + safe
     digest = hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
     return prefix + (f"{safe}-{digest}" if safe else digest)

@@ -139,9 +139,11 @@ class ClusterState:
     bgp: BgpConfig = attrs.field(factory=BgpConfig)
     zones: dict[str, ZoneIndex] = attrs.field(factory=dict)
     speakers: dict[str, int] = attrs.field(factory=dict)  # zone -> nodes with a BGP address
-    referenced: dict[str, int] = attrs.field(factory=dict)  # cluster ID -> client labels naming it
+    # cluster ID -> zone -> clients there whose labels name it
+    referenced: dict[str, dict[str, int]] = attrs.field(factory=dict)
     marked: set[str] = attrs.field(factory=set)
     changed: set[str] = attrs.field(factory=set)
+    unreadable: set[str] = attrs.field(factory=set)  # keys whose values are bad: never written
 
     def zone_of(self, node: Node) -> str:
         return node.labels.get(self.zone_label, "") if self.zone_label else ""
@@ -172,7 +174,8 @@ class ClusterState:
             self.marked.add(node.name)
         for label in client_labels(node):
             cluster = label[len(CLIENT_LABEL_PREFIX):]
-            self.referenced[cluster] = self.referenced.get(cluster, 0) + 1
+            zones = self.referenced.setdefault(cluster, {})
+            zones[zone] = zones.get(zone, 0) + 1
 
     def remove_node(self, name: str) -> None:
         old = self.nodes.pop(name, None)
@@ -187,8 +190,11 @@ class ClusterState:
                 del self.speakers[zone]
         for label in client_labels(old):
             cluster = label[len(CLIENT_LABEL_PREFIX):]
-            self.referenced[cluster] -= 1
-            if not self.referenced[cluster]:
+            zones = self.referenced[cluster]
+            zones[zone] -= 1
+            if not zones[zone]:
+                del zones[zone]
+            if not zones:
                 del self.referenced[cluster]
         if self.eligible(old):
             index = self.zones[zone]

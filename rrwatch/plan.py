@@ -103,7 +103,8 @@ class Limits:
 class Plan:
     make: tuple[Op, ...] = ()
     brk: tuple[Op, ...] = ()
-    # Desired peers whose name is taken by a BGPPeer rrwatch does not own: left alone, reported.
+    # Desired peers whose name is taken by a BGPPeer rrwatch does not own or cannot read: left
+    # alone, reported.
     blocked: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
@@ -151,7 +152,9 @@ def make_plan(state: ClusterState, mesh: Mesh, clients: Iterable[str] | None = N
     blocked = []
     for name, spec in sorted(mesh.peers.items()):
         peer = state.peers.get(name)
-        if peer is None:
+        if calico.PEERS + name in state.unreadable:
+            blocked.append(name)
+        elif peer is None:
             make.append(PutPeer(name, None, spec))
         elif not peer.owned:
             blocked.append(name)

@@ -151,8 +151,8 @@ class Reconciler:
     def _report(self, mesh: Mesh, plan: Plan) -> None:
         """Log what keeps the mesh from being complete, once each time it changes."""
         reported = mesh.problems + tuple(
-            f"BGPPeer {name} exists without rrwatch's ownership label: leaving it alone, and the"
-            " mesh incomplete" for name in plan.blocked)
+            f"BGPPeer {name} exists without rrwatch's ownership label, or cannot be read: leaving"
+            " it alone, and the mesh incomplete" for name in plan.blocked)
         if reported != self._reported:
             for problem in reported:
                 log.warning("%s", problem)

@@ -179,3 +179,14 @@ def test_bgp_config_defaults():
     key = calico.BGP_CONFIG
     config = calico.parse_bgp_config(key, b'{"metadata":{"name":"default"},"spec":{}}', 3)
     assert (config.asn, config.mesh_enabled) == (64512, True)
+
+
+@pytest.mark.parametrize("value", [
+    b'{"metadata":{"name":"n1","labels":{"zone":"\\ud800"}},"spec":{"bgp":{}}}',
+    b'{"metadata":{"name":"n1","labels":{"zone":"a\'b\\""}},"spec":{"bgp":{}}}',
+])
+def test_values_no_writer_or_selector_could_handle_are_bad_records(value):
+    """A lone UTF-16 surrogate, or a label value holding both quote characters, is a bad
+    record (logged and skipped), not a crash later when writing or rendering selectors."""
+    with pytest.raises(calico.BadRecord):
+        calico.parse_node(calico.NODES + "n1", value, 1)

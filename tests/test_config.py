@@ -135,3 +135,35 @@ def test_cli_tls_error_is_one_line_and_exit_78(pki, tmp_path, monkeypatch, capsy
     assert cli.main(["run"]) == EX_CONFIG
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and key in err
+
+
+def test_mesh_options():
+    """Topology, k, exclude and prefer selectors and churn limits come from the environment."""
+    config = load({
+        "ROUTE_REFLECTOR_TOPOLOGY": "multi",
+        "RRWATCH_CLIENT_RRS": "2",
+        "RRWATCH_EXCLUDE": "node-role.kubernetes.io/control-plane == ''",
+        "RRWATCH_PREFER": "has(dedicated-rr)",
+        "RRWATCH_MAX_NODE_WRITES": "50",
+        "RRWATCH_MAX_DEMOTIONS": "2",
+    })
+    policy = config.policy
+    assert (policy.topology, policy.client_rrs) == ("multi", 2)
+    assert policy.exclude.matches({"node-role.kubernetes.io/control-plane": ""})
+    assert policy.prefer.matches({"dedicated-rr": "yes"}) and not policy.prefer.matches({})
+    assert (config.limits.node_writes, config.limits.demotions) == (50, 2)
+    assert load({"RRWATCH_EXCLUDE": " "}).policy.exclude is None
+
+
+def test_bad_mesh_options_name_their_source():
+    """A selector that does not parse, k or limits below 1, a template too small for `multi`:
+    each problem names its variable."""
+    with pytest.raises(ConfigError) as error:
+        load({"RRWATCH_EXCLUDE": "role == ", "RRWATCH_CLIENT_RRS": "0",
+              "RRWATCH_MAX_DEMOTIONS": "0"})
+    problems = "\n".join(error.value.problems)
+    assert "RRWATCH_EXCLUDE: expected a quoted literal" in problems
+    assert "RRWATCH_CLIENT_RRS: 0 is less than 1" in problems
+    assert "RRWATCH_MAX_DEMOTIONS: 0 is less than 1" in problems
+    with pytest.raises(ConfigError, match="gives only 9 distinct IDs"):
+        load({"ROUTE_REFLECTOR_TOPOLOGY": "multi", "ROUTE_REFLECTOR_CLUSTER_ID": "10.0.0.1%d0"})

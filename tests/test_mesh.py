@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 
 import attrs
 import pytest
@@ -268,7 +269,7 @@ def test_zoned_topology_peers_per_zone_with_a_fallback():
         "nodeSelector": "calico-route-reflector != '' && zone == 'a'",
         "peerSelector": "calico-route-reflector == '' && zone == 'a'",
     }
-    assert mesh.peers["rrwatch-zone-fallback"] == {
+    assert mesh.peers["rrwatch-fallback-b"] == {
         "nodeSelector": "calico-route-reflector != '' && zone == 'b'",
         "peerSelector": "calico-route-reflector == ''",
     }
@@ -300,3 +301,32 @@ def test_written_selectors_select_the_right_nodes():
     assert parse(clients["nodeSelector"]).matches(client)
     assert not parse(clients["nodeSelector"]).matches(rr)
     assert parse(clients["peerSelector"]).matches(rr)
+
+
+DNS_1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+@given(s.clusters(), s.policies(), st.lists(s.reflectors(), max_size=3),
+       st.sampled_from(["zone", "fallback", "", "Zone A", "a.b", "-x-"]))
+def test_peer_names_are_valid_and_distinct_per_zone(nodes, policy, hosts, odd_zone):
+    """Every owned BGPPeer name is a DNS-1123 name, whatever the zones (even empty, or named
+    like another peer) or host addresses; each zone gets its own peer."""
+    nodes = [attrs.evolve(n, labels={**n.labels, "zone": odd_zone}) if i % 2 else n
+             for i, n in enumerate(nodes)]
+    state = state_of(nodes, policy)
+    for host in hosts:
+        state.put_reflector(host)
+    mesh = desired(state, policy)
+    for name in mesh.peers:
+        assert DNS_1123.fullmatch(name) and len(name) <= 253, name
+    if policy.topology == "zoned" and mesh.reflectors:
+        assert len(mesh.peers) == 1 + len(state.speakers) + len(state.reflectors)
+
+
+def test_a_host_address_ending_in_colons_gives_a_valid_name():
+    """fd00:: (a valid host address) does not give a name ending in '-'."""
+    from rrwatch.model import Reflector
+
+    state = state_of([])
+    state.put_reflector(Reflector("/calico/bgp/v1/rr_v6/fd00::", 1, ipaddress.ip_address("fd00::")))
+    assert "rrwatch-host-fd00--0" in desired(state, POLICY).peers

@@ -115,3 +115,50 @@ def test_a_converged_state_plans_nothing(nodes, policy):
     state = state_of(nodes, policy)
     converge(state, policy)
     assert not Planner(policy).plan(state)[1]
+
+
+def test_an_unreadable_owned_peer_is_left_alone_and_does_not_stall_the_break_phase():
+    """A desired peer whose stored value cannot be read is blocked, not created over and over,
+    so the break phase still runs."""
+    from rrwatch import calico
+
+    state = state_of([])
+    state.put_peer(Peer("rrwatch-old", 5, owned=True, spec={}))
+    key = calico.PEERS + "rrwatch-rr-mesh"
+    try:
+        calico.apply(state, key, b'{"metadata":{"name":"rrwatch-rr-mesh","labels":{"x":1}}}', 9)
+    except calico.BadRecord:
+        pass
+    plan = make_plan(state, desired(state, POLICY))
+    assert "rrwatch-rr-mesh" in plan.blocked
+    assert all(op.name != "rrwatch-rr-mesh" for op in plan.make + plan.brk)
+    assert DeletePeer("rrwatch-old", 5) in plan.brk
+    calico.apply(state, key, None, 10)  # deleted: no longer in the way
+    assert PutPeer("rrwatch-rr-mesh", None, desired(state, POLICY).peers["rrwatch-rr-mesh"]) in (
+        make_plan(state, desired(state, POLICY)).make)
+
+
+def test_a_zone_that_gains_rrs_keeps_its_fallback_until_the_break_phase():
+    """`zoned`: when a zone without RRs gets some, its own peer comes in `make` and its
+    fallback peer (to all RRs) goes only in `brk`."""
+    import ipaddress
+
+    import attrs
+
+    from rrwatch.model import Node
+    from rrwatch.selector import parse
+
+    policy = attrs.evolve(POLICY, topology="zoned", exclude=parse("role == 'db'"))
+    nodes = [Node(f"{z}{i}", 1, {"zone": z, **({"role": "db"} if z == "b" else {})},
+                  ipv4=ipaddress.IPv4Address(f"10.0.{ord(z)}.{i + 1}"))
+             for z in "ab" for i in range(3)]
+    state = state_of(nodes, policy)
+    converge(state, policy)
+    assert "rrwatch-fallback-b" in state.peers
+    for node in list(state.nodes.values()):  # b's nodes become eligible
+        state.put_node(attrs.evolve(node, labels={**node.labels, "role": "rr"}))
+    plan = make_plan(state, desired(state, policy))
+    assert any(isinstance(op, PutPeer) and op.name == "rrwatch-zone-b" for op in plan.make)
+    assert all(op.name != "rrwatch-fallback-b" for op in plan.make)
+    assert DeletePeer("rrwatch-fallback-b", state.peers["rrwatch-fallback-b"].revision) in (
+        plan.brk)
