@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rrwatch.model import (
-    CLIENT_LABEL_PREFIX,
     DEFAULT_AS,
     BgpConfig,
     ClusterState,
@@ -27,6 +26,7 @@ from rrwatch.model import (
     Peer,
     Reflector,
     RRLabel,
+    owned_labels,
 )
 
 RESOURCES = "/calico/resources/v3/projectcalico.org/"
@@ -152,7 +152,7 @@ def _resource(key: str, value: bytes, prefix: str) -> tuple[dict, dict, dict[str
     return metadata, spec, labels
 
 
-def _asn(key: str, value: Any) -> int | None:
+def as_number(key: str, value: Any) -> int | None:
     """Calico's numorstring.ASNumber: a number, a decimal string or AS-dot notation."""
     if value is None:
         return None
@@ -204,7 +204,7 @@ def parse_node(key: str, value: bytes, revision: int) -> Node:
         labels=labels,
         ipv4=_address(key, "ipv4Address", bgp.get("ipv4Address"), 4),
         ipv6=_address(key, "ipv6Address", bgp.get("ipv6Address"), 6),
-        asn=_asn(key, bgp.get("asNumber")),
+        asn=as_number(key, bgp.get("asNumber")),
         cluster_id=cluster_id(key, bgp.get("routeReflectorClusterID")),
     )
 
@@ -222,7 +222,7 @@ def parse_peer(key: str, value: bytes, revision: int) -> Peer:
 
 def parse_bgp_config(key: str, value: bytes, revision: int) -> BgpConfig:
     _, spec, _ = _resource(key, value, RESOURCES + "bgpconfigurations/")
-    asn = _asn(key, spec.get("asNumber"))
+    asn = as_number(key, spec.get("asNumber"))
     return BgpConfig(
         asn=DEFAULT_AS if asn is None else asn,
         mesh_enabled=_field(key, spec, "nodeToNodeMeshEnabled", bool, True),
@@ -286,11 +286,7 @@ def edit_node(
     a client neither; either way its client labels become exactly `clients`."""
     obj = json.loads(raw)
     metadata = obj.get("metadata") or {}
-    labels = {k: v for k, v in (metadata.get("labels") or {}).items()
-              if k != label.key and not k.startswith(CLIENT_LABEL_PREFIX)}
-    if cluster is not None:
-        labels[label.key] = label.value
-    labels.update(dict.fromkeys(clients, ""))
+    labels = owned_labels(metadata.get("labels") or {}, label, cluster, clients)
     obj["metadata"] = _with_labels(metadata, labels)
     spec = obj.get("spec") or {}
     bgp = dict(spec.get("bgp") or {})

@@ -94,6 +94,19 @@ def client_labels(node: Node) -> frozenset[str]:
     return frozenset(key for key in node.labels if key.startswith(CLIENT_LABEL_PREFIX))
 
 
+def owned_labels(
+    labels: Mapping[str, str], rr_label: RRLabel, cluster: str | None, clients: frozenset[str]
+) -> dict[str, str]:
+    """`labels` with the ones rrwatch owns set: the RR label on a route reflector (`cluster`
+    set), and exactly `clients` as client labels; every other label as it was."""
+    out = {k: v for k, v in labels.items()
+           if k != rr_label.key and not k.startswith(CLIENT_LABEL_PREFIX)}
+    if cluster is not None:
+        out[rr_label.key] = rr_label.value
+    out.update(dict.fromkeys(clients, ""))
+    return out
+
+
 # A candidate's place in its zone: preferred nodes first, then by rank.
 Candidate = tuple[bool, bytes, str]
 

@@ -1,8 +1,9 @@
 """The difference between the desired mesh and the model, as guarded operations. Pure code.
 
-A plan has two phases, so that it is make-before-break: `make` promotes nodes and writes peers;
-`brk` demotes nodes and deletes peers, and the reconciler runs it only once `make` is empty and
-the new sessions have had time to settle. A client therefore always keeps an RR session.
+A plan has two phases, so that it is make-before-break: `make` promotes nodes, writes peers and
+gives clients their new RRs; `brk` takes clients off old RRs, deletes peers and demotes nodes,
+and the reconciler runs it only once `make` is empty and the new sessions have had time to
+settle. A client therefore always keeps an RR session that is up.
 Every operation names the revision it was planned from; a write that finds another revision
 fails and the plan is made again from the next event.
 """
@@ -15,7 +16,14 @@ import attrs
 
 from rrwatch import calico
 from rrwatch.mesh import Mesh, Policy, desired
-from rrwatch.model import CLIENT_LABEL_PREFIX, ClusterState, Peer, client_labels, rank
+from rrwatch.model import (
+    CLIENT_LABEL_PREFIX,
+    ClusterState,
+    Peer,
+    client_labels,
+    owned_labels,
+    rank,
+)
 
 
 @attrs.frozen
@@ -171,15 +179,10 @@ def make_plan(state: ClusterState, mesh: Mesh, clients: Iterable[str] | None = N
 def outcome(state: ClusterState, ops: Iterable[Op]) -> None:
     """Apply ops to the model as their writes will come back through the watch (for `plan`'s
     check of the result, and for tests)."""
-    label = state.rr_label
     for op in ops:
         if isinstance(op, SetNode):
             node = state.nodes[op.name]
-            labels = {k: v for k, v in node.labels.items()
-                      if k != label.key and not k.startswith(CLIENT_LABEL_PREFIX)}
-            if op.cluster is not None:
-                labels[label.key] = label.value
-            labels.update(dict.fromkeys(op.clients, ""))
+            labels = owned_labels(node.labels, state.rr_label, op.cluster, op.clients)
             state.put_node(attrs.evolve(node, cluster_id=op.cluster, labels=labels,
                                         revision=node.revision + 1))
         elif isinstance(op, PutPeer):
@@ -210,7 +213,7 @@ class Planner:
     def plan(self, state: ClusterState) -> tuple[Mesh, Plan]:
         mesh = desired(state, self.policy)
         live = frozenset((n, state.nodes[n].cluster_id) for n in state.marked)
-        key = (mesh.assignment, mesh.reflectors.keys(), live)
+        key = (mesh.assignment, frozenset(mesh.reflectors), live)
         changed = state.take_changed()
         if key != self._key:
             self._key, clients = key, None

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Set
 
 import attrs
 
+from rrwatch import calico
 from rrwatch.model import ClusterState, IPAddress
 from rrwatch.selector import SelectorError, parse
 
@@ -155,7 +156,8 @@ def _peering(state: ClusterState) -> _Peering:
         try:
             local, remote, address, asn, reverse = _ends(peer.spec, select, nodes.keys())
         except (SelectorError, ValueError) as e:
-            problems.append(f"BGPPeer {peer.name}: {e}; it configures nothing")
+            reason = e.reason if isinstance(e, calico.BadRecord) else e
+            problems.append(f"BGPPeer {peer.name}: {reason}; it configures nothing")
             continue
         for name in local:
             by_name[name].update(remote)
@@ -186,7 +188,8 @@ def _ends(
     remote = select(peer_selector) if peer_selector else frozenset()
     address = _peer_address(peer_ip) if peer_ip else None
     reverse = bool(peer_selector) and _text(spec, "reversePeering") != "Manual"
-    return local, remote, address, _asn(spec.get("asNumber")), reverse
+    asn = calico.as_number("asNumber", spec.get("asNumber"))
+    return local, remote, address, asn, reverse
 
 
 def _text(spec: Mapping[str, object], field: str) -> str:
@@ -197,14 +200,6 @@ def _text(spec: Mapping[str, object], field: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{field} is not a string: {value!r}")
     return value
-
-
-def _asn(value: object) -> int | None:
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    raise ValueError(f"asNumber {value!r} is not a number")
 
 
 def _peer_address(text: str) -> IPAddress:
