@@ -328,3 +328,13 @@ def edit_peer(raw: bytes, spec: Mapping[str, Any]) -> bytes:
     obj = json.loads(raw)
     obj["spec"] = _peer_spec(obj.get("spec") or {}, spec)
     return dumps(obj)
+
+
+def registration(ip: str, cluster: str = "") -> tuple[str, bytes]:
+    """The key and value that register an RR host (seed 004's format)."""
+    address = ipaddress.ip_address(ip)
+    key = (RR_V4 if address.version == 4 else RR_V6) + str(address)
+    obj = {"ip": str(address)}
+    if cluster:
+        obj["cluster_id"] = cluster
+    return key, dumps(obj)

@@ -104,4 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         trio.run(serve, config)
     except KeyboardInterrupt:
         pass
+    except ConfigError as e:
+        print(f"rrwatch: configuration: {e}", file=sys.stderr)
+        return EX_CONFIG
     return 0

@@ -7,6 +7,7 @@ reported at once, in one ConfigError.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import urllib.parse
@@ -83,6 +84,30 @@ def _at_least(parse: Callable[[str], Any], low: int) -> Callable[[str], Any]:
     return check
 
 
+def _ip(text: str) -> str:
+    return str(ipaddress.ip_address(text.strip())) if text.strip() else ""
+
+
+def _cluster_id(text: str) -> str:
+    return str(ipaddress.IPv4Address(text.strip())) if text.strip() else ""
+
+
+def _prefix(text: str) -> str:
+    if not text.startswith("/") or not text.endswith("/") or text.startswith("/calico/"):
+        raise ValueError(f"{text!r} is not a key prefix like /rrwatch/v1/ outside /calico/")
+    return text
+
+
+def _address(text: str) -> tuple[str, int] | None:
+    """host:port to listen on ([::1]:9000 for IPv6); empty for none."""
+    if not text.strip():
+        return None
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 def _boolean(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -151,8 +176,22 @@ OPTIONS = (
            "seconds new sessions get before old ones are removed", "SECONDS"),
     Option("etcd_timeout", ("RRWATCH_ETCD_TIMEOUT",), _at_least(float, 0), "5",
            "seconds an etcd request may take", "SECONDS"),
-    Option("watch_timeout", ("RRWATCH_WATCH_TIMEOUT",), _at_least(float, 0), "60",
-           "seconds a silent watch stream is trusted before reconnecting", "SECONDS"),
+    Option("watch_timeout", ("RRWATCH_WATCH_TIMEOUT",), _at_least(float, 0.1), "60",
+           "seconds a silent watch stream is trusted before it is reopened", "SECONDS"),
+    Option("probe_interval", ("RRWATCH_PROBE_INTERVAL",), _at_least(float, 0.1), "5",
+           "seconds between reads that check the watches' etcd member still serves", "SECONDS"),
+    Option("check_interval", ("RRWATCH_CHECK_INTERVAL",), _at_least(float, 1), "300",
+           "seconds between anti-entropy comparisons of the model with etcd", "SECONDS"),
+    Option("lease_ttl", ("RRWATCH_LEASE_TTL",), _at_least(int, 2), "10",
+           "seconds a dead instance keeps leadership and its registration", "SECONDS"),
+    Option("prefix", ("RRWATCH_PREFIX",), _prefix, "/rrwatch/v1/",
+           "etcd key prefix of rrwatch's own keys (the leader key)", "PREFIX"),
+    Option("register_ip", ("RRWATCH_REGISTER_IP",), _ip, "",
+           "register this host as a route reflector with this IP while running", "IP"),
+    Option("register_cluster_id", ("RRWATCH_REGISTER_CLUSTER_ID",), _cluster_id, "",
+           "cluster ID in this host's registration", "ID"),
+    Option("metrics_address", ("RRWATCH_METRICS_ADDRESS",), _address, "",
+           "serve Prometheus metrics on this host:port", "HOST:PORT"),
     Option("dry_run", ("RRWATCH_DRY_RUN",), _boolean, "false", "plan but never write", "BOOL"),
 )
 
@@ -167,7 +206,18 @@ class Config:
     limits: Limits
     etcd_timeout: float
     watch_timeout: float
+    probe_interval: float
+    check_interval: float
+    lease_ttl: int
+    prefix: str
+    register_ip: str
+    register_cluster_id: str
+    metrics_address: tuple[str, int] | None
     dry_run: bool
+
+    @property
+    def leader_key(self) -> str:
+        return self.prefix + "leader"
 
 
 def load(environ: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | None = None) -> Config:
@@ -190,6 +240,8 @@ def load(environ: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | Non
             except ValueError as e:
                 problems.append(f"{source}: {e}")
 
+    if values["register_cluster_id"] and not values["register_ip"]:
+        problems.append("RRWATCH_REGISTER_CLUSTER_ID needs RRWATCH_REGISTER_IP")
     tls = None
     files = [values["etcd_ca_cert_file"], values["etcd_cert_file"], values["etcd_key_file"]]
     if any(files):
@@ -225,5 +277,12 @@ def load(environ: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | Non
         limits=Limits(node_writes=values["max_node_writes"], demotions=values["max_demotions"]),
         etcd_timeout=values["etcd_timeout"],
         watch_timeout=values["watch_timeout"],
+        probe_interval=values["probe_interval"],
+        check_interval=values["check_interval"],
+        lease_ttl=values["lease_ttl"],
+        prefix=values["prefix"],
+        register_ip=values["register_ip"],
+        register_cluster_id=values["register_cluster_id"],
+        metrics_address=values["metrics_address"],
         dry_run=values["dry_run"],
     )

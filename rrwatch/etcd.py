@@ -22,6 +22,7 @@ import etcd3gw
 import etcd3gw.exceptions
 import requests
 import trio
+import urllib3
 
 from rrwatch.tls import TlsFiles
 from rrwatch.tls import session as tls_session
@@ -44,11 +45,17 @@ class Compacted(EtcdError):
         self.revision = revision
 
 
+class StreamIdle(EtcdError):
+    """A watch stream said nothing for the whole read timeout: reopen it from where it was."""
+
+
 @attrs.frozen
 class KV:
     key: str
     value: bytes
     mod_revision: int
+    create_revision: int = 0
+    lease: int = 0
 
 
 @attrs.frozen
@@ -75,8 +82,11 @@ class WatchResponse:
 
 @attrs.frozen
 class TxnResult:
+    """Whether the compares held, the revision after it, and the keys read by range ops."""
+
     succeeded: bool
     revision: int
+    kvs: dict[str, KV] = attrs.field(factory=dict)
 
 
 def _b64(data: bytes) -> str:
@@ -97,6 +107,11 @@ def prefix_end(prefix: bytes) -> bytes:
 
 def _key(raw: str) -> str:
     return _unb64(raw).decode("utf-8", "replace")
+
+
+def _kv(raw: dict[str, Any]) -> KV:
+    return KV(_key(raw["key"]), _unb64(raw.get("value")), int(raw["mod_revision"]),
+              int(raw.get("create_revision", 0)), int(raw.get("lease", 0)))
 
 
 def _reason(e: BaseException) -> str:
@@ -123,7 +138,7 @@ class Etcd:
             raise ValueError("no etcd endpoints")
         self._endpoints = [urllib.parse.urlsplit(e) for e in endpoints]
         self._tls = tls
-        self._timeout = timeout
+        self.timeout = timeout
         self._watch_timeout = watch_timeout
         self._current = 0
         self._client = self._connect(self._current)
@@ -134,7 +149,7 @@ class Etcd:
             host=url.hostname or "localhost",
             port=url.port or 2379,
             protocol=url.scheme or "https",
-            timeout=self._timeout,
+            timeout=self.timeout,
             api_path="/v3/",
             session=tls_session(self._tls),
         )
@@ -143,8 +158,9 @@ class Etcd:
     def endpoint(self) -> str:
         return self._client.base_url
 
-    def _fail_over(self) -> None:
-        if len(self._endpoints) > 1:
+    def fail_over(self, endpoint: str) -> None:
+        """Move to the next endpoint, unless someone already moved away from `endpoint`."""
+        if len(self._endpoints) > 1 and endpoint == self.endpoint:
             self._client.session.close()
             self._current = (self._current + 1) % len(self._endpoints)
             self._client = self._connect(self._current)
@@ -160,14 +176,14 @@ class Etcd:
             return await trio.to_thread.run_sync(call, limiter=_UNARY)
         except (etcd3gw.exceptions.ConnectionFailedError,
                 etcd3gw.exceptions.ConnectionTimeoutError) as e:
-            if client is self._client:
-                self._fail_over()
+            self.fail_over(client.base_url)
             raise EtcdError(f"{client.base_url}: {_reason(e)}") from e
         except etcd3gw.exceptions.Etcd3Exception as e:
             raise EtcdError(f"{client.base_url}: {_reason(e)}") from e
 
     async def range(
-        self, start: bytes, end: bytes, *, revision: int = 0, limit: int = 0
+        self, start: bytes, end: bytes, *, revision: int = 0, limit: int = 0,
+        keys_only: bool = False,
     ) -> tuple[int, list[KV], bool]:
         """One range request: (header revision, key-values, whether more remain)."""
         payload: dict[str, Any] = {"key": _b64(start), "range_end": _b64(end)}
@@ -175,14 +191,15 @@ class Etcd:
             payload["revision"] = revision
         if limit:
             payload["limit"] = limit
+        if keys_only:
+            payload["keys_only"] = True
         reply = await self._post("/kv/range", payload)
-        kvs = [
-            KV(_key(kv["key"]), _unb64(kv.get("value")), int(kv["mod_revision"]))
-            for kv in reply.get("kvs", ())
-        ]
+        kvs = [_kv(kv) for kv in reply.get("kvs", ())]
         return int(reply["header"]["revision"]), kvs, bool(reply.get("more"))
 
-    async def snapshot(self, prefixes: Sequence[str], *, page: int = 1000) -> tuple[int, list[KV]]:
+    async def snapshot(
+        self, prefixes: Sequence[str], *, page: int = 1000, keys_only: bool = False
+    ) -> tuple[int, list[KV]]:
         """Every key under the prefixes at one pinned revision, read in pages."""
         revision = 0
         out: list[KV] = []
@@ -190,7 +207,8 @@ class Etcd:
             start = prefix.encode()
             end = prefix_end(start)
             while True:
-                revision, kvs, more = await self.range(start, end, revision=revision, limit=page)
+                revision, kvs, more = await self.range(start, end, revision=revision, limit=page,
+                                                       keys_only=keys_only)
                 out.extend(kvs)
                 if not more or not kvs:
                     break
@@ -202,30 +220,59 @@ class Etcd:
         _, kvs, _ = await self.range(encoded, encoded + b"\0", limit=1)
         return kvs[0] if kvs else None
 
+    async def probe(self) -> int:
+        """A linearizable read of one key: the current revision, or EtcdError when the member
+        cannot serve (frozen, partitioned from its quorum, unreachable)."""
+        reply = await self._post("/kv/range", {"key": _b64(b"\0"), "count_only": True})
+        return int(reply["header"]["revision"])
+
     async def txn(
         self, compare: Sequence[dict], success: Sequence[dict], failure: Sequence[dict] = ()
     ) -> TxnResult:
         request = {"compare": list(compare), "success": list(success), "failure": list(failure)}
         reply = await self._post("/kv/txn", request)
-        return TxnResult(bool(reply.get("succeeded")), int(reply["header"]["revision"]))
+        kvs = {}
+        for response in reply.get("responses", ()):
+            for raw in response.get("response_range", {}).get("kvs", ()):
+                kv = _kv(raw)
+                kvs[kv.key] = kv
+        return TxnResult(bool(reply.get("succeeded")), int(reply["header"]["revision"]), kvs)
+
+    async def grant(self, ttl: int) -> int:
+        """A new lease of `ttl` seconds; its ID."""
+        reply = await self._post("/lease/grant", {"TTL": ttl})
+        return int(reply["ID"])
+
+    async def keep_alive(self, lease: int) -> int:
+        """Renew a lease; the TTL it now has, 0 when it has expired or been revoked."""
+        reply = await self._post("/lease/keepalive", {"ID": lease})
+        return int(reply.get("result", {}).get("TTL", 0))
+
+    async def revoke(self, lease: int) -> None:
+        """End a lease now, deleting every key attached to it."""
+        try:
+            await self._post("/lease/revoke", {"ID": lease})
+        except EtcdError as e:
+            if "lease not found" not in str(e):
+                raise
 
     @contextlib.asynccontextmanager
     async def watch(
-        self, prefix: str, start_revision: int
+        self, key: str, start_revision: int, *, prefix: bool = True
     ) -> AsyncIterator[trio.MemoryReceiveChannel[WatchResponse | EtcdError]]:
-        """A watch stream on a prefix, as a channel of responses.
+        """A watch stream on a prefix (or one key), as a channel of responses.
 
         The stream's end arrives as an EtcdError in the channel (Compacted when the start
-        revision is gone). Leaving the context shuts the socket down, which unblocks the
-        reading thread at once.
+        revision is gone, StreamIdle after a read timeout). Leaving the context shuts the
+        socket down, which unblocks the reading thread at once.
         """
-        start = prefix.encode()
-        request = {"create_request": {
-            "key": _b64(start),
-            "range_end": _b64(prefix_end(start)),
-            "start_revision": start_revision,
-            "progress_notify": True,
-        }}
+        start = key.encode()
+        create: dict[str, Any] = {"key": _b64(start), "start_revision": start_revision,
+                                  "progress_notify": True}
+        if prefix:
+            create["range_end"] = _b64(prefix_end(start))
+        request = {"create_request": create}
+        endpoint = self.endpoint
         url = self._client.get_url("/watch")
         with contextlib.ExitStack() as cleanup:
             session = cleanup.enter_context(tls_session(self._tls))
@@ -233,7 +280,7 @@ class Etcd:
 
             def open_stream() -> requests.Response:
                 response = session.post(url, json=request, stream=True,
-                                        timeout=(self._timeout, self._watch_timeout))
+                                        timeout=(self.timeout, self._watch_timeout))
                 # Registered from the thread: if we are cancelled meanwhile, trio waits for
                 # the thread and then drops its result, and the socket must still be closed.
                 opened.append(cleanup.enter_context(response))
@@ -243,7 +290,7 @@ class Etcd:
                 response = await trio.to_thread.run_sync(open_stream, limiter=_UNARY)
                 response.raise_for_status()
             except requests.RequestException as e:
-                self._fail_over()
+                self.fail_over(endpoint)
                 raise EtcdError(f"{url}: {_reason(e)}") from e
             sock = response.raw.connection.sock if response.raw.connection else None
             token = trio.lowlevel.current_trio_token()
@@ -295,6 +342,11 @@ def _pump(
             if line and not put(_watch_message(line, url)):
                 return
         put(EtcdError(f"{url}: watch stream closed by the server"))
+    except requests.ConnectionError as e:
+        if e.args and isinstance(e.args[0], urllib3.exceptions.ReadTimeoutError):
+            put(StreamIdle(f"{url}: watch stream silent for the whole read timeout"))
+        else:
+            put(EtcdError(f"{url}: watch stream broken: {_reason(e)}"))
     except Exception as e:  # noqa: BLE001 - any failure ends this stream; the owner reconnects
         put(EtcdError(f"{url}: watch stream broken: {_reason(e)}"))
 
@@ -333,8 +385,21 @@ def mod_is(key: str, revision: int) -> Compare:
             "mod_revision": revision}
 
 
-def put(key: str, value: bytes) -> dict[str, Any]:
-    return {"request_put": {"key": _b64(key.encode()), "value": _b64(value)}}
+def created_at(key: str, revision: int) -> Compare:
+    """The key was created at `revision` (0: the key does not exist)."""
+    return {"key": _b64(key.encode()), "target": "CREATE", "result": "EQUAL",
+            "create_revision": revision}
+
+
+def put(key: str, value: bytes, lease: int = 0) -> dict[str, Any]:
+    request: dict[str, Any] = {"key": _b64(key.encode()), "value": _b64(value)}
+    if lease:
+        request["lease"] = lease
+    return {"request_put": request}
+
+
+def get(key: str) -> dict[str, Any]:
+    return {"request_range": {"key": _b64(key.encode())}}
 
 
 def delete(key: str) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 The model is only ever updated by the watch, including with our own writes: after writing, the
 reconciler waits until the model has seen them before it plans again, so it never plans twice
-from the same stale view. A write that loses its guard is not retried; the next event brings
-the truth and the plan is made again from it.
+from the same stale view. A write that loses its guard is not retried: the transaction reads
+the record as it now is, the reconciler waits for the model to catch up with that, and plans
+again from the truth. Every write is also fenced by the leader key (election.py); a fenced
+write raises LostLeadership and ends the run at once.
 """
 
 from __future__ import annotations
@@ -15,22 +17,31 @@ import attrs
 import trio
 
 from rrwatch import calico
-from rrwatch.etcd import Etcd, EtcdError, delete, mod_is, put
+from rrwatch.election import Fence, LostLeadership
+from rrwatch.etcd import KV, Etcd, EtcdError, delete, get, mod_is, put
 from rrwatch.mesh import Mesh, Policy
 from rrwatch.plan import DeletePeer, Limits, Op, Plan, Planner, PutPeer, SetNode
 from rrwatch.watch import Watcher
 
 log = logging.getLogger(__name__)
 
-# After a failed write, wait this long for an event that explains it before planning again.
+# After a write etcd could not take, wait this long before planning again.
 RETRY_AFTER = 1.0
+# The longest wait for the model to show our writes, or a record that beat one of them.
+CATCH_UP = 5.0
+
+
+class _Conflict(Exception):
+    def __init__(self, current: KV | None) -> None:
+        self.current = current  # the record as etcd has it now (None: absent)
 
 
 @attrs.define
 class ReconcileStats:
     plans: int = 0
     writes: int = 0
-    conflicts: int = 0
+    conflicts: int = 0  # writes that lost their guard to someone else's change
+    fenced: int = 0  # writes rejected because another instance leads now
     errors: int = 0
 
 
@@ -68,7 +79,10 @@ class Reconciler:
         self._report(mesh, plan)
         return plan
 
-    async def run(self) -> None:
+    async def run(self, fence: Fence | None) -> None:
+        """Plan and write for as long as `fence` holds; None only with dry_run."""
+        if fence is None and not self._dry_run:
+            raise ValueError("only a dry run may go without a fence")
         # What happened before we started is unknown: give sessions a full settle time.
         settle_until = trio.current_time() + self._timing.settle
         while True:
@@ -84,14 +98,14 @@ class Reconciler:
                 for op in plan.make + plan.brk:
                     log.info("would %s", op)
             elif plan.make:
-                if await self._apply(self._limits.step(plan.make)):
+                if await self.apply(self._limits.step(plan.make), fence):
                     settle_until = trio.current_time() + self._timing.settle
                     continue
                 wait_until = trio.current_time() + RETRY_AFTER
             elif plan.brk:
                 if trio.current_time() < settle_until:
                     wait_until = settle_until
-                elif await self._apply(self._limits.step(plan.brk)):
+                elif await self.apply(self._limits.step(plan.brk), fence):
                     continue
                 else:
                     wait_until = trio.current_time() + RETRY_AFTER
@@ -104,49 +118,60 @@ class Reconciler:
         while self._converged_at < version:
             await self._converged.wait()
 
-    async def _apply(self, ops: tuple[Op, ...]) -> bool:
-        """Apply ops; True when all landed (and the model has seen them)."""
+    async def apply(self, ops: tuple[Op, ...], fence: Fence) -> bool:
+        """Apply ops as fenced writes; False when etcd failed. Return once the model has seen
+        the writes that landed and the records that beat the others (or after CATCH_UP), so
+        that planning again starts from the truth."""
         written: dict[str, int] = {}
+        beaten: dict[str, KV | None] = {}
         ok = True
         for op in ops:
             try:
-                revision = await self._write(op)
+                revision = written[op.key] = await self._write(op, fence)
+            except _Conflict as c:
+                self.stats.conflicts += 1
+                log.info("%s: %s changed since planned; will plan again", op, op.key)
+                beaten[op.key] = c.current
+                continue
             except EtcdError as e:
                 self.stats.errors += 1
                 log.warning("could not %s: %s", op, e)
-                return False  # etcd is unwell: the rest would fail too
-            if revision is None:
-                self.stats.conflicts += 1
-                log.info("%s: %s changed since planned; will plan again", op, op.key)
                 ok = False
-            else:
-                self.stats.writes += 1
-                log.info("%s", op)
-                written[op.key] = revision
-        with trio.move_on_after(RETRY_AFTER * 5):
+                break  # etcd is unwell: the rest would fail too
+            self.stats.writes += 1
+            log.info("%s (revision %d)", op, revision)
+        with trio.move_on_after(CATCH_UP):
             await self._watcher.wait_seen(written)
+            for key, current in beaten.items():
+                await self._watcher.wait_key(key, current)
         return ok
 
-    async def _write(self, op: Op) -> int | None:
-        """One guarded transaction; the new revision, or None when the guard failed."""
+    async def _write(self, op: Op, fence: Fence) -> int:
+        """One guarded, fenced transaction; the new revision. _Conflict when the guard failed."""
         if isinstance(op, DeletePeer):
-            return await self._txn(op.key, op.revision, None)
+            return await self._txn(op.key, op.revision, None, fence)
         if isinstance(op, PutPeer) and op.revision is None:
-            return await self._txn(op.key, 0, calico.new_peer(op.name, op.spec))
+            return await self._txn(op.key, 0, calico.new_peer(op.name, op.spec), fence)
         # An edit of stored JSON: read it, and write only if it is still what we planned from.
         current = await self._etcd.get(op.key)
         if current is None or current.mod_revision != op.revision:
-            return None
+            raise _Conflict(current)
         if isinstance(op, SetNode):
             value = calico.edit_node(current.value, self._policy.rr_label, op.cluster, op.clients)
         else:
             value = calico.edit_peer(current.value, op.spec)
-        return await self._txn(op.key, op.revision, value)
+        return await self._txn(op.key, op.revision, value, fence)
 
-    async def _txn(self, key: str, revision: int, value: bytes | None) -> int | None:
+    async def _txn(self, key: str, revision: int, value: bytes | None, fence: Fence) -> int:
         request = delete(key) if value is None else put(key, value)
-        result = await self._etcd.txn([mod_is(key, revision)], [request])
-        return result.revision if result.succeeded else None
+        result = await self._etcd.txn([mod_is(key, revision), fence.compare], [request],
+                                      [get(key), get(fence.key)])
+        if result.succeeded:
+            return result.revision
+        if not fence.holds(result.kvs):
+            self.stats.fenced += 1
+            raise LostLeadership(f"write to {key} fenced off: another instance leads now")
+        raise _Conflict(result.kvs.get(key))
 
     def _report(self, mesh: Mesh, plan: Plan) -> None:
         """Log what keeps the mesh from being complete, once each time it changes."""

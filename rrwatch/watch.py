@@ -1,7 +1,17 @@
 """Keeps the model in step with etcd: one snapshot at a pinned revision, then watches from there.
 
-Events update the model one by one; nothing is ever re-listed except after compaction, when the
-history a stream needs is gone and a fresh snapshot replaces the model.
+Events update the model one by one; nothing is re-listed except when history is lost. Four
+layers make sure a stream never hangs or silently falls behind (etcd-notes.md):
+
+- a stream reopens from the revision after the last one it delivered, with capped, jittered
+  backoff, on another endpoint when its own failed;
+- a stream that says nothing for the read timeout is reopened the same way (etcd's progress
+  notices come every 10 minutes by default, so silence alone proves nothing);
+- a probe, a linearizable read every few seconds, notices a frozen or partitioned member at
+  once and moves every stream to another endpoint;
+- anti-entropy: every few minutes the key revisions in etcd are read (keys only) and compared
+  with the model's. Any drift is counted, and the model is rebuilt from a new snapshot, as it
+  is after compaction.
 """
 
 from __future__ import annotations
@@ -15,14 +25,25 @@ import attrs
 import trio
 
 from rrwatch import calico
-from rrwatch.etcd import Compacted, Etcd, EtcdError, WatchResponse
+from rrwatch.etcd import KV, Compacted, Etcd, EtcdError, StreamIdle, WatchResponse
 from rrwatch.model import ClusterState
 
 log = logging.getLogger(__name__)
 
+# How long anti-entropy gives an apparent difference to arrive as an event before calling it drift.
+DRIFT_GRACE = 1.0
+
 
 class _Resync(Exception):
-    """A stream lost its history: all streams stop and the model is rebuilt from a snapshot."""
+    """History is lost or the model drifted: all streams stop and a new snapshot replaces it."""
+
+    def __init__(self, *, drift_counted: bool = False) -> None:
+        super().__init__()
+        self.drift_counted = drift_counted  # else the new snapshot is compared with the model
+
+
+class _Reopen(Exception):
+    """The endpoint failed its probe: every stream reopens from where it was."""
 
 
 @attrs.define
@@ -45,7 +66,12 @@ class Backoff:
 @attrs.define
 class WatchStats:
     snapshots: int = 0
-    reconnects: int = 0
+    resyncs: int = 0  # snapshots after the first: compaction or drift
+    reconnects: int = 0  # streams that broke
+    idle_reopens: int = 0  # streams reopened after a silent read timeout
+    probe_failures: int = 0
+    checks: int = 0  # anti-entropy comparisons made
+    drift: int = 0  # keys the model had wrong, found by anti-entropy or a resync
     events: int = 0
     bad_records: int = 0
 
@@ -55,6 +81,7 @@ class Snapshot:
     revision: int
     state: ClusterState
     bad: dict[str, str]  # key -> reason, for values that cannot be used
+    revisions: dict[str, int]  # key -> mod revision, for every key read
 
 
 async def load(etcd: Etcd, new_state: Callable[[], ClusterState]) -> Snapshot:
@@ -67,7 +94,23 @@ async def load(etcd: Etcd, new_state: Callable[[], ClusterState]) -> Snapshot:
             calico.apply(state, kv.key, kv.value, kv.mod_revision)
         except calico.BadRecord as e:
             bad[kv.key] = e.reason
-    return Snapshot(revision, state, bad)
+    return Snapshot(revision, state, bad, {kv.key: kv.mod_revision for kv in kvs})
+
+
+def drift(
+    model: Mapping[str, int], deleted: Mapping[str, int], fresh: Mapping[str, int], revision: int
+) -> list[str]:
+    """The keys on which a model disagrees with etcd as read at `revision`.
+
+    `model` and `fresh` map keys to mod revisions; `deleted` maps keys the model saw deleted to
+    the revision of the deletion. A key the model saw change after `revision` is not drift:
+    there the snapshot is the older view.
+    """
+    return sorted(
+        key for key in model.keys() | fresh.keys()
+        if model.get(key, 0) <= revision and deleted.get(key, 0) <= revision
+        and model.get(key, 0) != fresh.get(key, 0)
+    )
 
 
 class Watcher:
@@ -79,88 +122,122 @@ class Watcher:
         new_state: Callable[[], ClusterState],
         *,
         backoff: Callable[[], Backoff] = Backoff,
+        probe_interval: float = 5.0,
+        check_interval: float = 300.0,
     ) -> None:
         self._etcd = etcd
         self._new_state = new_state
         self._backoff = backoff
+        self._probe_interval = probe_interval
+        self._check_interval = check_interval
         self.state = new_state()
         self.stats = WatchStats()
         self.bad: dict[str, str] = {}  # key -> reason, for keys whose value cannot be used
         self.version = 0  # bumped whenever the model changes
-        self._seen = dict.fromkeys(calico.WATCHED_PREFIXES, 0)  # prefix -> revision seen
+        self.revision = 0  # of the last snapshot
+        self.revisions: dict[str, int] = {}  # key -> mod revision, for every key in the model
+        self._deleted: dict[str, int] = {}  # key -> revision deleted, kept until the next check
+        self._seen = dict.fromkeys(calico.WATCHED_PREFIXES, 0)  # prefix -> revision applied
+        self._open: set[str] = set()  # prefixes whose stream is open and created
         self._changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Snapshot, report the revision as started, then follow the streams for ever."""
+        count_drift = False
+        while True:
+            await self._snapshot(count_drift)
+            task_status.started(self.revision)
+            task_status = trio.TASK_STATUS_IGNORED
+            try:
+                while True:
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            for prefix in calico.WATCHED_PREFIXES:
+                                nursery.start_soon(self._follow, prefix)
+                            nursery.start_soon(self._probe)
+                            nursery.start_soon(self._anti_entropy)
+                    except* _Reopen:
+                        pass
+            except* _Resync as group:
+                self.stats.resyncs += 1
+                count_drift = not any(e.drift_counted for e in group.exceptions)
+
+    async def _snapshot(self, count_drift: bool) -> None:
+        """Replace the model with a new snapshot, retrying until one loads; with `count_drift`,
+        count the keys where the model differed from it."""
         backoff = self._backoff()
         while True:
             try:
-                revision = await self._snapshot()
+                snapshot = await load(self._etcd, self._new_state)
+                break
             except EtcdError as e:
                 log.warning("snapshot failed, retrying: %s", e)
                 await backoff.sleep()
-                continue
-            backoff.reset()
-            task_status.started(revision)
-            task_status = trio.TASK_STATUS_IGNORED
-            try:
-                async with trio.open_nursery() as nursery:
-                    for prefix in calico.WATCHED_PREFIXES:
-                        nursery.start_soon(self._follow, prefix, revision + 1)
-            except* _Resync:
-                log.warning("watch history compacted: taking a new snapshot")
-
-    async def _snapshot(self) -> int:
-        snapshot = await load(self._etcd, self._new_state)
-        revision, self.state = snapshot.revision, snapshot.state
+        revision = snapshot.revision
+        if count_drift:
+            self._count_drift(drift(self.revisions, self._deleted, snapshot.revisions, revision))
         for key, reason in snapshot.bad.items():
             if self.bad.get(key) != reason:
                 log.warning("skipping %s at revision %d: %s", key, revision, reason)
         self.stats.bad_records += len(snapshot.bad)
-        self.bad = snapshot.bad
+        self.state, self.bad, self.revisions = snapshot.state, snapshot.bad, snapshot.revisions
+        self.revision = revision
+        self._deleted = {}
         self._seen = dict.fromkeys(calico.WATCHED_PREFIXES, revision)
         self.stats.snapshots += 1
         log.info("snapshot at revision %d: %d nodes, %d BGPPeers, %d registrations",
                  revision, len(self.state.nodes), len(self.state.peers),
                  len(self.state.reflectors))
         self._notify()
-        return revision
 
-    async def _follow(self, prefix: str, start: int) -> None:
-        """Follow one prefix from `start`, reconnecting from the right revision after a break."""
+    async def _follow(self, prefix: str) -> None:
+        """Follow one prefix, reopening from the right revision after a break."""
         backoff = self._backoff()
-        resume = start
         while True:
+            resume = self._seen[prefix] + 1
             try:
                 async with self._etcd.watch(prefix, resume) as stream:
                     async for message in stream:
                         if isinstance(message, Compacted):
+                            log.warning("watch on %s: history from revision %d is compacted;"
+                                        " taking a new snapshot", prefix, resume)
                             raise _Resync from message
                         if isinstance(message, EtcdError):
                             raise message
-                        resume = self._receive(prefix, message, resume)
+                        self._open.add(prefix)
+                        self._receive(prefix, message)
                         backoff.reset()
-            except _Resync:
-                raise
+            except StreamIdle:
+                self.stats.idle_reopens += 1
+                log.debug("watch on %s silent for the read timeout; reopening", prefix)
+                continue
             except EtcdError as e:
                 self.stats.reconnects += 1
                 log.warning("watch on %s from revision %d: %s; reconnecting", prefix, resume, e)
-                await backoff.sleep()
+            finally:
+                self._open.discard(prefix)
+            await backoff.sleep()
 
-    def _receive(self, prefix: str, message: WatchResponse, resume: int) -> int:
-        """Apply one stream message; return the revision to resume from."""
+    def _receive(self, prefix: str, message: WatchResponse) -> None:
+        """Apply one stream message, and note how far the prefix is known."""
         if message.events:
             for event in message.events:
                 self._apply(event.key, event.value, event.revision)
             self.stats.events += len(message.events)
-            resume = message.events[-1].revision + 1
+            seen = message.events[-1].revision
         elif not message.created:
-            resume = max(resume, message.revision + 1)  # a progress notice: caught up to here
-        self._seen[prefix] = max(self._seen[prefix], resume - 1)
+            seen = message.revision  # a progress notice: nothing else up to here
+        else:
+            return
+        self._seen[prefix] = max(self._seen[prefix], seen)
         self._notify()
-        return resume
 
     def _apply(self, key: str, value: bytes | None, revision: int) -> None:
+        if value is None:
+            self.revisions.pop(key, None)
+            self._deleted[key] = revision
+        else:
+            self.revisions[key] = revision
         try:
             calico.apply(self.state, key, value, revision)
         except calico.BadRecord as e:
@@ -170,6 +247,51 @@ class Watcher:
             self.bad[key] = e.reason
         else:
             self.bad.pop(key, None)
+
+    async def _probe(self) -> None:
+        """Read through the streams' endpoint now and then; reopen them elsewhere if it fails."""
+        while True:
+            await trio.sleep(self._probe_interval)
+            endpoint = self._etcd.endpoint
+            try:
+                await self._etcd.probe()
+            except EtcdError as e:
+                self.stats.probe_failures += 1
+                log.warning("probe of %s failed: %s; reopening the watches", endpoint, e)
+                self._etcd.fail_over(endpoint)
+                raise _Reopen from e
+
+    async def _anti_entropy(self) -> None:
+        """Compare the model's key revisions with etcd's now and then; resync on any drift."""
+        while True:
+            await trio.sleep(self._check_interval)
+            if self._open != set(calico.WATCHED_PREFIXES):
+                continue  # a stream is reopening and will replay what it missed: not drift
+            try:
+                drifted = await self._check()
+            except EtcdError as e:
+                log.warning("anti-entropy check failed: %s", e)
+                continue
+            if drifted:
+                self._count_drift(drifted)
+                raise _Resync(drift_counted=True)
+
+    async def _check(self) -> list[str]:
+        revision, kvs = await self._etcd.snapshot(calico.WATCHED_PREFIXES, keys_only=True)
+        fresh = {kv.key: kv.mod_revision for kv in kvs}
+        drifted = drift(self.revisions, self._deleted, fresh, revision)
+        if drifted:  # events up to `revision` may still be on their way
+            await trio.sleep(DRIFT_GRACE)
+            drifted = drift(self.revisions, self._deleted, fresh, revision)
+        self._deleted = {k: r for k, r in self._deleted.items() if r > revision}
+        self.stats.checks += 1
+        return drifted
+
+    def _count_drift(self, keys: list[str]) -> None:
+        if keys:
+            self.stats.drift += len(keys)
+            log.warning("model drifted from etcd on %d keys (%s%s); rebuilding it", len(keys),
+                        ", ".join(keys[:5]), ", ..." if len(keys) > 5 else "")
 
     def _notify(self) -> None:
         self.version += 1
@@ -187,6 +309,12 @@ class Watcher:
     async def wait_seen(self, writes: Mapping[str, int]) -> None:
         """Return once the model includes every write (key -> revision written)."""
         while not self.has_seen(writes):
+            await self._changed.wait()
+
+    async def wait_key(self, key: str, current: KV | None) -> None:
+        """Return once the model holds `current` for `key`, or something newer."""
+        while (self.revisions.get(key, 0) < current.mod_revision if current is not None
+               else key in self.revisions):
             await self._changed.wait()
 
     def _seen_for(self, key: str) -> int:

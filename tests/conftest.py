@@ -6,11 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 
 import attrs
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from rrwatch import local_etcd
 from rrwatch import pki as pki_mod
@@ -48,12 +50,41 @@ async def etcd(etcd_server, tls) -> Etcd:
     await client.close()
 
 
+@pytest.fixture
+def etcd_cluster(tmp_path, pki) -> Iterator[list[local_etcd.LocalEtcd]]:
+    """Three members on loopback."""
+    members = local_etcd.start_cluster(str(tmp_path / "cluster"), pki, 3)
+    try:
+        yield members
+    finally:
+        for member in members:
+            member.stop()
+
+
 @attrs.define
 class DaemonProcess:
-    """`rrwatch run` in a subprocess, its log in a file."""
+    """`rrwatch run` in a subprocess, its log in a file, its metrics on a local port."""
 
     proc: subprocess.Popen
     log_path: str
+    metrics_port: int
+
+    def metrics(self) -> dict[str, float]:
+        """The daemon's metrics now, by sample name; {} while it cannot answer."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                text = response.read().decode()
+        except OSError:
+            return {}
+        return {sample.name: sample.value for family in text_string_to_metric_families(text)
+                for sample in family.samples}
+
+    def leading(self) -> bool:
+        return self.metrics().get("rrwatch_leader") == 1
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
 
     def log(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
@@ -61,6 +92,7 @@ class DaemonProcess:
 
     def stop(self) -> int:
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10)
@@ -113,13 +145,15 @@ def start_daemon(tmp_path, daemon_env) -> Iterator[Callable[..., DaemonProcess]]
 
     def start(env: Mapping[str, str] | None = None, *args: str) -> DaemonProcess:
         log_path = str(tmp_path / f"daemon-{len(started)}.log")
+        port = local_etcd.free_port()
+        metrics = {"RRWATCH_METRICS_ADDRESS": f"127.0.0.1:{port}"}
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "rrwatch", "run", *args],
-                env=_environment(daemon_env, env),
+                env=_environment(daemon_env, {**metrics, **(env or {})}),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
-        daemon = DaemonProcess(proc, log_path)
+        daemon = DaemonProcess(proc, log_path, port)
         started.append(daemon)
         return daemon
 

@@ -167,3 +167,28 @@ def test_bad_mesh_options_name_their_source():
     assert "RRWATCH_MAX_DEMOTIONS: 0 is less than 1" in problems
     with pytest.raises(ConfigError, match="gives only 9 distinct IDs"):
         load({"ROUTE_REFLECTOR_TOPOLOGY": "multi", "ROUTE_REFLECTOR_CLUSTER_ID": "10.0.0.1%d0"})
+
+
+def test_fault_and_leadership_options():
+    config = load({"RRWATCH_LEASE_TTL": "4", "RRWATCH_PROBE_INTERVAL": "0.5",
+                   "RRWATCH_CHECK_INTERVAL": "60", "RRWATCH_PREFIX": "/rr/",
+                   "RRWATCH_REGISTER_IP": "fd00:0::7", "RRWATCH_REGISTER_CLUSTER_ID": "224.0.0.9",
+                   "RRWATCH_METRICS_ADDRESS": "[::1]:9100"})
+    assert (config.lease_ttl, config.probe_interval, config.check_interval) == (4, 0.5, 60.0)
+    assert (config.leader_key, config.register_ip) == ("/rr/leader", "fd00::7")
+    assert config.register_cluster_id == "224.0.0.9"
+    assert config.metrics_address == ("::1", 9100)
+    defaults = load({})
+    assert (defaults.leader_key, defaults.register_ip, defaults.metrics_address) == (
+        "/rrwatch/v1/leader", "", None)
+
+
+def test_bad_fault_and_leadership_options_name_their_source():
+    with pytest.raises(ConfigError) as error:
+        load({"RRWATCH_LEASE_TTL": "1", "RRWATCH_PREFIX": "/calico/rr/",
+              "RRWATCH_REGISTER_IP": "10.0.0.300", "RRWATCH_METRICS_ADDRESS": "localhost"})
+    problems = error.value.problems
+    assert [p.split(":")[0] for p in problems] == [
+        "RRWATCH_LEASE_TTL", "RRWATCH_PREFIX", "RRWATCH_REGISTER_IP", "RRWATCH_METRICS_ADDRESS"]
+    with pytest.raises(ConfigError, match="RRWATCH_REGISTER_CLUSTER_ID needs"):
+        load({"RRWATCH_REGISTER_CLUSTER_ID": "224.0.0.9"})

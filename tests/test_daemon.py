@@ -3,125 +3,23 @@
 from __future__ import annotations
 
 import json
-import math
 
 import trio
 
 from rrwatch import calico, simulate
 from rrwatch.etcd import Compacted, Etcd, EtcdError, put
-
-ZONES = ("a", "b", "c")
-RR_LABEL = "calico-route-reflector"
-SHARED_ID = "224.0.0.1"
-OWNER = {"app.kubernetes.io/managed-by": "rrwatch"}
-CONVERGE = 30  # seconds a convergence may take before the test fails
-
-
-def expected_rrs(eligible: int) -> int:
-    """The seed defaults written out independently: ratio 0.005, min 3, max 25."""
-    return min(eligible, max(3, min(25, math.ceil(eligible * 0.005))))
-
-
-async def read_cluster(etcd: Etcd) -> tuple[int, dict[str, bytes]]:
-    revision, kvs = await etcd.snapshot(["/calico/"])
-    return revision, {kv.key: kv.value for kv in kvs}
-
-
-def strip_owned(value: bytes) -> dict:
-    """A node as a dict, without the fields rrwatch owns."""
-    obj = json.loads(value)
-    labels = obj["metadata"].get("labels", {})
-    labels.pop(RR_LABEL, None)
-    if not labels:
-        obj["metadata"].pop("labels", None)
-    obj["spec"]["bgp"].pop("routeReflectorClusterID", None)
-    return obj
-
-
-def mesh_problems(data: dict[str, bytes]) -> list[str]:
-    """Why the etcd contents are not the simple topology the seed defaults ask for."""
-    problems = []
-    per_zone: dict[str, list[str]] = {}
-    rrs: dict[str, list[str]] = {}
-    for key, value in data.items():
-        if not key.startswith(calico.NODES):
-            continue
-        try:
-            obj = json.loads(value)
-            bgp = obj["spec"]["bgp"]
-        except (ValueError, KeyError, TypeError):
-            continue  # a bad record: not part of the mesh
-        name = obj["metadata"]["name"]
-        labels = obj["metadata"].get("labels", {})
-        zone = labels.get(simulate.ZONE_LABEL, "")
-        cluster = bgp.get("routeReflectorClusterID")
-        eligible = bool(bgp.get("ipv4Address") or bgp.get("ipv6Address"))
-        if eligible:
-            per_zone.setdefault(zone, []).append(name)
-        if cluster is not None or RR_LABEL in labels:
-            if not eligible or cluster != SHARED_ID or labels.get(RR_LABEL) != "":
-                problems.append(f"{name}: half-made or ineligible RR")
-            rrs.setdefault(zone, []).append(name)
-    for zone, names in per_zone.items():
-        want = expected_rrs(len(names))
-        if len(rrs.get(zone, ())) != want:
-            problems.append(f"zone {zone}: {len(rrs.get(zone, ()))} RRs, want {want}")
-    rr = f"{RR_LABEL} == ''"
-    want_peers = {
-        "rrwatch-rr-mesh": {"nodeSelector": rr, "peerSelector": rr},
-        "rrwatch-rr-clients": {"nodeSelector": f"{RR_LABEL} != ''", "peerSelector": rr},
-    }
-    owned = {}
-    for key, value in data.items():
-        if key.startswith(calico.PEERS):
-            obj = json.loads(value)
-            if obj["metadata"].get("labels") == OWNER:
-                owned[obj["metadata"]["name"]] = obj["spec"]
-    if owned != want_peers:
-        problems.append(f"owned BGPPeers {owned} != {want_peers}")
-    return problems
-
-
-async def converged(etcd: Etcd) -> tuple[int, dict[str, bytes]]:
-    """Wait until etcd holds the expected mesh; its revision and contents."""
-    problems: list[str] = []
-    try:
-        with trio.fail_after(CONVERGE):
-            while True:
-                revision, data = await read_cluster(etcd)
-                problems = mesh_problems(data)
-                if not problems:
-                    return revision, data
-                await trio.sleep(0.1)
-    except trio.TooSlowError:
-        raise AssertionError(f"no convergence: {problems}") from None
-
-
-def rr_names(data: dict[str, bytes], zone: str | None = None) -> set[str]:
-    names = set()
-    for key, value in data.items():
-        if key.startswith(calico.NODES) and b"routeReflectorClusterID" in value:
-            obj = json.loads(value)
-            if zone is None or obj["metadata"]["labels"].get(simulate.ZONE_LABEL) == zone:
-                names.add(obj["metadata"]["name"])
-    return names
-
-
-FOREIGN_PEER = calico.PEERS + "peer-with-tor"
-FOREIGN_PEER_VALUE = (
-    b'{"kind":"BGPPeer","apiVersion":"projectcalico.org/v3","metadata":{"name":"peer-with-tor",'
-    b'"uid":"9b1f","creationTimestamp":"2024-05-01T12:00:00Z"},"spec":{"peerIP":"10.255.0.1",'
-    b'"asNumber":65001}}'
+from tests.cluster import (
+    CONVERGE,
+    FOREIGN_PEER,
+    FOREIGN_PEER_VALUE,
+    RR_LABEL,
+    converged,
+    expected_rrs,
+    read_cluster,
+    rr_names,
+    seed,
+    strip_owned,
 )
-
-
-async def seed(etcd: Etcd, per_zone: int = 40) -> dict[str, bytes]:
-    items = {}
-    for zone in ZONES:
-        items.update(simulate.nodes(zone, range(per_zone)))
-    items[FOREIGN_PEER] = FOREIGN_PEER_VALUE
-    await simulate.put_all(etcd, items)
-    return items
 
 
 async def test_converges_and_keeps_foreign_bytes(etcd, start_daemon):
@@ -149,19 +47,28 @@ async def test_converges_and_keeps_foreign_bytes(etcd, start_daemon):
     assert "Traceback" not in daemon.log()
 
 
+async def calico_revisions(etcd: Etcd) -> dict[str, int]:
+    """Every Calico key's mod revision: any write or delete under /calico/ changes this."""
+    _, kvs = await etcd.snapshot(["/calico/"], keys_only=True)
+    return {kv.key: kv.mod_revision for kv in kvs}
+
+
 async def test_steady_state_writes_nothing_even_after_restart(etcd, start_daemon):
-    """Once converged the revision stays put for 5 s, and a restarted daemon writes nothing."""
+    """Once converged no Calico key changes for 5 s, and a restarted daemon writes none.
+
+    (Only the leader key, outside /calico/, changes hands with the restart.)"""
     await seed(etcd)
     first = start_daemon()
     with trio.fail_after(CONVERGE + 20):
-        revision, _ = await converged(etcd)
+        await converged(etcd)
+        before = await calico_revisions(etcd)
         await trio.sleep(5)
-        assert (await read_cluster(etcd))[0] == revision
+        assert await calico_revisions(etcd) == before
         assert first.stop() == 0
         second = start_daemon()
-        await second.wait_for_log("in sync with")
+        await second.wait_for_log("leading as")
         await trio.sleep(3)  # several settle times: any pending demotion would have run
-        assert (await read_cluster(etcd))[0] == revision
+        assert await calico_revisions(etcd) == before
     assert "promote" not in second.log() and "demote" not in second.log()
 
 
@@ -228,3 +135,45 @@ async def test_dry_run_plans_but_never_writes(etcd, start_daemon):
         await daemon.wait_for_log("would create BGPPeer rrwatch-rr-mesh")
     assert daemon.log().count("would promote") == 3 * expected_rrs(40)
     assert (await read_cluster(etcd))[0] == revision
+
+
+async def test_sigterm_hands_leadership_over_at_once(etcd, start_daemon):
+    """A stopping leader revokes its lease: the leader key is gone (or already the standby's)
+    the moment it exits, not a TTL later."""
+    first = start_daemon({"RRWATCH_LEASE_TTL": "30"})
+    await first.wait_for_log("leading as")
+    second = start_daemon({"RRWATCH_LEASE_TTL": "30"})
+    await second.wait_for_log("standing by")
+    held = await etcd.get("/rrwatch/v1/leader")
+    assert first.stop() == 0
+    now = await etcd.get("/rrwatch/v1/leader")
+    assert now is None or now.lease != held.lease
+    with trio.fail_after(CONVERGE):
+        await second.wait_for_log("leading as")
+
+
+async def test_register_ip_holds_a_registration_while_running(etcd, start_daemon):
+    """`RRWATCH_REGISTER_IP` registers the host on the daemon's lease: the mesh peers with it;
+    a clean exit removes it at once, a killed daemon's goes when its lease runs out."""
+    await seed(etcd, per_zone=3)
+    env = {"RRWATCH_REGISTER_IP": "10.200.0.7", "RRWATCH_REGISTER_CLUSTER_ID": "224.0.0.50",
+           "RRWATCH_LEASE_TTL": "2"}
+    key = calico.RR_V4 + "10.200.0.7"
+    host_peer = calico.PEERS + "rrwatch-host-10-200-0-7"
+    daemon = start_daemon(env)
+    with trio.fail_after(CONVERGE):
+        while await etcd.get(host_peer) is None:
+            await trio.sleep(0.05)
+        registration = await etcd.get(key)
+        assert json.loads(registration.value) == {"ip": "10.200.0.7", "cluster_id": "224.0.0.50"}
+        assert registration.lease != 0
+        assert daemon.stop() == 0
+        assert await etcd.get(key) is None
+
+        killed = start_daemon(env)
+        while await etcd.get(key) is None:
+            await trio.sleep(0.05)
+        killed.proc.kill()
+        killed.proc.wait()
+        while await etcd.get(key) is not None:  # the lease (2 s) runs out
+            await trio.sleep(0.1)

@@ -8,16 +8,13 @@ from collections import Counter
 import pytest
 import trio
 
-from rrwatch import calico, config, simulate
-from rrwatch.daemon import new_state
+from rrwatch import calico, simulate
 from rrwatch.etcd import Compacted, Etcd, EtcdError
 from rrwatch.model import CLIENT_LABEL_PREFIX
-from rrwatch.plan import Planner
-from rrwatch.watch import load
+from tests.cluster import settled
 
 ZONES = ("a", "b", "c")
 RR_LABEL = "calico-route-reflector"
-CONVERGE = 60  # seconds a convergence may take before the test fails
 MESH_OFF = calico.dumps({
     "kind": "BGPConfiguration", "apiVersion": "projectcalico.org/v3",
     "metadata": {"name": "default", "uid": "5d2e", "creationTimestamp": "2024-05-01T12:00:00Z"},
@@ -36,20 +33,6 @@ async def seed(etcd: Etcd, per_zone: int) -> dict[str, bytes]:
         items.update(simulate.nodes(zone, range(per_zone)))
     await simulate.put_all(etcd, items)
     return items
-
-
-async def settled(etcd: Etcd, env: dict[str, str]) -> tuple[int, dict[str, bytes]]:
-    """Wait until a fresh plan from etcd's contents is empty; the revision and the contents."""
-    settings = config.load(env)
-    with trio.fail_after(CONVERGE):
-        while True:
-            snapshot = await load(etcd, lambda: new_state(settings))
-            if not Planner(settings.policy).plan(snapshot.state)[1]:
-                break
-            await trio.sleep(0.2)
-    revision, kvs = await etcd.snapshot(["/calico/"])
-    assert revision == snapshot.revision, "etcd moved while the test read it"
-    return revision, {kv.key: kv.value for kv in kvs}
 
 
 def nodes_of(data: dict[str, bytes]) -> dict[str, dict]:

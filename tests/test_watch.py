@@ -1,14 +1,18 @@
-"""The watcher against a real etcd: events, resume after a crash, resync after compaction."""
+"""The watcher against a real etcd: events, resume after a crash, resync after compaction,
+idle streams, probes of a frozen etcd, anti-entropy."""
 
 from __future__ import annotations
 
 import functools
+import socket
 
 import trio
 
 from rrwatch import calico, simulate
+from rrwatch.etcd import Etcd
 from rrwatch.model import ClusterState
-from rrwatch.watch import Backoff, Watcher
+from rrwatch.tls import session as tls_session
+from rrwatch.watch import Backoff, Watcher, drift
 from tests.strategies import RR_LABEL
 
 
@@ -82,3 +86,91 @@ async def test_compaction_past_the_resume_point_resyncs(etcd, etcd_server):
     expected = {simulate.node_name("a", i) for i in range(1, 5)}
     expected |= {simulate.node_name("b", i) for i in range(5)}
     assert names(watcher.state) == expected
+    assert watcher.stats.resyncs == 1
+    assert watcher.stats.drift == 6  # the delete and the 5 puts it missed
+
+
+def test_drift_compares_revisions_as_of_the_snapshot():
+    model = {"same": 3, "missed-put": 2, "missed-delete": 4, "ahead": 9}
+    deleted = {"deleted-later": 8, "deleted-long-ago": 1}
+    fresh = {"same": 3, "missed-put": 5, "ahead": 6, "deleted-later": 2, "missed-create": 4,
+             "deleted-long-ago": 5}
+    assert drift(model, deleted, fresh, 7) == ["deleted-long-ago", "missed-create",
+                                                "missed-delete", "missed-put"]
+    assert drift(fresh, {}, fresh, 7) == []
+
+
+async def test_anti_entropy_finds_a_lost_event_and_rebuilds_the_model(etcd):
+    """A model that lost an event (one node dropped behind the watcher's back) is found out by
+    the periodic check, counted as drift, and rebuilt from a new snapshot."""
+    await simulate.put_all(etcd, simulate.nodes("a", range(3)))
+    watcher = watcher_for(etcd, check_interval=0.2)
+    lost = simulate.node_name("a", 1)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watcher.run)
+            while watcher.stats.checks < 2:
+                await trio.sleep(0.05)
+            assert watcher.stats.drift == 0  # a healthy model is not drift
+            watcher.state.remove_node(lost)
+            del watcher.revisions[calico.NODES + lost]
+            while watcher.stats.resyncs < 1:
+                await watcher.wait_change(watcher.version)
+            nursery.cancel_scope.cancel()
+    assert watcher.stats.drift == 1
+    assert lost in watcher.state.nodes
+
+
+async def test_a_silent_stream_is_reopened_quietly_without_losing_events(etcd_server, tls):
+    """With a read timeout shorter than etcd's progress interval, idle streams reopen from
+    where they were; that is not an error, and later events still arrive."""
+    client = Etcd([etcd_server.endpoint], tls, watch_timeout=0.3)
+    watcher = watcher_for(client)
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(watcher.run)
+                while watcher.stats.idle_reopens < 3:
+                    await trio.sleep(0.05)
+                items = simulate.nodes("a", range(3))
+                revision = await simulate.put_all(client, items)
+                await watcher.wait_seen(dict.fromkeys(items, revision))
+                nursery.cancel_scope.cancel()
+    finally:
+        await client.close()
+    assert watcher.stats.reconnects == 0
+    assert watcher.stats.snapshots == 1
+
+
+async def test_a_frozen_etcd_is_probed_and_the_watches_recover(etcd_server, tls):
+    """etcd stopped (SIGSTOP) answers nothing; the probe notices within its interval plus the
+    request timeout, and once etcd runs again the watches resume without a new snapshot."""
+    client = Etcd([etcd_server.endpoint], tls, timeout=0.5)
+    watcher = watcher_for(client, probe_interval=0.2)
+    try:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(watcher.run)
+                etcd_server.pause()
+                try:
+                    while watcher.stats.probe_failures < 1:
+                        await trio.sleep(0.05)
+                finally:
+                    etcd_server.resume()
+                items = simulate.nodes("a", range(3))
+                revision = await simulate.put_all(client, items)
+                await watcher.wait_seen(dict.fromkeys(items, revision))
+                nursery.cancel_scope.cancel()
+    finally:
+        await client.close()
+    assert watcher.stats.snapshots == 1
+
+
+async def test_connections_to_etcd_use_tcp_keepalive(etcd_server, tls):
+    """A peer that vanishes without a word is noticed even on a silent watch stream."""
+    with tls_session(tls) as session:
+        response = session.get(etcd_server.endpoint + "/health", stream=True, timeout=5)
+        sock = response.raw.connection.sock
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10
+        response.close()

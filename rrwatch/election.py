@@ -1,0 +1,156 @@
+"""Leadership and registrations held by an etcd lease, and the fence every leader write carries.
+
+A session is one lease, kept alive at a third of its TTL. The leader key is created under it
+only when absent; the revision that created it is the fence. Every write the leader makes
+compares the leader key's create revision with the fence in the same transaction, so once the
+lease has expired and someone else holds the key, a paused or partitioned former leader's
+writes fail atomically in etcd, whatever that process believes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import attrs
+import trio
+
+from rrwatch.etcd import Compare, Etcd, EtcdError, created_at, get, mod_is, put
+
+log = logging.getLogger(__name__)
+
+
+class SessionLost(Exception):
+    """The lease expired, or could not be renewed before it would have."""
+
+
+class LostLeadership(Exception):
+    """Someone else holds the leader key now; the message says how we found out."""
+
+
+@attrs.frozen
+class Fence:
+    key: str
+    revision: int  # the leader key's create revision when we won it
+
+    @property
+    def compare(self) -> Compare:
+        return created_at(self.key, self.revision)
+
+    def holds(self, kvs: dict) -> bool:
+        """Whether a read of the leader key (as in a transaction's failure branch) is ours."""
+        holder = kvs.get(self.key)
+        return holder is not None and holder.create_revision == self.revision
+
+
+@contextlib.asynccontextmanager
+async def session(etcd: Etcd, ttl: int) -> AsyncIterator[int]:
+    """A lease kept alive for the body; revoked when the body ends, so that what it held goes at
+    once. If the lease is lost meanwhile, the body is cancelled and SessionLost raised."""
+    lease = await etcd.grant(ttl)
+    lost: list[str] = []
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def keep() -> None:
+                lost.append(await _keep_alive(etcd, lease, ttl))
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(keep)
+            yield lease
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(etcd.timeout):
+            try:
+                await etcd.revoke(lease)
+            except EtcdError as e:
+                log.warning("could not revoke lease %x: %s", lease, e)
+    if lost:
+        raise SessionLost(lost[0])
+
+
+async def _keep_alive(etcd: Etcd, lease: int, ttl: int) -> str:
+    """Renew the lease for ever; return why it was lost. It counts as lost when etcd says so,
+    or once a full TTL has passed since the last renewal was sent without another succeeding."""
+    expires = trio.current_time() + ttl
+    while True:
+        await trio.sleep(min(ttl / 3, max(0.0, expires - trio.current_time())))
+        sent = trio.current_time()
+        with trio.move_on_at(expires):
+            try:
+                remaining = await etcd.keep_alive(lease)
+            except EtcdError as e:
+                log.warning("lease keepalive failed: %s", e)
+                continue
+            if remaining <= 0:
+                return "the lease expired"
+            expires = sent + remaining
+            continue
+        return f"the lease was not renewed for {ttl} s"
+
+
+async def claim(etcd: Etcd, key: str, value: bytes, lease: int,
+                waiting: Callable[[bytes], None] = lambda holder: None) -> int:
+    """Create `key` on `lease` as soon as it does not exist; its create revision.
+
+    While someone else holds it, `waiting` is told their value and we watch for the key to go.
+    """
+    while True:
+        result = await etcd.txn([created_at(key, 0)], [put(key, value, lease)], [get(key)])
+        if result.succeeded:
+            return result.revision
+        holder = result.kvs.get(key)
+        if holder is None:
+            continue  # gone in between
+        if holder.lease == lease:
+            return holder.create_revision
+        waiting(holder.value)
+        await until_changed(etcd, key, holder.mod_revision, recheck=etcd.timeout * 2)
+
+
+async def until_changed(etcd: Etcd, key: str, revision: int, *, recheck: float) -> None:
+    """Return once `key` has changed since its mod revision `revision` (0: it did not exist).
+
+    Watched, and re-read every `recheck` seconds in case the stream fails or stays silent.
+    """
+    watch_from = revision + 1
+    while True:
+        with trio.move_on_after(recheck):
+            try:
+                async with etcd.watch(key, watch_from, prefix=False) as stream:
+                    async for message in stream:
+                        if isinstance(message, EtcdError):
+                            raise message
+                        if message.events:
+                            return
+            except EtcdError as e:
+                log.debug("watch on %s: %s; reading it again shortly", key, e)
+                await trio.sleep_forever()  # until the recheck
+        now, kvs, _ = await etcd.range(key.encode(), key.encode() + b"\0")
+        if (kvs[0].mod_revision if kvs else 0) != revision:
+            return
+        watch_from = now + 1  # the old revision may be compacted by now
+
+
+async def register(etcd: Etcd, key: str, value: bytes, lease: int) -> None:
+    """Hold a registration on `lease`, so that it goes when this process does.
+
+    A registration without a lease was made by hand and is left alone. One on another lease is
+    from a previous run of this host (or a twin): it is taken over in place, without a gap.
+    """
+    while True:
+        result = await etcd.txn([created_at(key, 0)], [put(key, value, lease)], [get(key)])
+        holder = result.kvs.get(key)
+        if result.succeeded or (holder is not None and holder.lease == lease):
+            log.info("registered %s", key)
+            return
+        if holder is None:
+            continue
+        if holder.lease == 0:
+            log.warning("%s exists without a lease, so it was made by hand: leaving it alone", key)
+            return
+        taken = await etcd.txn([mod_is(key, holder.mod_revision)], [put(key, value, lease)])
+        if taken.succeeded:
+            log.info("registered %s, taking it over from lease %x", key, holder.lease)
+            return

@@ -1,0 +1,153 @@
+"""Sessions, leadership, fencing and registrations against a real etcd, in process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+from rrwatch import calico, election, simulate
+from rrwatch.election import Fence, LostLeadership, SessionLost
+from rrwatch.etcd import put
+from rrwatch.mesh import Policy
+from rrwatch.model import ClusterState
+from rrwatch.reconcile import Reconciler, Timing
+from rrwatch.watch import Watcher
+from tests.strategies import RR_LABEL
+
+LEADER = "/rrwatch/v1/leader"
+
+
+async def test_a_standby_wins_as_soon_as_the_leader_lets_go(etcd):
+    """The second claimant waits while the first holds the key, and wins once it is revoked."""
+    won: list[str] = []
+    with trio.fail_after(10):
+        async with election.session(etcd, 30) as first:
+            assert await election.claim(etcd, LEADER, b"first", first) > 0
+            async with trio.open_nursery() as nursery:
+
+                async def second() -> None:
+                    async with election.session(etcd, 30) as lease:
+                        await election.claim(etcd, LEADER, b"second", lease,
+                                             waiting=lambda holder: won.append(holder.decode()))
+                        won.append("second won")
+
+                nursery.start_soon(second)
+                while not won:
+                    await trio.sleep(0.01)
+                assert won == ["first"]  # told who leads, and still waiting
+                await etcd.revoke(first)
+        assert won == ["first", "second won"]
+
+
+async def test_claiming_again_on_the_same_lease_keeps_the_fence(etcd):
+    async with election.session(etcd, 30) as lease:
+        revision = await election.claim(etcd, LEADER, b"me", lease)
+        assert await election.claim(etcd, LEADER, b"me", lease) == revision
+
+
+async def test_a_lost_lease_cancels_the_body_and_says_so(etcd):
+    """Revoked behind its back, the session's body is cancelled and SessionLost raised."""
+    reached_end = False
+    with trio.fail_after(10), pytest.raises(SessionLost, match="expired"):
+        async with election.session(etcd, 3) as lease:
+            await etcd.revoke(lease)
+            await trio.sleep(5)  # keepalive runs every 1 s; it finds the lease gone
+            reached_end = True
+    assert not reached_end
+
+
+async def test_leaving_a_session_deletes_what_its_lease_held(etcd):
+    async with election.session(etcd, 30) as lease:
+        await election.claim(etcd, LEADER, b"me", lease)
+        assert await etcd.get(LEADER) is not None
+    assert await etcd.get(LEADER) is None
+
+
+def reconciler_for(etcd, watcher: Watcher) -> Reconciler:
+    policy = Policy(rr_label=RR_LABEL, ratio=0.005, min_rrs=3, max_rrs=25)
+    return Reconciler(etcd, watcher, policy, Timing(debounce=0.01, settle=0.1))
+
+
+async def test_a_deposed_leaders_write_is_fenced_off(etcd):
+    """Once the leader key is someone else's, the old leader's first write fails atomically:
+    nothing lands, LostLeadership ends its run, and the fenced write is counted."""
+    watcher = Watcher(etcd, lambda: ClusterState(simulate.ZONE_LABEL, RR_LABEL))
+    reconciler = reconciler_for(etcd, watcher)
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watcher.run)
+            async with election.session(etcd, 30) as old:
+                fence = Fence(LEADER, await election.claim(etcd, LEADER, b"old", old))
+            async with election.session(etcd, 30) as new:
+                await election.claim(etcd, LEADER, b"new", new)
+                before, _ = await etcd.snapshot(["/calico/"])
+                revision = await simulate.put_all(etcd, simulate.nodes("a", range(5)))
+                await watcher.wait_seen({calico.NODES + simulate.node_name("a", 0): revision})
+                with pytest.raises(LostLeadership, match="fenced"):
+                    await reconciler.run(fence)
+                _, kvs = await etcd.snapshot(["/calico/"])
+                assert max(kv.mod_revision for kv in kvs) == revision  # only our seed landed
+            nursery.cancel_scope.cancel()
+    assert reconciler.stats.fenced == 1
+    assert reconciler.stats.writes == 0
+
+
+async def test_a_lost_guard_waits_for_the_truth_and_plans_again(etcd):
+    """A write beaten by a foreign change is not retried blindly: the reconciler waits until the
+    model holds the record that beat it, and the next plan builds on that record."""
+    watcher = Watcher(etcd, lambda: ClusterState(simulate.ZONE_LABEL, RR_LABEL))
+    reconciler = reconciler_for(etcd, watcher)
+    nodes = simulate.nodes("a", range(3))
+    await simulate.put_all(etcd, nodes)
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery, election.session(etcd, 30) as lease:
+            await nursery.start(watcher.run)
+            fence = Fence(LEADER, await election.claim(etcd, LEADER, b"me", lease))
+            # Every node changes under the reconciler's feet between its plan and its writes.
+            plan = reconciler.plan()
+            for key, value in nodes.items():
+                await etcd.txn([], [put(key, with_label(value, "foreign", "x"))])
+            assert await reconciler.apply(plan.make, fence)
+            assert reconciler.stats.conflicts == 3  # the promotions; the new BGPPeers land
+            assert reconciler.stats.writes == len(plan.make) - 3
+            assert all(node.labels["foreign"] == "x" for node in watcher.state.nodes.values())
+            nursery.start_soon(reconciler.run, fence)
+            while reconciler.plan():
+                await watcher.wait_change(watcher.version)
+            nursery.cancel_scope.cancel()
+    for key in nodes:
+        obj = json.loads((await etcd.get(key)).value)
+        assert obj["metadata"]["labels"]["foreign"] == "x"
+        assert obj["spec"]["bgp"]["routeReflectorClusterID"] == "224.0.0.1"
+
+
+def with_label(value: bytes, key: str, label: str) -> bytes:
+    obj = json.loads(value)
+    obj["metadata"]["labels"][key] = label
+    return calico.dumps(obj)
+
+
+async def test_registration_lives_and_dies_with_its_session(etcd):
+    key, value = calico.registration("10.0.0.9", "224.0.0.9")
+    async with election.session(etcd, 30) as lease:
+        await election.register(etcd, key, value, lease)
+        kv = await etcd.get(key)
+        assert (kv.value, kv.lease) == (value, lease)
+        async with election.session(etcd, 30) as successor:  # a restart within the TTL
+            await election.register(etcd, key, value, successor)
+            kv = await etcd.get(key)
+            assert kv.lease == successor
+        assert await etcd.get(key) is None  # gone with the lease that held it last
+
+
+async def test_a_registration_made_by_hand_is_left_alone(etcd):
+    key, value = calico.registration("fd00::9")
+    assert key == calico.RR_V6 + "fd00::9"
+    static = b'{"ip": "fd00::9", "cluster_id": "224.0.0.7"}'
+    await etcd.txn([], [put(key, static)])
+    async with election.session(etcd, 30) as lease:
+        await election.register(etcd, key, value, lease)
+    kv = await etcd.get(key)
+    assert (kv.value, kv.lease) == (static, 0)
