@@ -14,10 +14,10 @@ import trio
 from rrwatch import calico, election, metrics
 from rrwatch.config import Config
 from rrwatch.election import Fence, LostLeadership, SessionLost
-from rrwatch.etcd import Etcd, EtcdError
+from rrwatch.etcd import Backoff, Etcd, EtcdError
 from rrwatch.model import ClusterState
 from rrwatch.reconcile import Reconciler
-from rrwatch.watch import Backoff, Watcher
+from rrwatch.watch import Watcher
 
 log = logging.getLogger(__name__)
 
@@ -65,28 +65,37 @@ class Daemon:
             task_status.started()
 
     async def _sessions(self) -> None:
-        """One lease after another; each holds the registration and, when won, leadership."""
+        """One lease after another; each holds the registration and campaigns for leadership.
+
+        Losing leadership (fenced off, or the key changed) only sends this session back to
+        campaigning: its lease, and the registration on it, stay.
+        """
         backoff = Backoff()
         while True:
             try:
                 async with election.session(self.etcd, self.config.lease_ttl) as lease:
+                    backoff.reset()
                     async with trio.open_nursery() as nursery:
                         if self.config.register_ip:
                             key, value = calico.registration(self.config.register_ip,
                                                              self.config.register_cluster_id)
                             nursery.start_soon(election.register, self.etcd, key, value, lease)
-                        await self._lead(lease, backoff)
-            except* (SessionLost, LostLeadership, EtcdError) as group:
+                        while True:
+                            try:
+                                await self._lead(lease)
+                            except* LostLeadership as group:
+                                for reason in _leaves(group):
+                                    log.warning("%s; campaigning again", reason)
+            except* (SessionLost, EtcdError) as group:
                 for reason in _leaves(group):
                     log.warning("%s; campaigning again", reason)
             await backoff.sleep()
 
-    async def _lead(self, lease: int, backoff: Backoff) -> None:
+    async def _lead(self, lease: int) -> None:
         key = self.config.leader_key
         revision = await election.claim(self.etcd, key, self.identity.encode(), lease,
                                         waiting=self._standing_by)
         fence = Fence(key, revision)
-        backoff.reset()
         self.leading = True
         self.stats.leaderships += 1
         self._leader_seen = None
@@ -122,7 +131,7 @@ async def serve(config: Config) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals, \
             metrics.serve(daemon, config.metrics_address):
         async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.run)
+            nursery.start_soon(daemon.run)  # not awaited: a signal must work before the snapshot
             async for signum in signals:
                 log.info("%s: stopping", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()

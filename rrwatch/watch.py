@@ -6,7 +6,9 @@ layers make sure a stream never hangs or silently falls behind (etcd-notes.md):
 - a stream reopens from the revision after the last one it delivered, with capped, jittered
   backoff, on another endpoint when its own failed;
 - a stream that says nothing for the read timeout is reopened the same way (etcd's progress
-  notices come every 10 minutes by default, so silence alone proves nothing);
+  notices come every 10 minutes by default, so silence alone proves nothing). First its key
+  revisions are read (keys only) and compared with the model's: when they agree, the stream
+  resumes from that read's revision, so a quiet prefix never falls behind compaction;
 - a probe, a linearizable read every few seconds, notices a frozen or partitioned member at
   once and moves every stream to another endpoint;
 - anti-entropy: every few minutes the key revisions in etcd are read (keys only) and compared
@@ -18,20 +20,19 @@ from __future__ import annotations
 
 import logging
 import math
-import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import attrs
 import trio
 
 from rrwatch import calico
-from rrwatch.etcd import KV, Compacted, Etcd, EtcdError, StreamIdle, WatchResponse
+from rrwatch.etcd import KV, Backoff, Compacted, Etcd, EtcdError, StreamIdle, WatchResponse
 from rrwatch.model import ClusterState
 
 log = logging.getLogger(__name__)
 
 # How long anti-entropy gives an apparent difference to arrive as an event before calling it drift.
-DRIFT_GRACE = 1.0
+DRIFT_GRACE = 5.0
 
 
 class _Resync(Exception):
@@ -40,27 +41,6 @@ class _Resync(Exception):
     def __init__(self, *, drift_counted: bool = False) -> None:
         super().__init__()
         self.drift_counted = drift_counted  # else the new snapshot is compared with the model
-
-
-class _Reopen(Exception):
-    """The endpoint failed its probe: every stream reopens from where it was."""
-
-
-@attrs.define
-class Backoff:
-    """Capped exponential backoff with full jitter, reset after a success."""
-
-    first: float = 0.1
-    cap: float = 5.0
-    _attempt: int = 0
-
-    async def sleep(self) -> None:
-        delay = min(self.cap, self.first * 2**self._attempt)
-        self._attempt += 1
-        await trio.sleep(random.uniform(delay / 2, delay))
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 @attrs.define
@@ -113,6 +93,14 @@ def drift(
     )
 
 
+def _leaves(group: BaseExceptionGroup) -> Iterator[BaseException]:
+    for e in group.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            yield from _leaves(e)
+        else:
+            yield e
+
+
 class Watcher:
     """Owns the ClusterState; the only writer of it."""
 
@@ -138,7 +126,8 @@ class Watcher:
         self.revisions: dict[str, int] = {}  # key -> mod revision, for every key in the model
         self._deleted: dict[str, int] = {}  # key -> revision deleted, kept until the next check
         self._seen = dict.fromkeys(calico.WATCHED_PREFIXES, 0)  # prefix -> revision applied
-        self._open: set[str] = set()  # prefixes whose stream is open and created
+        self._open: dict[str, str] = {}  # prefix -> endpoint, of the streams open now
+        self._streams = trio.CancelScope()  # cancelled to reopen every stream
         self._changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -149,18 +138,13 @@ class Watcher:
             task_status.started(self.revision)
             task_status = trio.TASK_STATUS_IGNORED
             try:
-                while True:
-                    try:
-                        async with trio.open_nursery() as nursery:
-                            for prefix in calico.WATCHED_PREFIXES:
-                                nursery.start_soon(self._follow, prefix)
-                            nursery.start_soon(self._probe)
-                            nursery.start_soon(self._anti_entropy)
-                    except* _Reopen:
-                        pass
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._follow_all)
+                    nursery.start_soon(self._probe)
+                    nursery.start_soon(self._anti_entropy)
             except* _Resync as group:
                 self.stats.resyncs += 1
-                count_drift = not any(e.drift_counted for e in group.exceptions)
+                count_drift = not any(e.drift_counted for e in _leaves(group))
 
     async def _snapshot(self, count_drift: bool) -> None:
         """Replace the model with a new snapshot, retrying until one loads; with `count_drift`,
@@ -190,11 +174,20 @@ class Watcher:
                  len(self.state.reflectors))
         self._notify()
 
+    async def _follow_all(self) -> None:
+        """Every stream, reopened together whenever the probe cancels them."""
+        while True:
+            with trio.CancelScope() as self._streams:
+                async with trio.open_nursery() as nursery:
+                    for prefix in calico.WATCHED_PREFIXES:
+                        nursery.start_soon(self._follow, prefix)
+
     async def _follow(self, prefix: str) -> None:
         """Follow one prefix, reopening from the right revision after a break."""
         backoff = self._backoff()
         while True:
             resume = self._seen[prefix] + 1
+            endpoint = self._etcd.endpoint
             try:
                 async with self._etcd.watch(prefix, resume) as stream:
                     async for message in stream:
@@ -204,19 +197,35 @@ class Watcher:
                             raise _Resync from message
                         if isinstance(message, EtcdError):
                             raise message
-                        self._open.add(prefix)
+                        self._open[prefix] = endpoint
                         self._receive(prefix, message)
                         backoff.reset()
             except StreamIdle:
                 self.stats.idle_reopens += 1
                 log.debug("watch on %s silent for the read timeout; reopening", prefix)
-                continue
+                try:
+                    await self._catch_up(prefix)
+                    continue
+                except EtcdError as e:
+                    self.stats.reconnects += 1
+                    log.warning("watch on %s: %s; reconnecting", prefix, e)
             except EtcdError as e:
                 self.stats.reconnects += 1
                 log.warning("watch on %s from revision %d: %s; reconnecting", prefix, resume, e)
             finally:
-                self._open.discard(prefix)
+                self._open.pop(prefix, None)
             await backoff.sleep()
+
+    async def _catch_up(self, prefix: str) -> None:
+        """After a silent spell, move the prefix's resume point up to now if the model provably
+        holds all of it: its key revisions equal etcd's (read keys only). Resync if not."""
+        revision, kvs = await self._etcd.snapshot([prefix], keys_only=True)
+        mine = {k: r for k, r in self.revisions.items() if k.startswith(prefix)}
+        drifted = drift(mine, self._deleted, {kv.key: kv.mod_revision for kv in kvs}, revision)
+        if drifted:
+            self._count_drift(drifted)
+            raise _Resync(drift_counted=True)
+        self._seen[prefix] = max(self._seen[prefix], revision)
 
     def _receive(self, prefix: str, message: WatchResponse) -> None:
         """Apply one stream message, and note how far the prefix is known."""
@@ -226,7 +235,11 @@ class Watcher:
             self.stats.events += len(message.events)
             seen = message.events[-1].revision
         elif not message.created:
-            seen = message.revision  # a progress notice: nothing else up to here
+            # A progress notice: nothing else up to here. The model is unchanged, so only those
+            # waiting for a revision are woken, not the planner.
+            self._seen[prefix] = max(self._seen[prefix], message.revision)
+            self._wake()
+            return
         else:
             return
         self._seen[prefix] = max(self._seen[prefix], seen)
@@ -249,7 +262,8 @@ class Watcher:
             self.bad.pop(key, None)
 
     async def _probe(self) -> None:
-        """Read through the streams' endpoint now and then; reopen them elsewhere if it fails."""
+        """Read through the current endpoint now and then; move the streams elsewhere if it
+        fails, or onto it if they are still on one that unary calls have left."""
         while True:
             await trio.sleep(self._probe_interval)
             endpoint = self._etcd.endpoint
@@ -259,13 +273,17 @@ class Watcher:
                 self.stats.probe_failures += 1
                 log.warning("probe of %s failed: %s; reopening the watches", endpoint, e)
                 self._etcd.fail_over(endpoint)
-                raise _Reopen from e
+                self._streams.cancel()
+                continue
+            if any(used != endpoint for used in self._open.values()):
+                log.info("moving the watches to %s", endpoint)
+                self._streams.cancel()
 
     async def _anti_entropy(self) -> None:
         """Compare the model's key revisions with etcd's now and then; resync on any drift."""
         while True:
             await trio.sleep(self._check_interval)
-            if self._open != set(calico.WATCHED_PREFIXES):
+            if self._open.keys() != set(calico.WATCHED_PREFIXES):
                 continue  # a stream is reopening and will replay what it missed: not drift
             try:
                 drifted = await self._check()
@@ -295,6 +313,9 @@ class Watcher:
 
     def _notify(self) -> None:
         self.version += 1
+        self._wake()
+
+    def _wake(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
 
@@ -312,9 +333,11 @@ class Watcher:
             await self._changed.wait()
 
     async def wait_key(self, key: str, current: KV | None) -> None:
-        """Return once the model holds `current` for `key`, or something newer."""
-        while (self.revisions.get(key, 0) < current.mod_revision if current is not None
-               else key in self.revisions):
+        """Return once the model holds `current` for `key` (None: absent), or something newer."""
+        if current is not None:
+            await self.wait_seen({key: current.mod_revision})
+            return
+        while key in self.revisions and key not in self._deleted:
             await self._changed.wait()
 
     def _seen_for(self, key: str) -> int:

@@ -160,3 +160,5 @@ def start_daemon(tmp_path, daemon_env) -> Iterator[Callable[..., DaemonProcess]]
     yield start
     for daemon in started:
         daemon.stop()
+    for daemon in started:  # whatever a test did to it, a daemon never dies of a traceback
+        assert "Traceback" not in daemon.log(), daemon.log()

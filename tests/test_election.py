@@ -109,7 +109,7 @@ async def test_a_lost_guard_waits_for_the_truth_and_plans_again(etcd):
             plan = reconciler.plan()
             for key, value in nodes.items():
                 await etcd.txn([], [put(key, with_label(value, "foreign", "x"))])
-            assert await reconciler.apply(plan.make, fence)
+            assert await reconciler.apply(plan.make, fence) == len(plan.make) - 3
             assert reconciler.stats.conflicts == 3  # the promotions; the new BGPPeers land
             assert reconciler.stats.writes == len(plan.make) - 3
             assert all(node.labels["foreign"] == "x" for node in watcher.state.nodes.values())

@@ -17,9 +17,10 @@ import re
 import signal
 from collections.abc import Awaitable, Callable
 
+import pytest
 import trio
 
-from rrwatch import calico, simulate
+from rrwatch import calico, local_etcd, simulate
 from rrwatch.etcd import Etcd, EtcdError, delete, mod_is, put
 from tests.cluster import (
     FOREIGN_PEER,
@@ -163,11 +164,27 @@ async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30
     return trio.current_time() - started
 
 
+async def idle(daemon) -> None:
+    """Wait until the daemon has not planned for a second."""
+    last = None
+    with trio.fail_after(SCENARIO):
+        while True:
+            now = daemon.metrics()
+            if now and last and now["rrwatch_plans_total"] == last["rrwatch_plans_total"]:
+                return
+            last = now
+            await trio.sleep(1)
+
+
 def report(scenario: str, **figures: float) -> None:
     print(f"\n[{scenario}] " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                          for k, v in figures.items()))
 
 
+@pytest.mark.skipif((3, 5, 0) <= local_etcd.etcd_version() <= (3, 5, 2), reason=(
+    "etcd 3.5.0-3.5.2 can lose acknowledged writes when killed (etcd-io/etcd#13766): the check"
+    " of the writers' data would blame rrwatch. Install Debian's etcd-server, or point"
+    " RRWATCH_TEST_ETCD at etcd >= 3.5.3 or 3.4 (.ci/run does)"))
 async def test_ten_etcd_crashes_during_churn(etcd, etcd_server, start_daemon):
     """SIGKILL and restart etcd 10 times while nodes come, go and change: the daemon lives
     through every crash and ends with the desired mesh and no one else's update lost."""
@@ -223,6 +240,7 @@ async def test_compaction_past_the_watches_resyncs_and_counts_drift(etcd, etcd_s
     await seed(etcd, per_zone=20)
     daemon = start_daemon(FAST)
     _, data = await converged(etcd)
+    await idle(daemon)  # its model holds all it wrote: what it misses next is exactly known
     daemon.signal(signal.SIGSTOP)
     try:
         await trio.to_thread.run_sync(etcd_server.kill)
@@ -263,8 +281,8 @@ async def test_losing_the_member_in_use_moves_to_another(etcd_cluster, tls, star
 
 
 async def test_one_leader_and_a_quick_takeover_after_kill_9(etcd, start_daemon):
-    """Three instances: exactly one leads at every sample; kill -9 the leader and another
-    takes over and answers a change, within about the lease TTL."""
+    """Three instances: never two leaders at a sample; kill -9 the leader and exactly one
+    other takes over and answers a change, within about the lease TTL."""
     await seed(etcd, per_zone=20)
     daemons = [start_daemon(FAST) for _ in range(3)]
     leaders_seen: list[int] = []
@@ -294,7 +312,7 @@ async def test_one_leader_and_a_quick_takeover_after_kill_9(etcd, start_daemon):
     report("kill -9 leader", ttl=TTL, takeover_s=takeover, converged_s=converged_s,
            samples=len(leaders_seen))
     assert max(leaders_seen) == 1
-    assert leaders_seen[-1] == 1
+    assert sum(d.leading() for d in daemons if d is not leader) == 1
 
 
 def landed_revisions(log: str) -> list[int]:
@@ -303,8 +321,8 @@ def landed_revisions(log: str) -> list[int]:
 
 async def test_a_frozen_leaders_writes_never_land(etcd, daemon_env, start_daemon):
     """SIGSTOP the leader in the middle of a burst of writes until its lease expires; the
-    standby takes over and finishes; SIGCONT the old leader: none of its writes lands after
-    the new leader won, and the mesh is right."""
+    standby takes over and finishes, and answers a change made meanwhile; SIGCONT the old
+    leader: none of its writes lands after the new leader won, and the mesh is right."""
     env = {**FAST, "ROUTE_REFLECTOR_TOPOLOGY": "multi"}
     whole = {**daemon_env, **env}  # what the daemons run with
     await seed(etcd, per_zone=20)
@@ -320,9 +338,10 @@ async def test_a_frozen_leaders_writes_never_land(etcd, daemon_env, start_daemon
                        "the burst to start")
         old.signal(signal.SIGSTOP)
         try:
+            await simulate.put_all(etcd, simulate.nodes("b", range(100, 150)))  # work for `new`
             takeover = await wait_for(new.leading, "the standby to lead")
             won = (await etcd.get("/rrwatch/v1/leader")).create_revision
-            await wait_for(lambda: new.metrics()["rrwatch_writes_total"] > 0, "a new write")
+            await wait_for(lambda: new.metrics().get("rrwatch_writes_total", 0) > 0, "a write")
         finally:
             old.signal(signal.SIGCONT)
         await old.wait_for_log("campaigning again")

@@ -9,10 +9,10 @@ import socket
 import trio
 
 from rrwatch import calico, simulate
-from rrwatch.etcd import Etcd
+from rrwatch.etcd import Backoff, Etcd
 from rrwatch.model import ClusterState
 from rrwatch.tls import session as tls_session
-from rrwatch.watch import Backoff, Watcher, drift
+from rrwatch.watch import Watcher, drift
 from tests.strategies import RR_LABEL
 
 
@@ -124,7 +124,7 @@ async def test_anti_entropy_finds_a_lost_event_and_rebuilds_the_model(etcd):
 async def test_a_silent_stream_is_reopened_quietly_without_losing_events(etcd_server, tls):
     """With a read timeout shorter than etcd's progress interval, idle streams reopen from
     where they were; that is not an error, and later events still arrive."""
-    client = Etcd([etcd_server.endpoint], tls, watch_timeout=0.3)
+    client = Etcd([etcd_server.endpoint], tls, watch_timeout=0.5)
     watcher = watcher_for(client)
     try:
         with trio.fail_after(10):
