@@ -126,18 +126,12 @@ async def test_a_silent_stream_is_reopened_quietly_without_losing_events(etcd_se
     where they were; that is not an error, and later events still arrive."""
     client = Etcd([etcd_server.endpoint], tls, watch_timeout=0.5)
     watcher = watcher_for(client)
-    try:
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                await nursery.start(watcher.run)
-                while watcher.stats.idle_reopens < 3:
-                    await trio.sleep(0.05)
-                items = simulate.nodes("a", range(3))
-                revision = await simulate.put_all(client, items)
-                await watcher.wait_seen(dict.fromkeys(items, revision))
-                nursery.cancel_scope.cancel()
-    finally:
-        await client.close()
+
+    async def idle_thrice() -> None:
+        while watcher.stats.idle_reopens < 3:
+            await trio.sleep(0.05)
+
+    await then_events_still_arrive(client, watcher, idle_thrice)
     assert watcher.stats.reconnects == 0
     assert watcher.stats.snapshots == 1
 
@@ -147,23 +141,32 @@ async def test_a_frozen_etcd_is_probed_and_the_watches_recover(etcd_server, tls)
     request timeout, and once etcd runs again the watches resume without a new snapshot."""
     client = Etcd([etcd_server.endpoint], tls, timeout=0.5)
     watcher = watcher_for(client, probe_interval=0.2)
+
+    async def frozen_until_probed() -> None:
+        etcd_server.pause()
+        try:
+            while watcher.stats.probe_failures < 1:
+                await trio.sleep(0.05)
+        finally:
+            etcd_server.resume()
+
+    await then_events_still_arrive(client, watcher, frozen_until_probed)
+    assert watcher.stats.snapshots == 1
+
+
+async def then_events_still_arrive(client: Etcd, watcher: Watcher, first) -> None:
+    """Run the watcher on its own client; once `first()` returns, new writes must reach it."""
     try:
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
                 await nursery.start(watcher.run)
-                etcd_server.pause()
-                try:
-                    while watcher.stats.probe_failures < 1:
-                        await trio.sleep(0.05)
-                finally:
-                    etcd_server.resume()
+                await first()
                 items = simulate.nodes("a", range(3))
                 revision = await simulate.put_all(client, items)
                 await watcher.wait_seen(dict.fromkeys(items, revision))
                 nursery.cancel_scope.cancel()
     finally:
         await client.close()
-    assert watcher.stats.snapshots == 1
 
 
 async def test_connections_to_etcd_use_tcp_keepalive(etcd_server, tls):
