@@ -17,7 +17,7 @@ from rrwatch.election import Fence, LostLeadership, SessionLost
 from rrwatch.etcd import Backoff, Etcd, EtcdError
 from rrwatch.model import ClusterState
 from rrwatch.reconcile import Reconciler
-from rrwatch.watch import Watcher
+from rrwatch.watch import Watcher, leaves
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,10 @@ class Daemon:
                             try:
                                 await self._lead(lease)
                             except* LostLeadership as group:
-                                for reason in _leaves(group):
+                                for reason in _reasons(group):
                                     log.warning("%s; campaigning again", reason)
             except* (SessionLost, EtcdError) as group:
-                for reason in _leaves(group):
+                for reason in _reasons(group):
                     log.warning("%s; campaigning again", reason)
             await backoff.sleep()
 
@@ -118,11 +118,8 @@ class Daemon:
             self._leader_seen = leader
 
 
-def _leaves(group: BaseExceptionGroup) -> list[str]:
-    out = []
-    for e in group.exceptions:
-        out += _leaves(e) if isinstance(e, BaseExceptionGroup) else [str(e) or type(e).__name__]
-    return out
+def _reasons(group: BaseExceptionGroup) -> list[str]:
+    return [str(e) or type(e).__name__ for e in leaves(group)]
 
 
 async def serve(config: Config) -> None:

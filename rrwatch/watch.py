@@ -93,10 +93,11 @@ def drift(
     )
 
 
-def _leaves(group: BaseExceptionGroup) -> Iterator[BaseException]:
+def leaves(group: BaseExceptionGroup) -> Iterator[BaseException]:
+    """The exceptions in a group, however deeply nurseries nested it."""
     for e in group.exceptions:
         if isinstance(e, BaseExceptionGroup):
-            yield from _leaves(e)
+            yield from leaves(e)
         else:
             yield e
 
@@ -144,7 +145,7 @@ class Watcher:
                     nursery.start_soon(self._anti_entropy)
             except* _Resync as group:
                 self.stats.resyncs += 1
-                count_drift = not any(e.drift_counted for e in _leaves(group))
+                count_drift = not any(e.drift_counted for e in leaves(group))
 
     async def _snapshot(self, count_drift: bool) -> None:
         """Replace the model with a new snapshot, retrying until one loads; with `count_drift`,
