@@ -309,8 +309,10 @@ def _net(fab: Fabric, failed: str | None, everyone: bool) -> _Net:
         # Silent speakers only ever announce their own route, to those that pass it on.
         mine = sorted(index[m] for m in (near[i] if everyone else near[i] & loud))
         links.append([(j, speakers[j].asn == s.asn) for j in mine])
-        clients.append(frozenset(j for j, ibgp in links[i] if ibgp and s.reflector
-                                 and _known(s, speakers[j]) != s.cluster_id))
+        # Over every neighbour, silent ones too: a route a silent client sends is reflected.
+        clients.append(frozenset(
+            j for j in map(index.__getitem__, near[i]) if s.reflector
+            and speakers[j].asn == s.asn and _known(s, speakers[j]) != s.cluster_id))
     bound = _CHANGES_PER_SESSION * (sum(map(len, links)) + 1)
     return _Net(names, speakers, near, silent, links, clients, bound)
 
@@ -337,7 +339,7 @@ def _propagate(net: _Net, origin: int) -> dict[int, Path]:
             if n == origin:
                 continue  # ORIGINATOR_ID: a speaker drops its own route
             out = _export(net, s, path, n, ibgp) if path is not None else None
-            if out is not None and not _accepts(net.speakers[n], out):
+            if out is not None and not _accepts(net, n, s, out):
                 out = None
             heard = rib.setdefault(n, {})
             if heard.get(s) == out:
@@ -362,40 +364,65 @@ def _propagate(net: _Net, origin: int) -> dict[int, Path]:
     return best
 
 
+def _cid(net: _Net, s: int, n: int) -> str:
+    """The cluster ID that speaker `s` uses on its session with `n`.
+
+    BIRD keeps one per session: `rr cluster id`, which Calico's template (and rrwatch's, on RR
+    hosts) sets on client sessions only; any other session uses the router ID.
+    """
+    speaker = net.speakers[s]
+    if n in net.clients[s]:
+        return speaker.cluster_id  # type: ignore[return-value]  # clients only on RRs
+    return "router/" + speaker.name
+
+
 def _export(net: _Net, s: int, path: Path, n: int, ibgp: bool) -> Path | None:
-    """What speaker `s` advertises to neighbour `n` of its best path (None: nothing)."""
+    """What speaker `s` advertises to neighbour `n` of its best path (None: nothing).
+
+    iBGP to iBGP follows BIRD (proto/bgp/attrs.c): reflect only to or from a client; never
+    over a session whose cluster ID the path already carries; prepend the source session's
+    cluster ID, and the target session's when it differs.
+    """
     source = path[4]
     if source == n:
         return None
     speaker = net.speakers[s]
     internal = source >= 0 and path[1] == 1  # learned over iBGP
     if internal and ibgp:
-        if not speaker.reflector:
-            return None
         if source not in net.clients[s] and n not in net.clients[s]:
             return None  # from a non-client: to clients only
-    if ibgp:
-        clusters = (speaker.cluster_id, *path[6]) if internal else path[6]  # reflecting
+        out, came = _cid(net, s, n), _cid(net, s, source)
+        if out in path[6]:
+            return None
+        clusters = (came, *path[6]) if out == came else (out, came, *path[6])
         return (len(path[5]), 1, len(clusters), int(speaker.address), s, path[5], clusters)
+    if ibgp:
+        return (len(path[5]), 1, len(path[6]), int(speaker.address), s, path[5], path[6])
     as_path = (speaker.asn, *path[5])
     return (len(as_path), 0, 0, int(speaker.address), s, as_path, ())
 
 
-def _accepts(receiver: Speaker, path: Path) -> bool:
-    if receiver.asn in path[5]:
+def _accepts(net: _Net, r: int, s: int, path: Path) -> bool:
+    """Does speaker `r` keep `path` from neighbour `s`? Not with its own AS in the AS path, nor
+    with its session's cluster ID in the cluster list."""
+    if net.speakers[r].asn in path[5]:
         return False
-    return not (receiver.reflector and receiver.cluster_id in path[6])
+    return not (path[1] == 1 and _cid(net, r, s) in path[6])
 
 
 def _feeds_silent(net: _Net, s: int, path: Path | None) -> bool:
     """Would speaker `s` advertise `path` to a silent neighbour (which would keep it)?
 
-    A silent node is a Calico node without a cluster ID, so every RR takes it for a client; and
-    it shares the AS of `s`, which has already dropped any path that loops through that AS.
+    A silent node is a Calico node without a cluster ID, so every RR takes it for a client
+    (session cluster ID: the RR's own); and it shares the AS of `s`, which has already dropped
+    any path that loops through that AS.
     """
     if path is None:
         return False
-    return net.speakers[s].reflector or path[4] < 0 or path[1] == 0
+    if path[4] < 0 or path[1] == 0:
+        return True
+    speaker = net.speakers[s]
+    return speaker.reflector and speaker.cluster_id not in path[6]
 
 
 # -- who misses whose route ----------------------------------------------------------------------
