@@ -1,4 +1,4 @@
-"""Command line: `rrwatch run`, `plan`, `verify` and `demo`. main(argv) -> exit status."""
+"""Command line: `rrwatch run`, `plan`, `verify`, `status`, `demo`. main(argv) -> exit status."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ examples:
     ETCD_KEY_FILE=k.pem rrwatch run --dry-run
   rrwatch plan --detailed-exitcode    what would be written now (exit 2: changes pending)
   rrwatch verify --failures 1         do all routes reach, even after losing any one RR?
+  rrwatch status --output json        the mesh; on an RR host, its BIRD's sessions too
   rrwatch demo                        a local TLS etcd, a simulated cluster, the daemon at work
 """
 
@@ -44,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         "verify", help="check that the sessions in etcd carry every node's routes to every node"))
     verify.add_argument("--failures", type=int, choices=(0, 1), default=0,
                         help="also check after the loss of any one route reflector (1)")
+    status = _with_options(commands.add_parser(
+        "status", help="zones, RRs, clients and RR hosts; on an RR host, its BIRD sessions"))
+    status.add_argument("--output", choices=("text", "json"), default="text",
+                        help="text for people, json for scripts")
     demo = commands.add_parser("demo", help="run the daemon against a local simulated cluster")
     demo.add_argument("-v", "--verbose", action="store_true", help="log every step of the daemon")
     return parser
@@ -97,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rrwatch import commands
 
         return commands.verify_mesh(config, failures=args.failures)
+    if args.command == "status":
+        from rrwatch import commands
+
+        return commands.status(config, output=args.output)
 
     from rrwatch.daemon import serve
 

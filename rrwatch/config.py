@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shutil
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -84,8 +85,21 @@ def _at_least(parse: Callable[[str], Any], low: int) -> Callable[[str], Any]:
     return check
 
 
-def _ip(text: str) -> str:
-    return str(ipaddress.ip_address(text.strip())) if text.strip() else ""
+def _ips(text: str) -> tuple[str, ...]:
+    """Comma-separated addresses, at most one IPv4 and one IPv6."""
+    ips = tuple(str(ipaddress.ip_address(part.strip())) for part in text.split(",")
+                if part.strip())
+    if len({ipaddress.ip_address(ip).version for ip in ips}) < len(ips):
+        raise ValueError(f"{text!r} has more than one address of a family")
+    return ips
+
+
+def _path(text: str) -> str:
+    """A file rrwatch writes: its directory must exist."""
+    text = text.strip()
+    if text and not os.path.isdir(os.path.dirname(os.path.abspath(text))):
+        raise ValueError(f"the directory of {text} does not exist")
+    return os.path.abspath(text) if text else ""
 
 
 def _cluster_id(text: str) -> str:
@@ -186,10 +200,19 @@ OPTIONS = (
            "seconds a dead instance keeps leadership and its registration", "SECONDS"),
     Option("prefix", ("RRWATCH_PREFIX",), _prefix, "/rrwatch/v1/",
            "etcd key prefix of rrwatch's own keys (the leader key)", "PREFIX"),
-    Option("register_ip", ("RRWATCH_REGISTER_IP",), _ip, "",
-           "register this host as a route reflector with this IP while running", "IP"),
+    Option("register_ip", ("RRWATCH_REGISTER_IP",), _ips, "",
+           "register this host as a route reflector with these addresses (one IPv4, one IPv6)"
+           " while running", "IP[,IP]"),
     Option("register_cluster_id", ("RRWATCH_REGISTER_CLUSTER_ID",), _cluster_id, "",
            "cluster ID in this host's registration", "ID"),
+    Option("bird_config", ("RRWATCH_BIRD_CONFIG",), _path, "",
+           "RR host mode: keep this BIRD 2 configuration file for the registered addresses",
+           "PATH"),
+    Option("bird_socket", ("RRWATCH_BIRD_SOCKET",), str, "/run/bird/bird.ctl",
+           "BIRD's control socket: reloads, and session states for metrics and status", "PATH"),
+    Option("bird_include", ("RRWATCH_BIRD_INCLUDE",), str, "",
+           "a file of your own that the BIRD configuration includes (logging, other peers)",
+           "PATH"),
     Option("metrics_address", ("RRWATCH_METRICS_ADDRESS",), _address, "",
            "serve Prometheus metrics on this host:port", "HOST:PORT"),
     Option("dry_run", ("RRWATCH_DRY_RUN",), _boolean, "false", "plan but never write", "BOOL"),
@@ -210,8 +233,11 @@ class Config:
     check_interval: float
     lease_ttl: int
     prefix: str
-    register_ip: str
+    register_ip: tuple[str, ...]
     register_cluster_id: str
+    bird_config: str
+    bird_socket: str
+    bird_include: str
     metrics_address: tuple[str, int] | None
     dry_run: bool
 
@@ -242,6 +268,12 @@ def load(environ: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | Non
 
     if values["register_cluster_id"] and not values["register_ip"]:
         problems.append("RRWATCH_REGISTER_CLUSTER_ID needs RRWATCH_REGISTER_IP")
+    if values["bird_config"]:
+        if not values["register_ip"]:
+            problems.append("RRWATCH_BIRD_CONFIG needs RRWATCH_REGISTER_IP (the host's addresses)")
+        if shutil.which("bird") is None:
+            problems.append("RRWATCH_BIRD_CONFIG needs BIRD 2: no `bird` on PATH to check"
+                            " configurations with")
     tls = None
     files = [values["etcd_ca_cert_file"], values["etcd_cert_file"], values["etcd_key_file"]]
     if any(files):
@@ -283,6 +315,9 @@ def load(environ: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | Non
         prefix=values["prefix"],
         register_ip=values["register_ip"],
         register_cluster_id=values["register_cluster_id"],
+        bird_config=values["bird_config"],
+        bird_socket=values["bird_socket"],
+        bird_include=values["bird_include"],
         metrics_address=values["metrics_address"],
         dry_run=values["dry_run"],
     )

@@ -1,5 +1,6 @@
-"""The composition root: the watcher always, and one etcd session after another that registers
-this host, campaigns, and reconciles while it leads. Signals end it."""
+"""The composition root: the watcher always; on an RR host, the keeper of its BIRD; and one etcd
+session after another that registers this host, campaigns, and reconciles while it leads.
+Signals end it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import attrs
 import trio
 
 from rrwatch import calico, election, metrics
+from rrwatch.bird import BirdKeeper
 from rrwatch.config import Config
 from rrwatch.election import Fence, LostLeadership, SessionLost
 from rrwatch.etcd import Backoff, Etcd, EtcdError
@@ -48,6 +50,11 @@ class Daemon:
             self.etcd, self.watcher, config.policy, config.timing, config.limits,
             dry_run=config.dry_run,
         )
+        self.bird = None
+        if config.bird_config:
+            self.bird = BirdKeeper(self.watcher, config.bird_config, config.bird_socket,
+                                   config.register_ip, include=config.bird_include,
+                                   debounce=config.timing.debounce, dry_run=config.dry_run)
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.leading = False
         self.stats = DaemonStats()
@@ -58,6 +65,8 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             revision = await nursery.start(self.watcher.run)
             log.info("in sync with %s at revision %d", self.etcd.endpoint, revision)
+            if self.bird is not None:  # every instance keeps its own host's BIRD, leader or not
+                nursery.start_soon(self.bird.run)
             if self.config.dry_run:
                 nursery.start_soon(self.reconciler.run, None)  # a dry run never campaigns
             else:
@@ -76,9 +85,8 @@ class Daemon:
                 async with election.session(self.etcd, self.config.lease_ttl) as lease:
                     backoff.reset()
                     async with trio.open_nursery() as nursery:
-                        if self.config.register_ip:
-                            key, value = calico.registration(self.config.register_ip,
-                                                             self.config.register_cluster_id)
+                        for ip in self.config.register_ip:
+                            key, value = calico.registration(ip, self.config.register_cluster_id)
                             nursery.start_soon(election.register, self.etcd, key, value, lease)
                         while True:
                             try:

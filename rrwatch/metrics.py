@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from rrwatch import bird
 from rrwatch.config import ConfigError
 
 if TYPE_CHECKING:
+    from rrwatch.bird import BirdKeeper
     from rrwatch.daemon import Daemon
 
 _COUNTERS = (
@@ -55,6 +57,40 @@ class _Collector:
         for name, help_text, source, attribute in _COUNTERS:
             yield CounterMetricFamily(f"rrwatch_{name}", help_text,
                                       value=getattr(stats[source], attribute))
+        if daemon.bird is not None:
+            yield from _bird(daemon.bird)
+
+
+def _bird(keeper: BirdKeeper) -> Iterator[Metric]:
+    """The RR host's BIRD: how its configuration fares, and its sessions, asked at scrape time
+    (this runs in the metrics thread, so the blocking socket costs the daemon nothing)."""
+    stats = keeper.stats
+    for name, help_text, value in (
+        ("bird_configs_applied", "BIRD configurations written and loaded", stats.applied),
+        ("bird_configs_rejected", "Rendered BIRD configurations that bird -p refused",
+         stats.rejected),
+        ("bird_reload_failures", "Times BIRD could not be asked to load its configuration",
+         stats.reload_failures),
+    ):
+        yield CounterMetricFamily(f"rrwatch_{name}", help_text, value=value)
+    yield GaugeMetricFamily("rrwatch_bird_config_current",
+                            "1 while BIRD runs the configuration the mesh asks for",
+                            value=int(stats.current))
+    try:
+        states = {p.name: p for p in bird.protocols(keeper.socket)}
+    except bird.BirdError:
+        states = None
+    yield GaugeMetricFamily("rrwatch_bird_up", "1 if BIRD's control socket answered",
+                            value=int(states is not None))
+    if states is None:
+        return
+    sessions = GaugeMetricFamily(
+        "rrwatch_bird_session_established", "1 while the BGP session is established",
+        labels=["protocol", "neighbor", "description"])
+    for name, session in sorted(keeper.peers.items()):
+        up = name in states and states[name].established
+        sessions.add_metric([name, session.address, session.description], int(up))
+    yield sessions
 
 
 @contextlib.contextmanager

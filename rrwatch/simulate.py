@@ -22,12 +22,16 @@ def node_name(zone: str, index: int) -> str:
 
 
 def node_value(
-    name: str, zone: str, index: int, *, labels: Mapping[str, str] | None = None
+    name: str, zone: str, index: int, *, labels: Mapping[str, str] | None = None,
+    ipv4: str | None = None, ipv6: str | None = None,
 ) -> bytes:
-    """A realistic Calico Node: about ten labels, IPv4 and IPv6 addresses, fields of others."""
+    """A realistic Calico Node: about ten labels, IPv4 and IPv6 addresses, fields of others.
+
+    The addresses (CIDRs) are derived from the name unless given.
+    """
     seed = uuid.uuid5(uuid.NAMESPACE_DNS, name)
-    ipv4 = ipaddress.IPv4Address("10.128.0.0") + seed.int % (1 << 22)
-    ipv6 = ipaddress.IPv6Address("fd00:10::") + seed.int % (1 << 64)
+    ipv4 = ipv4 or f"{ipaddress.IPv4Address('10.128.0.0') + seed.int % (1 << 22)}/10"
+    ipv6 = ipv6 or f"{ipaddress.IPv6Address('fd00:10::') + seed.int % (1 << 64)}/64"
     all_labels = {
         "beta.kubernetes.io/arch": "amd64",
         "beta.kubernetes.io/os": "linux",
@@ -53,8 +57,8 @@ def node_value(
         },
         "spec": {
             "bgp": {
-                "ipv4Address": f"{ipv4}/10",
-                "ipv6Address": f"{ipv6}/64",
+                "ipv4Address": ipv4,
+                "ipv6Address": ipv6,
                 "ipv4IPIPTunnelAddr": f"192.168.{index % 256}.1",
             },
             "orchRefs": [{"nodeName": name, "orchestrator": "k8s"}],

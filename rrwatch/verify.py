@@ -2,9 +2,10 @@
 
 Pure code. The nodes, BGPPeers, external RR registrations and BGP configuration say which BGP
 sessions come up (both ends must configure one); a simulation of route propagation per address
-family, with RFC 4456 reflection and Calico's client rule, says who hears whose route. That is
-the check calico issue 2735 shows is needed: RRs that share a cluster ID drop each other's
-reflections, so their clients must all peer with every one of them.
+family, with RFC 4456 reflection, Calico's client rule and BIRD's per-session cluster IDs, says
+who hears whose route. That is the check calico issue 2735 shows is needed: an RR never passes a
+reflection from an RR of its own cluster ID to its clients, so the clients of one cluster must
+all peer with every one of its RRs.
 
 Speed: a non-RR node whose sessions are all iBGP ("silent") never passes on a learned route, so
 the simulation leaves silent receivers out and reads their result off their neighbours at the
@@ -121,9 +122,13 @@ def verify(state: ClusterState, failures: int = 0) -> Verdict:
     return Verdict(tuple(sorted(problems)), found, scenarios)
 
 
-def fabric(state: ClusterState, family: int) -> Fabric:
-    """The sessions that the records in `state` bring up in one address family (4 or 6)."""
-    return _fabric(state, family, _peering(state))[0]
+def fabric(state: ClusterState, family: int, *, hosts_only: bool = False) -> Fabric:
+    """The sessions that the records in `state` bring up in one address family (4 or 6).
+
+    `hosts_only`: only the sessions with registered RR hosts, at a cost in proportion to the
+    nodes (the node-to-node mesh alone would cost their square).
+    """
+    return _fabric(state, family, _peering(state, hosts_only))[0]
 
 
 # -- sessions ------------------------------------------------------------------------------------
@@ -138,7 +143,7 @@ class _Peering:
     problems: tuple[str, ...]
 
 
-def _peering(state: ClusterState) -> _Peering:
+def _peering(state: ClusterState, hosts_only: bool = False) -> _Peering:
     nodes = state.nodes
     by_name: dict[str, set[str]] = {name: set() for name in nodes}
     by_ip: dict[str, list[tuple[IPAddress, int | None, str]]] = {}
@@ -153,6 +158,8 @@ def _peering(state: ClusterState) -> _Peering:
         return matched[text]
 
     for peer in sorted(state.peers.values(), key=lambda p: p.name):
+        if hosts_only and not peer.spec.get("peerIP"):
+            continue
         try:
             local, remote, address, asn, reverse = _ends(peer.spec, select, nodes.keys())
         except (SelectorError, ValueError) as e:
@@ -166,7 +173,7 @@ def _peering(state: ClusterState) -> _Peering:
         if reverse:
             for name in remote:
                 by_name[name].update(local)
-    if state.bgp.mesh_enabled:
+    if state.bgp.mesh_enabled and not hosts_only:
         # Route reflectors leave the node-to-node mesh.
         mesh = {name for name, node in nodes.items() if node.cluster_id is None}
         for name in mesh:

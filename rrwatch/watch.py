@@ -62,6 +62,7 @@ class Snapshot:
     state: ClusterState
     bad: dict[str, str]  # key -> reason, for values that cannot be used
     revisions: dict[str, int]  # key -> mod revision, for every key read
+    leader: str | None = None  # who holds the leader key, when the reader asked
 
 
 async def load(etcd: Etcd, new_state: Callable[[], ClusterState]) -> Snapshot:

@@ -12,12 +12,19 @@ from collections.abc import Callable, Iterator, Mapping
 import attrs
 import pytest
 import trio
+from hypothesis import settings
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from rrwatch import local_etcd
 from rrwatch import pki as pki_mod
 from rrwatch.etcd import Etcd
 from rrwatch.tls import TlsFiles
+
+# No per-example deadline: hypothesis's default (200 ms) is a timing assertion, and fails
+# examples on a loaded machine that pass on an idle one.
+settings.register_profile("rrwatch", deadline=None)
+settings.load_profile("rrwatch")
 
 # The daemon's settle time in tests: long enough to order promotions before demotions,
 # short enough to keep the suite quick.
@@ -71,14 +78,18 @@ class DaemonProcess:
 
     def metrics(self) -> dict[str, float]:
         """The daemon's metrics now, by sample name; {} while it cannot answer."""
+        return {sample.name: sample.value for sample in self.samples()}
+
+    def samples(self) -> list[Sample]:
+        """The daemon's metric samples now, with their labels; [] while it cannot answer."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:
+            with urllib.request.urlopen(url, timeout=5) as response:
                 text = response.read().decode()
         except OSError:
-            return {}
-        return {sample.name: sample.value for family in text_string_to_metric_families(text)
-                for sample in family.samples}
+            return []
+        return [sample for family in text_string_to_metric_families(text)
+                for sample in family.samples]
 
     def leading(self) -> bool:
         return self.metrics().get("rrwatch_leader") == 1

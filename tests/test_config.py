@@ -175,12 +175,32 @@ def test_fault_and_leadership_options():
                    "RRWATCH_REGISTER_IP": "fd00:0::7", "RRWATCH_REGISTER_CLUSTER_ID": "224.0.0.9",
                    "RRWATCH_METRICS_ADDRESS": "[::1]:9100"})
     assert (config.lease_ttl, config.probe_interval, config.check_interval) == (4, 0.5, 60.0)
-    assert (config.leader_key, config.register_ip) == ("/rr/leader", "fd00::7")
+    assert (config.leader_key, config.register_ip) == ("/rr/leader", ("fd00::7",))
     assert config.register_cluster_id == "224.0.0.9"
     assert config.metrics_address == ("::1", 9100)
     defaults = load({})
     assert (defaults.leader_key, defaults.register_ip, defaults.metrics_address) == (
-        "/rrwatch/v1/leader", "", None)
+        "/rrwatch/v1/leader", (), None)
+
+
+def test_rr_host_options(tmp_path):
+    path = str(tmp_path / "bird.conf")
+    config = load({"RRWATCH_REGISTER_IP": "10.0.0.5, fd00::5", "RRWATCH_BIRD_CONFIG": path,
+                   "RRWATCH_BIRD_SOCKET": "/sockets/bird.ctl"})
+    assert config.register_ip == ("10.0.0.5", "fd00::5")
+    assert (config.bird_config, config.bird_socket) == (path, "/sockets/bird.ctl")
+    assert load({}).bird_socket == "/run/bird/bird.ctl"  # Debian's bird2
+
+
+@pytest.mark.parametrize(("environ", "problem"), [
+    ({"RRWATCH_REGISTER_IP": "10.0.0.5,10.0.0.6"}, "more than one address of a family"),
+    ({"RRWATCH_BIRD_CONFIG": "/etc/bird/bird.conf"}, "needs RRWATCH_REGISTER_IP"),
+    ({"RRWATCH_REGISTER_IP": "10.0.0.5", "RRWATCH_BIRD_CONFIG": "/no/such/dir/bird.conf"},
+     "the directory of /no/such/dir/bird.conf does not exist"),
+])
+def test_rr_host_option_problems(environ, problem):
+    with pytest.raises(ConfigError, match=problem):
+        load(environ)
 
 
 def test_bad_fault_and_leadership_options_name_their_source():

@@ -74,7 +74,7 @@ async def test_topology_converges_and_verifies(etcd, start_daemon, daemon_env, r
     seeded = await seed(etcd, per_zone=12)
     env = {**daemon_env, "ROUTE_REFLECTOR_TOPOLOGY": topology}
     daemon = start_daemon(env)
-    _, data = await settled(etcd, env)
+    data_revision, data = await settled(etcd, env)
 
     reflectors, clients = layout(data)
     assert Counter(zone for zone, _ in reflectors.values()) == {zone: 3 for zone in ZONES}
@@ -106,6 +106,13 @@ async def test_topology_converges_and_verifies(etcd, start_daemon, daemon_env, r
     assert "every node's routes reach every other node" in result.stdout
     result = rrwatch("plan", "--detailed-exitcode", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
+    result = rrwatch("status", "--output", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert {z["zone"]: {rr["name"] for rr in z["reflectors"]} for z in status["zones"]} == {
+        zone: {name for name, (z, _) in reflectors.items() if z == zone} for zone in ZONES}
+    assert {h["ip"] for h in status["hosts"]} == {"10.200.0.1", "fd00:200::1"}
+    assert status["leader"] and status["revision"] >= data_revision
     assert "Traceback" not in daemon.log()
 
 

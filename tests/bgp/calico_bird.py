@@ -1,0 +1,146 @@
+"""The node side, as Calico configures it: BIRD configurations for Calico nodes, rendered from
+the records in etcd the way confd's template does (calico-datastore.md, confd's bird.cfg.template
+and its peer computation), written here independently of rrwatch's own session logic.
+
+- Sessions: the node-to-node mesh (when on, between nodes without a cluster ID), and BGPPeers:
+  the nodes a BGPPeer applies to (`node`, `nodeSelector`, or all) peer with its `peerIP` or with
+  the nodes its `peerSelector` matches, and those nodes peer back (reverse peering).
+- An RR node (one with a cluster ID) configures a same-AS peer as `rr client` with its `rr
+  cluster id` unless the peer is known to have the same cluster ID; the cluster ID of a peer
+  reached by `peerIP` is not known.
+
+Left out on purpose: graceful restart (it would keep a dead RR's routes for two minutes and hide
+what the tests look for), add-paths, BFD, passwords, and the kernel protocol (the lab checks
+BIRD's tables, not the kernel's).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+
+import attrs
+
+from rrwatch.selector import parse
+
+NODES = "/calico/resources/v3/projectcalico.org/nodes/"
+PEERS = "/calico/resources/v3/projectcalico.org/bgppeers/"
+BGP_DEFAULT = "/calico/resources/v3/projectcalico.org/bgpconfigurations/default"
+
+
+@attrs.frozen
+class CalicoNode:
+    name: str
+    labels: Mapping[str, str]
+    ipv4: str | None
+    ipv6: str | None
+    asn: int
+    cluster: str  # "" unless an RR
+
+
+@attrs.frozen
+class Records:
+    nodes: Mapping[str, CalicoNode]
+    peers: tuple[Mapping[str, object], ...]  # BGPPeer specs
+    mesh: bool
+    asn: int
+
+
+def read(data: Mapping[str, bytes]) -> Records:
+    """Calico's records from etcd contents (key -> value)."""
+    asn, mesh = 64512, True
+    if BGP_DEFAULT in data:
+        spec = json.loads(data[BGP_DEFAULT])["spec"]
+        asn = int(spec.get("asNumber", asn))
+        mesh = spec.get("nodeToNodeMeshEnabled", True)
+    nodes = {}
+    for key, value in data.items():
+        if key.startswith(NODES):
+            obj = json.loads(value)
+            bgp = obj["spec"].get("bgp") or {}
+            v4, v6 = bgp.get("ipv4Address"), bgp.get("ipv6Address")
+            name = obj["metadata"]["name"]
+            nodes[name] = CalicoNode(
+                name, obj["metadata"].get("labels", {}),
+                v4.split("/")[0] if v4 else None, v6.split("/")[0] if v6 else None,
+                int(bgp.get("asNumber", asn)), bgp.get("routeReflectorClusterID", ""))
+    peers = tuple(json.loads(v)["spec"] for k, v in sorted(data.items()) if k.startswith(PEERS))
+    return Records(nodes, peers, mesh, asn)
+
+
+def _matching(records: Records, selector: str) -> list[str]:
+    parsed = parse(selector)
+    return sorted(n for n, node in records.nodes.items() if parsed.matches(node.labels))
+
+
+def _peer_ip(text: str) -> str:
+    if text.startswith("["):
+        return text[1:].partition("]")[0]
+    if text.count(":") == 1:
+        return text.partition(":")[0]
+    return text
+
+
+def peers_of(records: Records, name: str) -> dict[str, tuple[int, str]]:
+    """The peers node `name` configures: address -> (AS, the peer's cluster ID or "")."""
+    me = records.nodes[name]
+    found: dict[str, tuple[int, str]] = {}
+
+    def add_node(other: str) -> None:
+        node = records.nodes[other]
+        for address in (node.ipv4, node.ipv6):
+            if address and other != name:
+                found.setdefault(address, (node.asn, node.cluster))
+
+    if records.mesh and not me.cluster:
+        for other, node in sorted(records.nodes.items()):
+            if not node.cluster:
+                add_node(other)
+    for spec in records.peers:
+        if spec.get("node"):
+            local = [spec["node"]]
+        elif spec.get("nodeSelector"):
+            local = _matching(records, spec["nodeSelector"])
+        else:
+            local = sorted(records.nodes)
+        remote = _matching(records, spec["peerSelector"]) if spec.get("peerSelector") else []
+        if name in local:
+            if spec.get("peerIP"):
+                found.setdefault(_peer_ip(spec["peerIP"]), (int(spec["asNumber"]), ""))
+            for other in remote:
+                add_node(other)
+        if name in remote and spec.get("reversePeering", "Auto") != "Manual":
+            for other in local:
+                add_node(other)
+    for address in (me.ipv4, me.ipv6):
+        found.pop(address, None)  # a node never peers with itself
+    return found
+
+
+def config(records: Records, name: str, prefixes: tuple[str, str]) -> str:
+    """The BIRD 2 configuration of node `name`, which originates `prefixes` (IPv4, IPv6)."""
+    me = records.nodes[name]
+    out = [f"router id {me.ipv4};",
+           "protocol device {}",
+           'protocol direct { ipv4; ipv6; interface "eth0"; }',
+           f"protocol static {{ ipv4; route {prefixes[0]} blackhole; }}",
+           f"protocol static {{ ipv6; route {prefixes[1]} blackhole; }}"]
+    for family, local in ((4, me.ipv4), (6, me.ipv6)):
+        if local:
+            out.append(
+                f"template bgp calico{family} {{ local {local} as {me.asn}; multihop;"
+                " connect delay time 2; connect retry time 5; error wait time 5, 30;"
+                f" ipv{family} {{ import all; export where source ~ [RTS_STATIC, RTS_BGP]; }}; }}")
+    for address, (asn, cluster) in sorted(peers_of(records, name).items()):
+        family = ipaddress.ip_address(address).version
+        if not (me.ipv4 if family == 4 else me.ipv6):
+            continue
+        client = ""
+        if asn == me.asn and me.cluster and cluster != me.cluster:
+            client = f" rr client; rr cluster id {me.cluster};"
+        symbol = "peer_" + address.replace(".", "_").replace(":", "_")
+        out.append(f"protocol bgp {symbol} from calico{family} {{ neighbor {address} as {asn};"
+                   f"{client} }}")
+    return "\n".join(out) + "\n"
+

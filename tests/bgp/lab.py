@@ -1,0 +1,215 @@
+"""A lab of real BGP speakers: one BIRD 2 per speaker, each in its own network namespace, all on
+one bridge that lives in a namespace of its own. Nothing touches the host's own network.
+
+Addresses are private and exist only inside the lab: 10.99.0.0/16 and fd99::/64 on the bridge;
+each speaker can originate one prefix, 172.20.<n>.0/24 and fd20:0:<n>::/48.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+
+import attrs
+
+V4_NET = ipaddress.IPv4Network("10.99.0.0/16")
+V6_NET = ipaddress.IPv6Network("fd99::/64")
+
+
+def missing() -> list[str]:
+    """What this machine lacks for the lab (root, ip, bird); empty when it can run."""
+    out = []
+    if os.geteuid() != 0:
+        out.append("root")
+    out += [tool for tool in ("ip", "bird") if shutil.which(tool) is None]
+    return out
+
+
+def run(*args: str) -> str:
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip() or done.returncode}")
+    return done.stdout
+
+
+def prefixes(n: int) -> tuple[str, str]:
+    """The IPv4 and IPv6 prefix that speaker number `n` originates."""
+    return f"172.20.{n}.0/24", f"fd20:0:{n:x}::/48"
+
+
+@attrs.define
+class Speaker:
+    """One BIRD in one namespace. `n` numbers its addresses and its prefix."""
+
+    lab: Lab
+    name: str
+    n: int
+    netns: str
+    dir: str
+    proc: subprocess.Popen | None = None
+
+    @property
+    def ipv4(self) -> str:
+        return str(V4_NET[self.n])
+
+    @property
+    def ipv6(self) -> str:
+        return str(V6_NET[self.n])
+
+    @property
+    def prefixes(self) -> tuple[str, str]:
+        return prefixes(self.n)
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.dir, "bird.conf")
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.dir, "bird.ctl")
+
+    def start(self, config: str | None = None) -> None:
+        """Start BIRD on `config` (or on what the config file already holds)."""
+        if config is not None:
+            with open(self.config_path, "w") as f:
+                f.write(config)
+        log = open(os.path.join(self.dir, "bird.log"), "ab")
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns, "bird", "-f", "-c", self.config_path,
+             "-s", self.socket_path], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 10
+        while not self.alive():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"BIRD of {self.name} did not start: {self.log_tail()}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def alive(self) -> bool:
+        try:
+            self.ask("show status")
+        except OSError:
+            return False
+        return True
+
+    def configure(self, config: str) -> str:
+        with open(self.config_path, "w") as f:
+            f.write(config)
+        return self.ask(f'configure "{self.config_path}"')
+
+    def ask(self, command: str) -> str:
+        """One command on the control socket; the reply without its reply codes."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(self.socket_path)
+            f = s.makefile("rwb")
+            f.readline()  # 0001 BIRD ... ready.
+            f.write(command.encode() + b"\n")
+            f.flush()
+            lines = []
+            while True:
+                line = f.readline().decode()
+                if not line:
+                    raise OSError("BIRD closed the control socket")
+                lines.append(line[5:].rstrip("\n") if line[:4].isdigit() else line[1:].rstrip("\n"))
+                if line[:4].isdigit() and line[4] == " ":
+                    return "\n".join(lines)
+
+    def routes(self) -> set[str]:
+        """The prefixes in BIRD's tables, of any source."""
+        text = self.ask("show route")
+        return {m.group(1) for m in re.finditer(r"^([0-9a-f:.]+/\d+)\s", text, re.M)}
+
+    def sessions(self) -> dict[str, str]:
+        """BGP protocol name -> its info column (Established, Active, ...)."""
+        out = {}
+        for line in self.ask("show protocols").splitlines():
+            fields = line.split(None, 5)
+            if len(fields) >= 4 and fields[1] == "BGP":
+                out[fields[0]] = fields[5].split()[0] if len(fields) > 5 else fields[3]
+        return out
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(os.path.join(self.dir, "bird.log"), errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Lab:
+    """Namespaces and a bridge, made on entry and removed on exit, whatever happened.
+
+    Namespaces are named rrw<pid>x<lab>-...: unique per lab, and those of a test run that died
+    (its pid gone) are removed when the next lab starts.
+    """
+
+    _made = 0
+
+    def __init__(self, root: str) -> None:
+        Lab._made += 1
+        self.root = root
+        self.tag = f"rrw{os.getpid()}x{Lab._made}"
+        self.hub = f"{self.tag}-hub"
+        self.speakers: dict[str, Speaker] = {}
+        self._next = 1
+
+    def __enter__(self) -> Lab:
+        _sweep()
+        try:
+            run("ip", "netns", "add", self.hub)
+            run("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
+            run("ip", "-n", self.hub, "link", "set", "br0", "up")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for speaker in self.speakers.values():
+            speaker.kill()
+        for netns in [s.netns for s in self.speakers.values()] + [self.hub]:
+            subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+        left = [n for n in _namespaces() if n.startswith(self.tag + "-")]
+        assert not left, f"namespaces left behind: {left}"
+
+    def add(self, name: str) -> Speaker:
+        """A new namespace on the bridge with the next addresses; BIRD not started yet."""
+        n = self._next
+        self._next += 1
+        netns = f"{self.tag}-{n}"
+        directory = os.path.join(self.root, name)
+        os.makedirs(directory, exist_ok=True)
+        speaker = Speaker(self, name, n, netns, directory)
+        self.speakers[name] = speaker
+        run("ip", "netns", "add", netns)
+        run("ip", "-n", self.hub, "link", "add", f"v{n}", "type", "veth", "peer", "name", "eth0",
+            "netns", netns)
+        run("ip", "-n", self.hub, "link", "set", f"v{n}", "master", "br0", "up")
+        for cmd in (("addr", "add", f"{speaker.ipv4}/16", "dev", "eth0"),
+                    ("addr", "add", f"{speaker.ipv6}/64", "dev", "eth0", "nodad"),
+                    ("link", "set", "eth0", "up"), ("link", "set", "lo", "up")):
+            run("ip", "-n", netns, *cmd)
+        return speaker
+
+
+def _namespaces() -> list[str]:
+    return [line.split()[0] for line in run("ip", "netns", "list").splitlines() if line.strip()]
+
+
+def _sweep() -> None:
+    """Remove the namespaces of labs whose test process is gone (killed, say)."""
+    for netns in _namespaces():
+        match = re.match(r"rrw(\d+)x\d+-", netns)
+        if match and not os.path.exists(f"/proc/{match.group(1)}"):
+            subprocess.run(["ip", "netns", "del", netns], capture_output=True)

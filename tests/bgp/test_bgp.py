@@ -1,0 +1,391 @@
+"""Real BGP: one BIRD 2 per Calico node and per RR host, on one bridge, with the records that
+rrwatch writes. Every node must hear every node's prefix; rrwatch verify must say the same.
+
+Node speakers are configured as Calico would configure them (calico_bird.py); RR hosts run
+rrwatch itself, which renders, checks and loads their BIRD. Figures print with `pytest -s`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import trio
+
+from rrwatch import bird, calico, simulate
+from rrwatch.daemon import new_state
+from rrwatch.etcd import Etcd
+from rrwatch.verify import HOST_PREFIX, fabric, verify
+from rrwatch.watch import load
+from tests import cluster
+from tests.bgp import calico_bird
+from tests.bgp.lab import Lab, Speaker
+
+ZONES = ("a", "b", "c")
+PER_ZONE = 4
+BGP_CONFIG = calico.dumps({
+    "kind": "BGPConfiguration", "apiVersion": "projectcalico.org/v3",
+    "metadata": {"name": "default", "uid": "5e0c", "creationTimestamp": "2024-05-01T12:00:00Z"},
+    "spec": {"nodeToNodeMeshEnabled": False, "asNumber": 64512}})
+HOST_IDS = ("224.0.1.1", "")  # one RR host with a cluster ID, one without (its router ID)
+ROUTES = 30  # seconds BGP gets to deliver every route
+
+
+def node_record(speaker: Speaker, zone: str, index: int) -> tuple[str, bytes]:
+    value = simulate.node_value(speaker.name, zone, index, ipv4=f"{speaker.ipv4}/16",
+                                ipv6=f"{speaker.ipv6}/64")
+    return calico.NODES + speaker.name, value
+
+
+def settings(topology: str) -> dict[str, str]:
+    return {"ROUTE_REFLECTOR_TOPOLOGY": topology, "ROUTE_REFLECTOR_MIN": "2",
+            "ROUTE_REFLECTOR_ZONE_LABEL": simulate.ZONE_LABEL}
+
+
+async def add_nodes(lab: Lab, etcd: Etcd) -> list[str]:
+    """A speaker and a Calico node record (mesh off) for each of 3 zones × 4 nodes; the names."""
+    nodes, items = [], {calico.BGP_CONFIG: BGP_CONFIG}
+    for zone in ZONES:
+        for i in range(PER_ZONE):
+            speaker = lab.add(f"node-{zone}-{i}")
+            nodes.append(speaker.name)
+            items.update([node_record(speaker, zone, i)])
+    await simulate.put_all(etcd, items)
+    return nodes
+
+
+async def etcd_data(etcd: Etcd) -> dict[str, bytes]:
+    return (await cluster.read_cluster(etcd))[1]
+
+
+def configure_nodes(lab: Lab, data: dict[str, bytes], names: list[str]) -> None:
+    """Give each named node speaker the configuration Calico would render now; start it if new."""
+    records = calico_bird.read(data)
+    for name in names:
+        speaker = lab.speakers[name]
+        text = calico_bird.config(records, name, speaker.prefixes)
+        if speaker.proc is None:
+            speaker.start(text)
+        elif bird.read_file(speaker.config_path) != text:
+            speaker.configure(text)
+
+
+def missing_pairs(lab: Lab, origins: list[str], receivers: list[str], family: int
+                  ) -> set[tuple[str, str]]:
+    """(origin, receiver) pairs where the receiver's BIRD lacks the origin's prefix."""
+    index = 0 if family == 4 else 1
+    pairs = set()
+    for receiver in receivers:
+        have = lab.speakers[receiver].routes()
+        pairs |= {(o, receiver) for o in origins
+                  if o != receiver and lab.speakers[o].prefixes[index] not in have}
+    return pairs
+
+
+async def until_complete(lab: Lab, origins: list[str], receivers: list[str]) -> float:
+    """Seconds until every receiver has every origin's prefixes, in both families."""
+    start = time.monotonic()
+    left: set = set()
+    with trio.move_on_after(ROUTES):
+        while True:
+            left = missing_pairs(lab, origins, receivers, 4) | missing_pairs(
+                lab, origins, receivers, 6)
+            if not left:
+                return time.monotonic() - start
+            await trio.sleep(0.05)
+    raise AssertionError(f"{len(left)} routes missing after {ROUTES} s: {sorted(left)[:10]}")
+
+
+def established(lab: Lab, names: list[str]) -> int:
+    """BGP sessions up, each counted once."""
+    return sum(list(lab.speakers[n].sessions().values()).count("Established") for n in names) // 2
+
+
+def session_count(state) -> int:
+    """The BGP sessions the records bring up, by verify's reckoning, in both families."""
+    return sum(len(s) for f in (4, 6) for s in fabric(state, f).sessions.values()) // 2
+
+
+async def wait_established(lab: Lab, names: list[str], want: int) -> None:
+    with trio.move_on_after(ROUTES):
+        while established(lab, names) < want:
+            await trio.sleep(0.05)
+    assert established(lab, names) == want
+
+
+async def snapshot_state(etcd: Etcd, env: dict[str, str]):
+    from rrwatch import config
+
+    settings_ = config.load(env)
+    return (await load(etcd, lambda: new_state(settings_))).state
+
+
+@pytest.mark.parametrize("hosts", [0, 2], ids=["in-cluster", "with-hosts"])
+@pytest.mark.parametrize("topology", ["simple", "zoned", "multi"])
+async def test_every_node_hears_every_prefix(topology, hosts, lab, etcd, start_daemon, rrwatch,
+                                             tmp_path):
+    """Full routes; a node joins; an RR speaker dies: every prefix everywhere, all along, and
+    verify's verdict (sessions and reachability) matches what the speakers have."""
+    env = settings(topology)
+    nodes = await add_nodes(lab, etcd)
+
+    host_speakers = [lab.add(f"rrhost-{i}") for i in range(hosts)]
+    host_envs = [{**env, "RRWATCH_REGISTER_IP": f"{speaker.ipv4},{speaker.ipv6}",
+                  "RRWATCH_REGISTER_CLUSTER_ID": cluster_id,
+                  "RRWATCH_BIRD_CONFIG": speaker.config_path,
+                  "RRWATCH_BIRD_SOCKET": speaker.socket_path, "RRWATCH_LEASE_TTL": "3"}
+                 for speaker, cluster_id in zip(host_speakers, HOST_IDS, strict=False)]
+    daemons = [start_daemon(host_env) for host_env in host_envs]
+    if not hosts:
+        daemons.append(start_daemon(env))
+    await wait_registered(etcd, 2 * hosts)
+    await cluster.settled(etcd, env)
+    for speaker in host_speakers:  # rrwatch wrote its BIRD configuration; BIRD starts on it
+        await wait_rendered(speaker, nodes)
+        speaker.start()
+
+    # Full routes.
+    speakers = nodes + [s.name for s in host_speakers]
+    configure_nodes(lab, await etcd_data(etcd), nodes)
+    full = await until_complete(lab, nodes, speakers)
+    state = await snapshot_state(etcd, env)
+    sessions = session_count(state)
+    await wait_established(lab, speakers, sessions)
+    verdict = verify(state, failures=1)
+    assert verdict.ok  # the speakers have every route, and so does the simulation
+    assert rrwatch("verify").returncode == 0
+
+    # A node joins: it hears everyone, everyone hears it; RR hosts' rrwatch adds its session.
+    joiner = lab.add("node-a-9")
+    await simulate.put_all(etcd, dict([node_record(joiner, "a", 9)]))
+    nodes.append(joiner.name)
+    speakers.append(joiner.name)
+    await cluster.settled(etcd, env)
+    configure_nodes(lab, await etcd_data(etcd), nodes)
+    joined = await until_complete(lab, nodes, speakers)
+    for speaker in host_speakers:  # rrwatch gave the RR hosts a session with it by itself
+        assert bird.protocol_name(joiner.ipv4) in speaker.sessions()
+
+    # An RR speaker dies: the others keep every route (k >= 2).
+    state = await snapshot_state(etcd, env)
+    if hosts:
+        victim = host_speakers[0]
+        failed = HOST_PREFIX + victim.ipv4
+    else:
+        victim = lab.speakers[sorted(n for n in nodes if state.nodes[n].cluster_id)[0]]
+        failed = victim.name
+    assert verify(state, failures=1).ok, "verify predicts a loss the speakers are to show"
+    killed = time.monotonic()
+    victim.kill()
+    alive = [n for n in speakers if n != victim.name]
+    await until_noticed(lab, victim, alive)
+    noticed = time.monotonic() - killed
+    survivors = [n for n in nodes if n != victim.name]
+    await until_complete(lab, survivors, alive)
+    recovered = time.monotonic() - killed
+    await trio.sleep(1)  # no withdrawal was still on its way
+    assert not missing_pairs(lab, survivors, alive, 4) | missing_pairs(lab, survivors, alive, 6)
+
+    if hosts:
+        # The surviving RR host's rrwatch: its sessions in metrics and status are BIRD's.
+        survivor = host_speakers[1]
+        bird_view = {name: state == "Established" for name, state in survivor.sessions().items()}
+        metrics = {s.labels["protocol"]: bool(s.value) for s in daemons[1].samples()
+                   if s.name == "rrwatch_bird_session_established"}
+        assert metrics == bird_view
+        status = rrwatch("status", "--output", "json", env=host_envs[1])
+        assert status.returncode == 0, status.stderr
+        assert {s["protocol"]: s["established"] for s in json.loads(status.stdout)["bird"][
+            "sessions"]} == bird_view
+    print(f"\n[bgp {topology}, {hosts} RR hosts] speakers {len(speakers) - 1} (+1 joined),"
+          f" sessions {sessions} established, full routes {full:.2f} s, join {joined:.2f} s,"
+          f" {failed} killed: every peer noticed after {noticed:.2f} s, every route there"
+          f" {recovered:.2f} s after the kill")
+
+
+async def wait_registered(etcd: Etcd, count: int) -> None:
+    with trio.fail_after(cluster.CONVERGE):
+        while True:
+            revision, kvs = await etcd.snapshot(["/calico/bgp/v1/rr_v"])
+            if len(kvs) == count:
+                return
+            await trio.sleep(0.05)
+
+
+async def wait_rendered(speaker: Speaker, nodes: list[str]) -> None:
+    """Until rrwatch has written a configuration with a session to every node."""
+    with trio.fail_after(cluster.CONVERGE):
+        while (bird.read_file(speaker.config_path) or "").count("description \"node ") \
+                < 2 * len(nodes):
+            await trio.sleep(0.05)
+
+
+async def until_noticed(lab: Lab, victim: Speaker, alive: list[str]) -> None:
+    """Until no speaker has a session with `victim` up any more."""
+    names = {prefix + address.replace(".", "_").replace(":", "_")
+             for prefix in ("peer_", "peer4_", "peer6_") for address in (victim.ipv4, victim.ipv6)}
+    with trio.fail_after(ROUTES):
+        while any(state == "Established" for n in alive
+                  for name, state in lab.speakers[n].sessions().items() if name in names):
+            await trio.sleep(0.02)
+
+
+# -- layouts made by hand: verify must predict exactly what the speakers miss --------------------
+
+CID = "224.0.0.1"
+LEFT, RIGHT = ["node1", "node2"], ["node3", "node4"]
+
+
+def hand_node(speaker: Speaker, labels: dict[str, str], cluster: str = "") -> tuple[str, bytes]:
+    key, value = node_record(speaker, "a", speaker.n)
+    obj = json.loads(value)
+    obj["metadata"]["labels"].update(labels)
+    if cluster:
+        obj["spec"]["bgp"]["routeReflectorClusterID"] = cluster
+    return key, calico.dumps(obj)
+
+
+def hand_peer(name: str, spec: dict) -> tuple[str, bytes]:
+    return calico.PEERS + name, calico.dumps({
+        "kind": "BGPPeer", "apiVersion": "projectcalico.org/v3",
+        "metadata": {"name": name, "uid": name, "creationTimestamp": "2024-05-01T12:00:00Z"},
+        "spec": spec})
+
+
+async def agree(lab: Lab, state, nodes: list[str], speakers: list[str],
+                failed: str | None = None) -> set[tuple[str, str]]:
+    """Wait until the speakers miss exactly the routes verify says they miss (in the scenario
+    without `failed`), and still do a second later; those routes."""
+    verdict = verify(state, failures=1 if failed else 0)
+    want = {family: set(verdict.unreachable.get((family, failed), ())) for family in (4, 6)}
+    have: dict[int, set] = {}
+    with trio.move_on_after(ROUTES):
+        while True:
+            have = {family: missing_pairs(lab, nodes, speakers, family) for family in (4, 6)}
+            if have == want:
+                break
+            await trio.sleep(0.1)
+    assert have == want
+    await trio.sleep(1)  # nothing more arrives: the routes are missing, not late
+    assert {family: missing_pairs(lab, nodes, speakers, family) for family in (4, 6)} == want
+    return want[4]
+
+
+@pytest.mark.parametrize("rrs", ["in-cluster", "hosts"])
+async def test_rrs_sharing_a_cluster_id_with_split_clients_is_predicted(rrs, lab, etcd):
+    """Calico issue 2735, built by hand: two RRs share a cluster ID, and node1-2 peer with one,
+    node3-4 with the other. Neither half hears the other, in BIRD as in verify."""
+    rr1, rr2 = lab.add("rr1"), lab.add("rr2")
+    clients = [lab.add(name) for name in LEFT + RIGHT]
+    items = dict([(calico.BGP_CONFIG, BGP_CONFIG)])
+    items.update(hand_node(c, {"name": c.name}) for c in clients)
+    if rrs == "in-cluster":
+        items.update(hand_node(rr, {"name": rr.name}, CID) for rr in (rr1, rr2))
+        items.update([hand_peer("rr-pair", {"node": "rr1", "peerSelector": "name == 'rr2'"})])
+        target = {rr: {"peerSelector": f"name == '{rr}'"} for rr in ("rr1", "rr2")}
+    else:
+        for rr in (rr1, rr2):
+            items[calico.RR_V4 + rr.ipv4] = json.dumps({"ip": rr.ipv4, "cluster_id": CID}).encode()
+        target = {rr.name: {"peerIP": rr.ipv4, "asNumber": 64512} for rr in (rr1, rr2)}
+    for c in clients:
+        items.update([hand_peer(f"{c.name}-rr", {"node": c.name,
+                                                **target["rr1" if c.name in LEFT else "rr2"]})])
+    await simulate.put_all(etcd, items)
+    state = (await load(etcd, lambda: new_state(cluster_config()))).state
+    data = await etcd_data(etcd)
+    names = [c.name for c in clients]
+    if rrs == "in-cluster":
+        names += ["rr1", "rr2"]
+    else:
+        for rr in (rr1, rr2):
+            rr.start(bird.render(state, [rr.ipv4])[0])  # rrwatch's own rendering
+    configure_nodes(lab, data, names)
+    speakers = [c.name for c in clients] + ["rr1", "rr2"]
+    await wait_established(lab, speakers, session_count(state))
+    assert await agree(lab, state, names, names) >= {(a, b) for a in LEFT for b in RIGHT}
+
+
+async def test_losing_the_only_rr_of_some_clients_is_predicted(lab, etcd, start_daemon):
+    """`multi` with one RR per client: killing an RR cuts off exactly the routes verify
+    predicts for that failure."""
+    env = {**settings("multi"), "RRWATCH_CLIENT_RRS": "1"}
+    nodes = await add_nodes(lab, etcd)
+    start_daemon(env)
+    await cluster.settled(etcd, env)
+    configure_nodes(lab, await etcd_data(etcd), nodes)
+    await until_complete(lab, nodes, nodes)
+    state = await snapshot_state(etcd, env)
+    verdict = verify(state, failures=1)
+    # The RR whose loss verify says costs the most routes.
+    failed = max((f for _, f in verdict.unreachable if f), key=lambda f: len(
+        verdict.unreachable[(4, f)]))
+    victim = lab.speakers[failed]
+    victim.kill()
+    alive = [n for n in nodes if n != failed]
+    await until_noticed(lab, victim, alive)
+    lost = await agree(lab, state, alive, alive, failed)
+    assert lost  # the case is a real loss, not an empty agreement
+    print(f"\n[bgp multi k=1] {failed} killed: {len(lost)} IPv4 routes lost, as verify predicts")
+
+
+def cluster_config():
+    from rrwatch import config
+
+    return config.load({})
+
+
+# -- rrwatch keeps the RR host's BIRD ------------------------------------------------------------
+
+
+async def test_a_configuration_bird_rejects_is_never_applied(lab, etcd, start_daemon, tmp_path):
+    """The operator's include breaks: the next rendering fails `bird -p`, so the file stays as
+    it was and BIRD keeps its sessions; once the include is fixed, the next change applies."""
+    host = lab.add("rrhost")
+    host.start("protocol device {}\n")  # BIRD as installed, before rrwatch takes over its file
+    include = tmp_path / "local.conf"
+    include.write_text("# the operator's own settings\n")
+    nodes = [lab.add(f"node-a-{i}") for i in range(3)]
+    await simulate.put_all(etcd, dict([(calico.BGP_CONFIG, BGP_CONFIG),
+                                       node_record(nodes[0], "a", 0),
+                                       node_record(nodes[1], "a", 1)]))
+    env = {**settings("simple"), "RRWATCH_REGISTER_IP": f"{host.ipv4},{host.ipv6}",
+           "RRWATCH_BIRD_CONFIG": host.config_path, "RRWATCH_BIRD_SOCKET": host.socket_path,
+           "RRWATCH_BIRD_INCLUDE": str(include)}
+    daemon = start_daemon(env)
+    await wait_registered(etcd, 2)
+    await cluster.settled(etcd, env)
+    await wait_rendered(host, [n.name for n in nodes[:2]])
+    configure_nodes(lab, await etcd_data(etcd), [n.name for n in nodes[:2]])
+    with trio.fail_after(ROUTES):
+        while up(host) < 4:
+            await trio.sleep(0.05)
+    await until_metric(daemon, "rrwatch_bird_config_current", 1)
+    good = bird.read_file(host.config_path)
+
+    include.write_text("this is not BIRD syntax;\n")
+    await simulate.put_all(etcd, dict([node_record(nodes[2], "a", 2)]))
+    await until_metric(daemon, "rrwatch_bird_configs_rejected_total", 1)
+    assert daemon.metrics()["rrwatch_bird_config_current"] == 0
+    assert bird.read_file(host.config_path) == good
+    assert "rejected the new configuration" in daemon.log()
+    assert up(host) == 4  # still running the last good configuration
+    assert bird.protocol_name(nodes[2].ipv4) not in host.sessions()
+    assert not [f for f in (tmp_path / "lab" / "rrhost").iterdir() if f.name.startswith(".")]
+
+    include.write_text("# fixed\n")
+    joiner = lab.add("node-a-3")
+    await simulate.put_all(etcd, dict([node_record(joiner, "a", 3)]))
+    await until_metric(daemon, "rrwatch_bird_config_current", 1)
+    assert {bird.protocol_name(n.ipv4) for n in (nodes[2], joiner)} <= host.sessions().keys()
+    assert daemon.metrics()["rrwatch_bird_configs_rejected_total"] == 1
+
+
+def up(speaker: Speaker) -> int:
+    return list(speaker.sessions().values()).count("Established")
+
+
+async def until_metric(daemon, name: str, value: float) -> None:
+    with trio.fail_after(cluster.CONVERGE):
+        while daemon.metrics().get(name) != value:
+            await trio.sleep(0.05)
