@@ -108,7 +108,10 @@ class Speaker:
         return self.ask(f'configure "{self.config_path}"')
 
     def ask(self, command: str) -> str:
-        """One command on the control socket; the reply without its reply codes."""
+        """One command on the control socket; the reply without its reply codes.
+
+        Not rrwatch.bird.ask on purpose: the tests hold rrwatch's reading of BIRD (metrics,
+        status) against this one."""
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(5)
             s.connect(self.socket_path)
