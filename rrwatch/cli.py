@@ -1,29 +1,36 @@
-"""Command line: `rrwatch run`, `plan`, `verify`, `status`, `demo`. main(argv) -> exit status."""
+"""Command line: main(argv) -> exit status. One subcommand per job; see `rrwatch --help`."""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import ipaddress
 import os
 import sys
 from collections.abc import Sequence
 
-import trio
-
 from rrwatch import config as config_mod
+from rrwatch import logs
 from rrwatch.config import EX_CONFIG, OPTIONS, ConfigError
 
-log = logging.getLogger("rrwatch")
-
 EPILOG = """\
+configuration: a TOML file (--config, $RRWATCH_CONFIG, or /etc/rrwatch/rrwatch.toml when it
+exists), then the environment, then flags, each over the one before. A policy object in etcd
+(<prefix>policy) overrides the [policy] options it sets, live.
+
 examples:
+  rrwatch check                       is the config right, and can etcd be reached with it?
   rrwatch run -v                      run in the foreground, debug logs
-  ETCD_ENDPOINTS=https://10.0.0.1:2379 ETCD_CA_CERT_FILE=ca.pem ETCD_CERT_FILE=c.pem \\
-    ETCD_KEY_FILE=k.pem rrwatch run --dry-run
+  rrwatch run --dry-run --config ./rrwatch.toml
   rrwatch plan --detailed-exitcode    what would be written now (exit 2: changes pending)
   rrwatch verify --failures 1         do all routes reach, even after losing any one RR?
-  rrwatch status --output json        the mesh; on an RR host, its BIRD's sessions too
+  rrwatch status --output json        zones, RRs, clients, sessions; on an RR host, BIRD's
+  rrwatch graph --format svg -o mesh.svg
+  rrwatch register 10.0.0.5 --id 224.0.0.1  an RR host that runs no rrwatch
   rrwatch demo                        a local TLS etcd, a simulated cluster, the daemon at work
+
+exit status: 0 done; 1 verify or plan found routes that do not reach; 2 plan found changes
+(--detailed-exitcode); 69 etcd could not be reached; 77 etcd refused a permission; 78 a
+configuration or TLS problem.
 """
 
 
@@ -35,85 +42,114 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = _with_options(commands.add_parser("run", help="run the daemon in the foreground"))
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        return _with_options(sub)
+
+    run = command("run", "run the daemon in the foreground (systemd runs it so too)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    plan = _with_options(commands.add_parser(
-        "plan", help="print the writes the daemon would make now, and check their result"))
+    plan = command("plan", "print the writes the daemon would make now, and check their result")
     plan.add_argument("--detailed-exitcode", action="store_true",
                       help="exit 2 when changes are pending, 0 when there are none")
-    verify = _with_options(commands.add_parser(
-        "verify", help="check that the sessions in etcd carry every node's routes to every node"))
+    verify = command("verify",
+                     "check that the sessions in etcd carry every node's routes to every node")
     verify.add_argument("--failures", type=int, choices=(0, 1), default=0,
                         help="also check after the loss of any one route reflector (1)")
-    status = _with_options(commands.add_parser(
-        "status", help="zones, RRs, clients and RR hosts; on an RR host, its BIRD sessions"))
+    status = command("status", "zones, RRs, clients and sessions; on an RR host, BIRD's own")
     status.add_argument("--output", choices=("text", "json"), default="text",
                         help="text for people, json for scripts")
+    command("check", "check the config, the TLS files, etcd's reachability and the"
+                     " permissions rrwatch needs there; change nothing")
+    register = command("register", "register an RR host that runs no rrwatch (a key without"
+                                   " a lease: it stays until unregistered)")
+    register.add_argument("ips", nargs="+", type=_ip, metavar="IP",
+                          help="the host's BGP addresses (one IPv4, one IPv6 at most)")
+    register.add_argument("--id", dest="host_cluster_id", type=_cluster_id, default=None,
+                          metavar="CLUSTER_ID",
+                          help="the host's cluster ID (default: BIRD uses its router ID)")
+    unregister = command("unregister", "remove a registration made by `rrwatch register`")
+    unregister.add_argument("ips", nargs="+", type=_ip, metavar="IP")
+    graph = command("graph", "draw the mesh as Graphviz DOT, or SVG (needs Graphviz)")
+    graph.add_argument("--format", choices=("dot", "svg"), default="dot")
+    graph.add_argument("--family", type=int, choices=(4, 6), default=4)
+    graph.add_argument("--max-clients", type=int, default=50, metavar="N",
+                       help="draw a zone's clients as one node past N (default 50)")
+    graph.add_argument("-o", "--out", metavar="FILE", help="write here instead of stdout")
     demo = commands.add_parser("demo", help="run the daemon against a local simulated cluster")
     demo.add_argument("-v", "--verbose", action="store_true", help="log every step of the daemon")
     return parser
 
 
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+
+
+def _cluster_id(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 cluster ID") from None
+
+
 def _with_options(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The config options as flags (they override the environment)."""
+    """The config file, and the config options as flags (over the file and the environment)."""
+    command.add_argument("--config", metavar="PATH",
+                         help=f"TOML config file (env {config_mod.FILE_ENV}; default"
+                              f" {config_mod.DEFAULT_FILE} when it exists)")
     for option in OPTIONS:
-        flag = "--" + option.name.replace("_", "-")
-        text = f"{option.help} (env {', '.join(option.env)}; default {option.default or 'none'})"
+        text = (f"{option.help} ([{option.key.rpartition('.')[0] or 'top level'}]"
+                f" {option.key.rpartition('.')[2]}; env {', '.join(option.env)};"
+                f" default {option.default or 'none'})")
         text = text.replace("%", "%%")  # argparse formats help with %
         if option.switch:
-            command.add_argument(flag, dest=option.name, action="store_true", default=None,
-                                 help=text)
+            command.add_argument(option.flag, dest=option.name, action="store_true",
+                                 default=None, help=text)
         else:
-            command.add_argument(flag, dest=option.name, metavar=option.metavar, default=None,
-                                 help=text)
+            command.add_argument(option.flag, dest=option.name, metavar=option.metavar,
+                                 default=None, help=text)
     return command
-
-
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # requests and urllib3 say every connection at DEBUG; that is not ours to show.
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _logging(getattr(args, "verbose", False))
+    verbose = getattr(args, "verbose", False)
     if args.command == "demo":
+        logs.setup(verbose=verbose)
         from rrwatch import demo
 
-        return demo.main(verbose=args.verbose)
+        return demo.main(verbose=verbose)
+    flags = {o.name: getattr(args, o.name) for o in OPTIONS} | {"config": args.config}
     try:
-        config = config_mod.load(
-            os.environ, {o.name: getattr(args, o.name) for o in OPTIONS}
-        )
+        config = config_mod.load(os.environ, flags)
     except ConfigError as e:
         print(f"rrwatch: configuration: {e}", file=sys.stderr)
         return EX_CONFIG
+    logs.setup(verbose=verbose, fmt=config.log_format)
 
+    from rrwatch import commands
+
+    if args.command == "run":
+        from rrwatch.daemon import main as run
+
+        return run(config, flags)
     if args.command == "plan":
-        from rrwatch import commands
-
         return commands.plan(config, detailed_exitcode=args.detailed_exitcode)
     if args.command == "verify":
-        from rrwatch import commands
-
         return commands.verify_mesh(config, failures=args.failures)
     if args.command == "status":
-        from rrwatch import commands
-
         return commands.status(config, output=args.output)
+    if args.command == "graph":
+        return commands.graph(config, fmt=args.format, family=args.family,
+                              max_clients=args.max_clients, out=args.out)
+    if args.command == "check":
+        from rrwatch.check import check
 
-    from rrwatch.daemon import serve
-
-    try:
-        trio.run(serve, config)
-    except KeyboardInterrupt:
-        pass
-    except ConfigError as e:
-        print(f"rrwatch: configuration: {e}", file=sys.stderr)
-        return EX_CONFIG
-    return 0
+        return check(config)
+    return commands.registration(config, args.ips,
+                                 cluster_id=getattr(args, "host_cluster_id", None) or "",
+                                 remove=args.command == "unregister")

@@ -1,4 +1,5 @@
-"""One-shot commands that read one snapshot of etcd: `rrwatch plan`, `verify` and `status`."""
+"""One-shot commands: `plan`, `verify`, `status` and `graph` read one snapshot of etcd;
+`register` and `unregister` write one key each."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from typing import Any
 import attrs
 import trio
 
-from rrwatch import bird
+from rrwatch import bird, calico
+from rrwatch import graph as graph_mod
 from rrwatch.config import Config
-from rrwatch.daemon import new_state
-from rrwatch.etcd import Etcd, EtcdError
+from rrwatch.etcd import Etcd, EtcdError, delete, mod_is, put
 from rrwatch.plan import Planner, outcome
-from rrwatch.verify import Verdict, verify
+from rrwatch.settings import Live, Settings, describe
+from rrwatch.verify import Verdict, fabric, verify
 from rrwatch.watch import Snapshot, load
 
 EX_OK = 0
@@ -27,11 +29,13 @@ EX_UNAVAILABLE = 69  # sysexits.h: etcd cannot be read
 
 def plan(config: Config, *, detailed_exitcode: bool = False) -> int:
     """Print what the daemon would write now, and check the mesh that would result."""
-    snapshot = _read(config)
-    if snapshot is None:
+    read = _read(config)
+    if read is None:
         return EX_UNAVAILABLE
+    snapshot, settings = read
     state = snapshot.state
-    mesh, todo = Planner(config.policy).plan(state)
+    print(f"policy: {describe(settings)}")
+    mesh, todo = Planner(settings.policy).plan(state)
     for problem in mesh.problems:
         print(f"problem: {problem}")
     for name in todo.blocked:
@@ -54,9 +58,10 @@ def plan(config: Config, *, detailed_exitcode: bool = False) -> int:
 
 def verify_mesh(config: Config, *, failures: int = 0) -> int:
     """Simulate route reflection over the sessions the records in etcd configure."""
-    snapshot = _read(config)
-    if snapshot is None:
+    read = _read(config)
+    if read is None:
         return EX_UNAVAILABLE
+    snapshot, _ = read
     verdict = verify(snapshot.state, failures=failures)
     _print(verdict, f"revision {snapshot.revision}: ")
     return EX_OK if verdict.ok else EX_FAILED
@@ -64,16 +69,18 @@ def verify_mesh(config: Config, *, failures: int = 0) -> int:
 
 def status(config: Config, *, output: str = "text") -> int:
     """Zones, RRs, clients and RR hosts as etcd has them; on an RR host, its BIRD sessions."""
-    snapshot = _read(config, leader=True)
-    if snapshot is None:
+    read = _read(config, leader=True)
+    if read is None:
         return EX_UNAVAILABLE
-    report = summary(snapshot, config)
+    report = summary(*read, config)
     if output == "json":
         print(json.dumps(report, indent=2))
         return EX_OK
     print(f"etcd revision {report['revision']}; leader: {report['leader'] or 'none'}")
     print(f"AS {report['as_number']}; node-to-node mesh "
-          f"{'on' if report['node_to_node_mesh'] else 'off'}")
+          f"{'on' if report['node_to_node_mesh'] else 'off'}; BGP sessions configured: "
+          f"{report['sessions']['ipv4']} IPv4, {report['sessions']['ipv6']} IPv6")
+    print(f"policy: {report['policy']}")
     for zone in report["zones"]:
         rrs = ", ".join(f"{rr['name']} ({rr['cluster_id']})" for rr in zone["reflectors"])
         print(f"zone {zone['zone'] or '(none)'}: {zone['speakers']} speakers,"
@@ -92,7 +99,7 @@ def status(config: Config, *, output: str = "text") -> int:
     return EX_OK
 
 
-def summary(snapshot: Snapshot, config: Config) -> dict[str, Any]:
+def summary(snapshot: Snapshot, settings: Settings, config: Config) -> dict[str, Any]:
     """What `status` shows, as plain data."""
     state = snapshot.state
     zones: dict[str, dict[str, Any]] = {}
@@ -111,7 +118,11 @@ def summary(snapshot: Snapshot, config: Config) -> dict[str, Any]:
         "leader": snapshot.leader,
         "as_number": state.bgp.asn,
         "node_to_node_mesh": state.bgp.mesh_enabled,
+        "policy": describe(settings),
         "zones": [{"zone": zone, **counts} for zone, counts in sorted(zones.items())],
+        # BGP sessions the records in etcd configure, by family (what verify simulates)
+        "sessions": {f"ipv{family}": sum(map(len, fabric(state, family).sessions.values())) // 2
+                     for family in (4, 6)},
         "hosts": [{"ip": str(r.ip), "cluster_id": r.cluster_id or ""}
                   for r in sorted(state.reflectors.values(), key=lambda r: r.key)],
     }
@@ -125,6 +136,77 @@ def summary(snapshot: Snapshot, config: Config) -> dict[str, Any]:
         except bird.BirdError as e:
             report["bird"]["error"] = str(e)
     return report
+
+
+def graph(config: Config, *, fmt: str = "dot", family: int = 4, max_clients: int = 50,
+          out: str | None = None) -> int:
+    """Draw the mesh the records in etcd configure: DOT, or SVG by Graphviz."""
+    read = _read(config)
+    if read is None:
+        return EX_UNAVAILABLE
+    snapshot, _ = read
+    text = graph_mod.dot(snapshot.state, family=family, max_clients=max_clients,
+                         title=f"IPv{family} BGP sessions at etcd revision {snapshot.revision}")
+    data = text.encode()
+    if fmt == "svg":
+        try:
+            data = graph_mod.svg(text)
+        except graph_mod.GraphvizMissing:
+            print("rrwatch: Graphviz's `dot` is not installed (Debian: apt install graphviz);"
+                  " `--format dot` needs nothing", file=sys.stderr)
+            return EX_UNAVAILABLE
+        except RuntimeError as e:
+            print(f"rrwatch: {e}", file=sys.stderr)
+            return EX_FAILED
+    if out is None:
+        sys.stdout.buffer.write(data)
+    else:
+        with open(out, "wb") as f:
+            f.write(data)
+    return EX_OK
+
+
+def registration(config: Config, ips: list[str], *, cluster_id: str = "",
+                 remove: bool = False) -> int:
+    """`register`/`unregister`: a registration without a lease, as seed 004's hosts make.
+
+    One held by a lease belongs to a running rrwatch (RRWATCH_REGISTER_IP) and is left alone.
+    """
+    async def change() -> list[str]:
+        etcd = Etcd(config.etcd_endpoints, config.tls, timeout=config.etcd_timeout)
+        refused = []
+        try:
+            for ip in ips:
+                key, value = calico.registration(ip, cluster_id)
+                current = await etcd.get(key)
+                if current is not None and current.lease:
+                    refused.append(f"{key} is held by the lease of a running rrwatch"
+                                   f" ({current.lease:x}): stop it, or unset its"
+                                   " RRWATCH_REGISTER_IP")
+                    continue
+                revision = 0 if current is None else current.mod_revision
+                if remove and current is None:
+                    print(f"{key}: not registered")
+                    continue
+                ops = [delete(key)] if remove else [put(key, value)]
+                result = await etcd.txn([mod_is(key, revision)], ops)
+                if not result.succeeded:
+                    refused.append(f"{key} changed while this ran: try again")
+                    continue
+                print(f"{'unregistered' if remove else 'registered'} {key}"
+                      + ("" if remove else f" = {value.decode()}"))
+        finally:
+            await etcd.close()
+        return refused
+
+    try:
+        refused = trio.run(change)
+    except EtcdError as e:
+        print(f"rrwatch: cannot write etcd: {e}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    for line in refused:
+        print(f"rrwatch: {line}", file=sys.stderr)
+    return EX_FAILED if refused else EX_OK
 
 
 def _broken(verdict: Verdict) -> bool:
@@ -144,11 +226,14 @@ def _print(verdict: Verdict, prefix: str) -> None:
             print(f"  {line}")
 
 
-def _read(config: Config, *, leader: bool = False) -> Snapshot | None:
+def _read(config: Config, *, leader: bool = False) -> tuple[Snapshot, Settings] | None:
+    """One snapshot of etcd, and the policy in force in it (the policy object's, if any)."""
+    live = Live(config)
+
     async def read() -> Snapshot:
         etcd = Etcd(config.etcd_endpoints, config.tls, timeout=config.etcd_timeout)
         try:
-            snapshot = await load(etcd, lambda: new_state(config))
+            snapshot = await load(etcd, live.records)
             if leader:
                 kv = await etcd.get(config.leader_key)
                 if kv is not None:
@@ -164,4 +249,4 @@ def _read(config: Config, *, leader: bool = False) -> Snapshot | None:
         return None
     for key, reason in sorted(snapshot.bad.items()):
         print(f"skipped {key}: {reason}", file=sys.stderr)
-    return snapshot
+    return snapshot, live.settings

@@ -1,8 +1,8 @@
-"""One frozen Config, built from the environment and flags (flags win).
+"""One frozen Config, from a TOML file, the environment and flags, each over the one before.
 
-Every option is declared once, in OPTIONS: its environment names (the seeds' names first), its
-flag, its parser and its default, written as it would be in the environment. Every problem is
-reported at once, in one ConfigError.
+Every option is declared once, in OPTIONS: its key in the file, its environment names (the
+seeds' names first), its flag, its parser and its default, written as it would be in the
+environment. Every problem is reported at once, in one ConfigError, each naming its source.
 """
 
 from __future__ import annotations
@@ -11,24 +11,30 @@ import ipaddress
 import os
 import re
 import shutil
+import ssl
+import tomllib
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
+from rrwatch import certs
+from rrwatch.logs import FORMATS
 from rrwatch.mesh import TOPOLOGIES, Policy, PolicyError
 from rrwatch.model import RRLabel
 from rrwatch.plan import Limits
 from rrwatch.reconcile import Timing
 from rrwatch.selector import Selector, SelectorError
 from rrwatch.selector import parse as parse_selector
-from rrwatch.tls import TlsFiles
-from rrwatch.tls import problems as tls_problems
+from rrwatch.tls import TlsFiles, context
 
 # Exit status for configuration and TLS problems (sysexits.h EX_CONFIG); systemd does not
 # restart on it when the unit says RestartPreventExitStatus=78.
 EX_CONFIG = 78
+
+DEFAULT_FILE = "/etc/rrwatch/rrwatch.toml"  # read when it exists and no other file is named
+FILE_ENV = "RRWATCH_CONFIG"
 
 _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?{_NAME}$")
@@ -56,9 +62,8 @@ def _endpoints(text: str) -> tuple[str, ...]:
 
 
 def _file(text: str) -> str:
-    if not os.access(text, os.R_OK):
-        raise ValueError(f"{text} is not a readable file")
-    return text
+    """A file rrwatch reads; whether it can, and what is in it, is checked with the others."""
+    return text.strip()
 
 
 def _label(text: str) -> RRLabel:
@@ -83,6 +88,13 @@ def _at_least(parse: Callable[[str], Any], low: int) -> Callable[[str], Any]:
             raise ValueError(f"{text} is less than {low}")
         return value
     return check
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ValueError(f"{text} is not in (0, 1]")
+    return value
 
 
 def _ips(text: str) -> tuple[str, ...]:
@@ -131,6 +143,14 @@ def _boolean(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean")
 
 
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if text.strip() not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        return text.strip()
+    return check
+
+
 def _selector(text: str) -> Selector | None:
     """A Calico selector; empty means none (not all(), which would select every node)."""
     if not text.strip():
@@ -144,6 +164,7 @@ def _selector(text: str) -> Selector | None:
 @attrs.frozen
 class Option:
     name: str
+    key: str  # in the TOML file: "section.key"
     env: tuple[str, ...]
     parse: Callable[[str], Any]
     default: str | None
@@ -155,68 +176,153 @@ class Option:
         """A boolean, given as a bare flag."""
         return self.parse is _boolean
 
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def many(self) -> bool:
+        """Takes a comma-separated list (a TOML array in the file)."""
+        return self.parse in (_endpoints, _ips)
+
 
 OPTIONS = (
-    Option("etcd_endpoints", ("ETCD_ENDPOINTS",), _endpoints, "http://127.0.0.1:2379",
-           "comma-separated etcd URLs", "URLS"),
-    Option("etcd_ca_cert_file", ("ETCD_CA_CERT_FILE",), _file, None, "CA certificate (PEM)",
+    Option("etcd_endpoints", "etcd.endpoints", ("ETCD_ENDPOINTS",),
+           _endpoints, "http://127.0.0.1:2379",
+           "comma-separated etcd URLs",
+           "URLS"),
+    Option("etcd_ca_cert_file", "etcd.ca_cert_file", ("ETCD_CA_CERT_FILE",),
+           _file, None,
+           "CA certificate (PEM)",
            "PATH"),
-    Option("etcd_cert_file", ("ETCD_CERT_FILE",), _file, None, "client certificate (PEM)", "PATH"),
-    Option("etcd_key_file", ("ETCD_KEY_FILE",), _file, None, "client key (PEM)", "PATH"),
-    Option("min", ("ROUTE_REFLECTOR_MIN",), _at_least(int, 0), "3", "least RRs per zone", "N"),
-    Option("max", ("ROUTE_REFLECTOR_MAX",), _at_least(int, 0), "25", "most RRs per zone", "N"),
-    Option("ratio", ("ROUTE_REFLECTOR_RATIO",), float, "0.005", "RRs per eligible node", "R"),
-    Option("node_label", ("ROUTE_REFLECTOR_NODE_LABEL",), _label,
-           "calico-route-reflector=", "label of RR nodes, key=value", "KEY=VALUE"),
-    Option("zone_label", ("ROUTE_REFLECTOR_ZONE_LABEL",), _zone_label, "",
-           "node label whose value is the zone (empty: one zone)", "KEY"),
-    Option("cluster_id", ("ROUTE_REFLECTOR_CLUSTER_ID",), str, "224.0.0.%d",
-           "cluster ID template, an IPv4 address with %d", "TEMPLATE"),
-    Option("topology", ("ROUTE_REFLECTOR_TOPOLOGY",), str, "simple",
-           f"mesh topology: {', '.join(TOPOLOGIES)}", "NAME"),
-    Option("client_rrs", ("RRWATCH_CLIENT_RRS",), _at_least(int, 1), "3",
-           "RRs each client peers with in the multi topology", "K"),
-    Option("exclude", ("RRWATCH_EXCLUDE",), _selector, "",
-           "Calico selector of nodes that must never be RRs", "SELECTOR"),
-    Option("prefer", ("RRWATCH_PREFER",), _selector, "",
-           "Calico selector of nodes to promote first and demote last", "SELECTOR"),
-    Option("max_node_writes", ("RRWATCH_MAX_NODE_WRITES",), _at_least(int, 1), "200",
-           "most node writes per step of a plan", "N"),
-    Option("max_demotions", ("RRWATCH_MAX_DEMOTIONS",), _at_least(int, 1), "1",
-           "most RR demotions per step of a plan", "N"),
-    Option("debounce", ("RRWATCH_DEBOUNCE",), _at_least(float, 0), "0.1",
-           "seconds to coalesce events before planning", "SECONDS"),
-    Option("settle", ("RRWATCH_SETTLE",), _at_least(float, 0), "10",
-           "seconds new sessions get before old ones are removed", "SECONDS"),
-    Option("etcd_timeout", ("RRWATCH_ETCD_TIMEOUT",), _at_least(float, 0), "5",
-           "seconds an etcd request may take", "SECONDS"),
-    Option("watch_timeout", ("RRWATCH_WATCH_TIMEOUT",), _at_least(float, 0.1), "60",
-           "seconds a silent watch stream is trusted before it is reopened", "SECONDS"),
-    Option("probe_interval", ("RRWATCH_PROBE_INTERVAL",), _at_least(float, 0.1), "5",
-           "seconds between reads that check the watches' etcd member still serves", "SECONDS"),
-    Option("check_interval", ("RRWATCH_CHECK_INTERVAL",), _at_least(float, 1), "300",
-           "seconds between anti-entropy comparisons of the model with etcd", "SECONDS"),
-    Option("lease_ttl", ("RRWATCH_LEASE_TTL",), _at_least(int, 2), "10",
-           "seconds a dead instance keeps leadership and its registration", "SECONDS"),
-    Option("prefix", ("RRWATCH_PREFIX",), _prefix, "/rrwatch/v1/",
-           "etcd key prefix of rrwatch's own keys (the leader key)", "PREFIX"),
-    Option("register_ip", ("RRWATCH_REGISTER_IP",), _ips, "",
+    Option("etcd_cert_file", "etcd.cert_file", ("ETCD_CERT_FILE",),
+           _file, None,
+           "client certificate (PEM)",
+           "PATH"),
+    Option("etcd_key_file", "etcd.key_file", ("ETCD_KEY_FILE",),
+           _file, None,
+           "client key (PEM)",
+           "PATH"),
+    Option("min", "policy.min", ("ROUTE_REFLECTOR_MIN",),
+           _at_least(int, 0), "3",
+           "least RRs per zone",
+           "N"),
+    Option("max", "policy.max", ("ROUTE_REFLECTOR_MAX",),
+           _at_least(int, 0), "25",
+           "most RRs per zone",
+           "N"),
+    Option("ratio", "policy.ratio", ("ROUTE_REFLECTOR_RATIO",),
+           _fraction, "0.005",
+           "RRs per eligible node",
+           "R"),
+    Option("node_label", "policy.node_label", ("ROUTE_REFLECTOR_NODE_LABEL",),
+           _label, "calico-route-reflector=",
+           "label of RR nodes, key=value",
+           "KEY=VALUE"),
+    Option("zone_label", "policy.zone_label", ("ROUTE_REFLECTOR_ZONE_LABEL",),
+           _zone_label, "",
+           "node label whose value is the zone (empty: one zone)",
+           "KEY"),
+    Option("cluster_id", "policy.cluster_id", ("ROUTE_REFLECTOR_CLUSTER_ID",),
+           str, "224.0.0.%d",
+           "cluster ID template, an IPv4 address with %d",
+           "TEMPLATE"),
+    Option("topology", "policy.topology", ("ROUTE_REFLECTOR_TOPOLOGY",),
+           str, "simple",
+           f"mesh topology: {', '.join(TOPOLOGIES)}",
+           "NAME"),
+    Option("client_rrs", "policy.client_rrs", ("RRWATCH_CLIENT_RRS",),
+           _at_least(int, 1), "3",
+           "RRs each client peers with in the multi topology",
+           "K"),
+    Option("exclude", "policy.exclude", ("RRWATCH_EXCLUDE",),
+           _selector, "",
+           "Calico selector of nodes that must never be RRs",
+           "SELECTOR"),
+    Option("prefer", "policy.prefer", ("RRWATCH_PREFER",),
+           _selector, "",
+           "Calico selector of nodes to promote first and demote last",
+           "SELECTOR"),
+    Option("max_node_writes", "policy.max_node_writes", ("RRWATCH_MAX_NODE_WRITES",),
+           _at_least(int, 1), "200",
+           "most node writes per step of a plan",
+           "N"),
+    Option("max_demotions", "policy.max_demotions", ("RRWATCH_MAX_DEMOTIONS",),
+           _at_least(int, 1), "1",
+           "most RR demotions per step of a plan",
+           "N"),
+    Option("debounce", "reconcile.debounce", ("RRWATCH_DEBOUNCE",),
+           _at_least(float, 0), "0.1",
+           "seconds to coalesce events before planning",
+           "SECONDS"),
+    Option("settle", "reconcile.settle", ("RRWATCH_SETTLE",),
+           _at_least(float, 0), "10",
+           "seconds new sessions get before old ones are removed",
+           "SECONDS"),
+    Option("etcd_timeout", "etcd.timeout", ("RRWATCH_ETCD_TIMEOUT",),
+           _at_least(float, 0), "5",
+           "seconds an etcd request may take",
+           "SECONDS"),
+    Option("watch_timeout", "etcd.watch_timeout", ("RRWATCH_WATCH_TIMEOUT",),
+           _at_least(float, 0.1), "60",
+           "seconds a silent watch stream is trusted before it is reopened",
+           "SECONDS"),
+    Option("probe_interval", "etcd.probe_interval", ("RRWATCH_PROBE_INTERVAL",),
+           _at_least(float, 0.1), "5",
+           "seconds between reads that check the watches' etcd member still serves",
+           "SECONDS"),
+    Option("check_interval", "etcd.check_interval", ("RRWATCH_CHECK_INTERVAL",),
+           _at_least(float, 1), "300",
+           "seconds between anti-entropy comparisons of the model with etcd",
+           "SECONDS"),
+    Option("lease_ttl", "etcd.lease_ttl", ("RRWATCH_LEASE_TTL",),
+           _at_least(int, 2), "10",
+           "seconds a dead instance keeps leadership and its registration",
+           "SECONDS"),
+    Option("prefix", "etcd.prefix", ("RRWATCH_PREFIX",),
+           _prefix, "/rrwatch/v1/",
+           "etcd key prefix of rrwatch's own keys (the leader key, the policy object)",
+           "PREFIX"),
+    Option("register_ip", "host.register_ip", ("RRWATCH_REGISTER_IP",),
+           _ips, "",
            "register this host as a route reflector with these addresses (one IPv4, one IPv6)"
-           " while running", "IP[,IP]"),
-    Option("register_cluster_id", ("RRWATCH_REGISTER_CLUSTER_ID",), _cluster_id, "",
-           "cluster ID in this host's registration", "ID"),
-    Option("bird_config", ("RRWATCH_BIRD_CONFIG",), _path, "",
+           " while running",
+           "IP[,IP]"),
+    Option("register_cluster_id", "host.register_cluster_id", ("RRWATCH_REGISTER_CLUSTER_ID",),
+           _cluster_id, "",
+           "cluster ID in this host's registration",
+           "ID"),
+    Option("bird_config", "bird.config", ("RRWATCH_BIRD_CONFIG",),
+           _path, "",
            "RR host mode: keep this BIRD 2 configuration file for the registered addresses",
            "PATH"),
-    Option("bird_socket", ("RRWATCH_BIRD_SOCKET",), str, "/run/bird/bird.ctl",
-           "BIRD's control socket: reloads, and session states for metrics and status", "PATH"),
-    Option("bird_include", ("RRWATCH_BIRD_INCLUDE",), str, "",
+    Option("bird_socket", "bird.socket", ("RRWATCH_BIRD_SOCKET",),
+           str, "/run/bird/bird.ctl",
+           "BIRD's control socket: reloads, and session states for metrics and status",
+           "PATH"),
+    Option("bird_include", "bird.include", ("RRWATCH_BIRD_INCLUDE",),
+           str, "",
            "a file of your own that the BIRD configuration includes (logging, other peers)",
            "PATH"),
-    Option("metrics_address", ("RRWATCH_METRICS_ADDRESS",), _address, "",
-           "serve Prometheus metrics on this host:port", "HOST:PORT"),
-    Option("dry_run", ("RRWATCH_DRY_RUN",), _boolean, "false", "plan but never write", "BOOL"),
+    Option("metrics_address", "metrics.address", ("RRWATCH_METRICS_ADDRESS",),
+           _address, "",
+           "serve Prometheus metrics on this host:port",
+           "HOST:PORT"),
+    Option("dry_run", "dry_run", ("RRWATCH_DRY_RUN",),
+           _boolean, "false",
+           "plan but never write",
+           "BOOL"),
+    Option("log_format", "log.format", ("RRWATCH_LOG_FORMAT",),
+           _choice(FORMATS), "text",
+           f"log lines as {' or '.join(FORMATS)}",
+           "FORMAT"),
 )
+BY_KEY = {option.key: option for option in OPTIONS}
+# The [policy] options, by the field of Policy or Limits each sets (zone_label sets the model's).
+POLICY_FIELDS = {"node_label": "rr_label", "ratio": "ratio", "min": "min_rrs", "max": "max_rrs",
+                 "cluster_id": "cluster_id_template", "topology": "topology",
+                 "client_rrs": "client_rrs", "exclude": "exclude", "prefer": "prefer"}
+LIMIT_FIELDS = {"max_node_writes": "node_writes", "max_demotions": "demotions"}
 
 
 @attrs.frozen
@@ -240,26 +346,108 @@ class Config:
     bird_include: str
     metrics_address: tuple[str, int] | None
     dry_run: bool
+    log_format: str = "text"
+    file: str | None = None  # the TOML file read, if any
 
     @property
     def leader_key(self) -> str:
         return self.prefix + "leader"
 
+    @property
+    def policy_key(self) -> str:
+        """The optional policy object in etcd, which overrides the [policy] options it sets."""
+        return self.prefix + "policy"
 
-def load(environ: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | None = None) -> Config:
-    """Build the config: defaults, then the environment, then flags (already typed strings)."""
+
+def text_of(value: Any, option: Option) -> str:
+    """A TOML (or JSON) value as the option's text; ValueError for a type it cannot take."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    if option.many and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    kind = {list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+    raise ValueError(f"{kind} is not a value of this key")
+
+
+def read_file(path: str) -> tuple[dict[str, str], list[str]]:
+    """The options a TOML file sets (name -> text), and its problems, each naming the file."""
+    try:
+        with open(path, "rb") as f:
+            document = tomllib.load(f)
+    except OSError as e:
+        return {}, [f"{path}: {e.strerror}"]
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        return {}, [f"{path}: not valid TOML ({e})"]
+    values, problems = {}, []
+    for key, value in _flatten(document):
+        option = BY_KEY.get(key)
+        if option is None:
+            problems.append(f"{path}: unknown key {key}")
+            continue
+        try:
+            values[option.name] = text_of(value, option)
+        except ValueError as e:
+            problems.append(f"{path}: {key}: {e}")
+    return values, problems
+
+
+def _flatten(document: Mapping[str, Any], within: str = "") -> list[tuple[str, Any]]:
+    """(section.key, value) pairs; a table that is not a known section is flattened too, so
+    that its keys are reported as unknown one by one."""
+    out = []
+    for key, value in document.items():
+        name = f"{within}{key}"
+        if isinstance(value, dict) and name not in BY_KEY:
+            out += _flatten(value, name + ".")
+        else:
+            out.append((name, value))
+    return out
+
+
+def tls_problems(tls: TlsFiles) -> list[str]:
+    """Why these files cannot make a TLS client: one line per problem, naming the file."""
+    problems = list(certs.check(tls).problems)
+    if not problems:
+        try:
+            context(tls)
+        except (OSError, ssl.SSLError) as e:  # what cryptography accepts but OpenSSL does not
+            problems.append(f"{tls.cert}: OpenSSL cannot use it with {tls.key} ({e})")
+    return problems
+
+
+def load(
+    environ: Mapping[str, str] = os.environ,
+    flags: Mapping[str, Any] | None = None,
+    *,
+    default_file: str = DEFAULT_FILE,
+) -> Config:
+    """Build the config: defaults, then the TOML file, then the environment, then flags.
+
+    The file is `flags["config"]`, else $RRWATCH_CONFIG, else `default_file` when it exists.
+    Flags are strings as typed (or True for a switch); None means not given.
+    """
+    flags = flags or {}
     problems: list[str] = []
-    values: dict[str, Any] = {}
-    known = {env for option in OPTIONS for env in option.env}
+    path = flags.get("config") or environ.get(FILE_ENV) or (
+        default_file if os.path.exists(default_file) else None)
+    from_file: dict[str, str] = {}
+    if path:
+        from_file, problems = read_file(path)
+    known = {env for option in OPTIONS for env in option.env} | {FILE_ENV}
     problems += [f"environment: unknown variable {name}" for name in sorted(environ)
                  if name.startswith("RRWATCH_") and name not in known]
+    values: dict[str, Any] = {}
     for option in OPTIONS:
         # The default stands in for a bad value, so that later checks still see a whole config.
         values[option.name] = None if option.default is None else option.parse(option.default)
-        sources = [(env, environ[env]) for env in option.env if env in environ]
-        flag = (flags or {}).get(option.name)
-        if flag is not None:
-            sources.append(("--" + option.name.replace("_", "-"), flag))
+        sources = []
+        if option.name in from_file:
+            sources.append((f"{path}: {option.key}", from_file[option.name]))
+        sources += [(env, environ[env]) for env in option.env if env in environ]
+        if flags.get(option.name) is not None:
+            sources.append((option.flag, flags[option.name]))
         for source, text in sources[-1:]:  # the last, highest-precedence source decides
             try:
                 values[option.name] = option.parse(text) if isinstance(text, str) else text
@@ -282,20 +470,10 @@ def load(environ: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | Non
                 "TLS needs ETCD_CA_CERT_FILE, ETCD_CERT_FILE and ETCD_KEY_FILE together")
         else:
             tls = TlsFiles(*files)
-            problems += [f"TLS: {problem}" for problem in tls_problems(tls)]
+            problems += tls_problems(tls)
     policy = None
     try:
-        policy = Policy(
-            rr_label=values["node_label"],
-            ratio=values["ratio"],
-            min_rrs=values["min"],
-            max_rrs=values["max"],
-            cluster_id_template=values["cluster_id"],
-            topology=values["topology"],
-            client_rrs=values["client_rrs"],
-            exclude=values["exclude"],
-            prefer=values["prefer"],
-        )
+        policy = Policy(**{field: values[name] for name, field in POLICY_FIELDS.items()})
     except PolicyError as e:
         problems.append(f"route reflector policy: {e}")
     if problems:
@@ -306,7 +484,7 @@ def load(environ: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | Non
         zone_label=values["zone_label"],
         policy=policy,
         timing=Timing(debounce=values["debounce"], settle=values["settle"]),
-        limits=Limits(node_writes=values["max_node_writes"], demotions=values["max_demotions"]),
+        limits=Limits(**{field: values[name] for name, field in LIMIT_FIELDS.items()}),
         etcd_timeout=values["etcd_timeout"],
         watch_timeout=values["watch_timeout"],
         probe_interval=values["probe_interval"],
@@ -320,4 +498,6 @@ def load(environ: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | Non
         bird_include=values["bird_include"],
         metrics_address=values["metrics_address"],
         dry_run=values["dry_run"],
+        log_format=values["log_format"],
+        file=path,
     )

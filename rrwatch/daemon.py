@@ -1,6 +1,7 @@
-"""The composition root: the watcher always; on an RR host, the keeper of its BIRD; and one etcd
-session after another that registers this host, campaigns, and reconciles while it leads.
-Signals end it."""
+"""The composition root: the watcher always; on an RR host, the keeper of its BIRD; the keeper
+of the TLS files; and one etcd session after another that registers this host, campaigns, and
+reconciles while it leads. SIGHUP reloads the config, SIGTERM and SIGINT end it, and systemd
+hears of each step (sd_notify)."""
 
 from __future__ import annotations
 
@@ -8,25 +9,27 @@ import logging
 import os
 import signal
 import socket
+import ssl
+import sys
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import trio
 
-from rrwatch import calico, election, metrics
+from rrwatch import calico, certs, election, metrics
+from rrwatch import config as config_mod
 from rrwatch.bird import BirdKeeper
-from rrwatch.config import Config
+from rrwatch.config import EX_CONFIG, Config, ConfigError
 from rrwatch.election import Fence, LostLeadership, SessionLost
 from rrwatch.etcd import Backoff, Etcd, EtcdError
-from rrwatch.model import ClusterState
+from rrwatch.notify import Notifier
 from rrwatch.reconcile import Reconciler
+from rrwatch.rotation import TlsKeeper
+from rrwatch.settings import Live
 from rrwatch.watch import Watcher, leaves
 
 log = logging.getLogger(__name__)
-
-
-def new_state(config: Config) -> ClusterState:
-    policy = config.policy
-    return ClusterState(config.zone_label, policy.rr_label, policy.exclude, policy.prefer)
 
 
 @attrs.define
@@ -43,18 +46,18 @@ class Daemon:
             timeout=config.etcd_timeout,
             watch_timeout=config.watch_timeout,
         )
-        self.watcher = Watcher(self.etcd, lambda: new_state(config),
+        self.live = Live(config)
+        self.watcher = Watcher(self.etcd, self.live.records,
                                probe_interval=config.probe_interval,
                                check_interval=config.check_interval)
-        self.reconciler = Reconciler(
-            self.etcd, self.watcher, config.policy, config.timing, config.limits,
-            dry_run=config.dry_run,
-        )
+        self.reconciler = Reconciler(self.etcd, self.watcher, lambda: self.live.settings,
+                                     config.timing, dry_run=config.dry_run)
         self.bird = None
         if config.bird_config:
             self.bird = BirdKeeper(self.watcher, config.bird_config, config.bird_socket,
                                    config.register_ip, include=config.bird_include,
                                    debounce=config.timing.debounce, dry_run=config.dry_run)
+        self.tls = None if config.tls is None else TlsKeeper(self.etcd, config.tls)
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.leading = False
         self.stats = DaemonStats()
@@ -63,6 +66,9 @@ class Daemon:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; started once the first snapshot is in the model."""
         async with trio.open_nursery() as nursery:
+            if self.tls is not None:
+                nursery.start_soon(self.tls.run)
+                nursery.start_soon(self._check_server_names)
             revision = await nursery.start(self.watcher.run)
             log.info("in sync with %s at revision %d", self.etcd.endpoint, revision)
             if self.bird is not None:  # every instance keeps its own host's BIRD, leader or not
@@ -120,6 +126,50 @@ class Daemon:
                                      recheck=self.config.lease_ttl)
         raise LostLeadership("the leader key changed")
 
+    async def _check_server_names(self) -> None:
+        """Warn about an endpoint whose certificate does not name it: the client refuses such a
+        server, and without this the log would only say that connecting failed."""
+        for endpoint in self.config.etcd_endpoints:
+            try:
+                warning = await trio.to_thread.run_sync(
+                    certs.server_name_warning, endpoint, self.config.tls, self.config.etcd_timeout)
+            except (OSError, ssl.SSLError, ValueError) as e:
+                log.debug("could not read the certificate of %s: %s", endpoint, e)
+                continue
+            if warning:
+                log.warning("TLS: %s", warning)
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS=: role, and the mesh as the model has it."""
+        state = self.watcher.state
+        speakers = sum(state.speakers.values())
+        rrs = sum(1 for name in list(state.marked)
+                  if (node := state.nodes.get(name)) and node.cluster_id and node.has_bgp_address)
+        role = ("dry run" if self.config.dry_run else "leading" if self.leading
+                else "standing by")
+        return (f"{role}; {len(state.speakers)} zones, {rrs} RRs, {speakers - rrs} clients,"
+                f" {len(state.reflectors)} RR host registrations")
+
+    async def reload(self, flags: Mapping[str, Any]) -> None:
+        """SIGHUP: read the config again and apply what can change while running: the policy,
+        limits and zone label, and the TLS files. A bad config changes nothing."""
+        try:
+            new = config_mod.load(os.environ, flags)
+        except ConfigError as e:
+            for problem in e.problems:
+                log.error("reload: %s; keeping the running configuration", problem)
+            return
+        for name in (f.name for f in attrs.fields(Config) if f.name not in _LIVE):
+            if getattr(new, name) != getattr(self.config, name):
+                log.warning("reload: %s changed; it takes effect when rrwatch restarts", name)
+        self.config = attrs.evolve(self.config, **{name: getattr(new, name) for name in _LIVE})
+        self.live.reconfigure(new, self.watcher.state)
+        self.watcher.notify()
+        if self.tls is not None and new.tls is not None:
+            self.tls.files = new.tls
+            await self.tls.reload("SIGHUP")
+        log.info("reloaded the configuration")
+
     def _standing_by(self, leader: bytes) -> None:
         if leader != self._leader_seen:
             log.info("standing by: %s leads", leader.decode("utf-8", "replace"))
@@ -130,14 +180,64 @@ def _reasons(group: BaseExceptionGroup) -> list[str]:
     return [str(e) or type(e).__name__ for e in leaves(group)]
 
 
-async def serve(config: Config) -> None:
-    """`rrwatch run`: the daemon until SIGTERM or SIGINT, which give up leadership at once."""
+# What a reload applies; the rest of the config is read at start only.
+_LIVE = ("policy", "limits", "zone_label", "tls", "file")
+
+
+async def serve(config: Config, flags: Mapping[str, Any] | None = None,
+                notifier: Notifier | None = None) -> None:
+    """`rrwatch run`: the daemon until SIGTERM or SIGINT, which give up leadership at once.
+    SIGHUP reloads the config (read with the same `flags`)."""
+    notifier = notifier or Notifier.from_env()
     daemon = Daemon(config)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals, \
+    ready = False
+
+    async def start() -> None:
+        nonlocal ready
+        await nursery.start(daemon.run)
+        ready = True
+        notifier.ready(daemon.summary())
+        shown = daemon.summary()
+        while True:  # STATUS= follows the role and the mesh, at most once a second
+            await trio.sleep(1)
+            if (line := daemon.summary()) != shown:
+                notifier.status(shown := line)
+
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    with trio.open_signal_receiver(*signals) as received, \
             metrics.serve(daemon, config.metrics_address):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(daemon.run)  # not awaited: a signal must work before the snapshot
-            async for signum in signals:
+            nursery.start_soon(start)  # not awaited: a signal must work before the snapshot
+            if notifier.watchdog_interval is not None:
+                nursery.start_soon(_watchdog, notifier, notifier.watchdog_interval)
+            async for signum in received:
+                if signum == signal.SIGHUP:
+                    log.info("SIGHUP: reloading the configuration")
+                    notifier.reloading()
+                    await daemon.reload(flags or {})
+                    if ready:
+                        notifier.ready(daemon.summary())
+                    continue
                 log.info("%s: stopping", signal.Signals(signum).name)
+                notifier.stopping()
                 nursery.cancel_scope.cancel()
                 break
+
+
+async def _watchdog(notifier: Notifier, interval: float) -> None:
+    """Ping from the event loop itself: if it stalls, systemd restarts the service."""
+    while True:
+        notifier.watchdog()
+        await trio.sleep(interval)
+
+
+def main(config: Config, flags: Mapping[str, Any] | None = None) -> int:
+    """Run the daemon; the exit status."""
+    try:
+        trio.run(serve, config, flags)
+    except KeyboardInterrupt:
+        pass
+    except ConfigError as e:  # found only once running, such as a metrics port in use
+        print(f"rrwatch: configuration: {e}", file=sys.stderr)
+        return EX_CONFIG
+    return 0

@@ -62,7 +62,7 @@ async def _scenario(endpoint: str, client: TlsFiles) -> None:
         "ROUTE_REFLECTOR_ZONE_LABEL": simulate.ZONE_LABEL,
         "ROUTE_REFLECTOR_RATIO": RATIO,
         "RRWATCH_SETTLE": "1",
-    })
+    }, default_file="")  # the demo's own settings, never /etc/rrwatch's
     etcd = Etcd(settings.etcd_endpoints, settings.tls)
     cluster = {}
     for zone in ZONES:

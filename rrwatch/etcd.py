@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import socket
+import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ import trio
 import urllib3
 
 from rrwatch.tls import TlsFiles
+from rrwatch.tls import context as tls_context
 from rrwatch.tls import session as tls_session
 
 log = logging.getLogger(__name__)
@@ -160,7 +162,7 @@ class Etcd:
         if not endpoints:
             raise ValueError("no etcd endpoints")
         self._endpoints = [urllib.parse.urlsplit(e) for e in endpoints]
-        self._tls = tls
+        self._tls = None if tls is None else tls_context(tls)
         self.timeout = timeout
         self._watch_timeout = watch_timeout
         self._current = 0
@@ -180,6 +182,13 @@ class Etcd:
     @property
     def endpoint(self) -> str:
         return self._client.base_url
+
+    def use_tls(self, context: ssl.SSLContext) -> None:
+        """Make new connections with `context` (rotated certificates). Requests in flight and
+        open watch streams keep the connections they have: nothing is interrupted."""
+        self._tls = context
+        old, self._client.session = self._client.session, tls_session(context)
+        old.close()
 
     def fail_over(self, endpoint: str) -> None:
         """Move to the next endpoint, unless someone already moved away from `endpoint`."""

@@ -1,7 +1,8 @@
-"""Prometheus metrics, read from the daemon's own counters at scrape time.
+"""Prometheus metrics, read from the daemon's own counters and model at scrape time.
 
-The HTTP server runs in prometheus-client's thread; a scrape only reads integers that the trio
-thread updates, so no lock is needed and the daemon does no work between scrapes.
+The HTTP server runs in prometheus-client's thread. A scrape reads integers that the trio thread
+updates, and copies of the model's small per-zone indexes (a dict or set copy is atomic under
+the GIL), so no lock is needed and the daemon does no work between scrapes.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ _COUNTERS = (
     ("fenced_writes", "Writes rejected because another instance leads", "reconcile", "fenced"),
     ("write_errors", "Writes etcd could not take", "reconcile", "errors"),
     ("leaderships", "Times this instance became the leader", "daemon", "leaderships"),
+    ("tls_reloads", "Rotated TLS files taken up without a restart", "tls", "reloads"),
+    ("tls_rejected", "Changed TLS files that failed a check, so the ones in use stayed", "tls",
+     "rejected"),
 )
 
 
@@ -51,14 +55,58 @@ class _Collector:
     def collect(self) -> Iterator[Metric]:
         daemon = self._daemon
         stats = {"watch": daemon.watcher.stats, "reconcile": daemon.reconciler.stats,
-                 "daemon": daemon.stats}
+                 "daemon": daemon.stats, "tls": daemon.tls.stats if daemon.tls else None}
         yield GaugeMetricFamily("rrwatch_leader", "1 while this instance leads and writes",
                                 value=int(daemon.leading))
         for name, help_text, source, attribute in _COUNTERS:
-            yield CounterMetricFamily(f"rrwatch_{name}", help_text,
-                                      value=getattr(stats[source], attribute))
+            if stats[source] is not None:
+                yield CounterMetricFamily(f"rrwatch_{name}", help_text,
+                                          value=getattr(stats[source], attribute))
+        reconcile = daemon.reconciler.stats
+        yield GaugeMetricFamily("rrwatch_pending_changes",
+                                "Writes the last plan wanted (0 when the mesh is as it should be)",
+                                value=reconcile.pending)
+        yield GaugeMetricFamily("rrwatch_last_reconcile_timestamp_seconds",
+                                "When a plan last found etcd holding the desired mesh (0: never)",
+                                value=reconcile.converged_at)
+        yield GaugeMetricFamily("rrwatch_bad_records_current",
+                                "Records skipped now because their value cannot be used",
+                                value=len(daemon.watcher.bad))
+        yield GaugeMetricFamily("rrwatch_policy_object",
+                                "1 while a policy object in etcd overrides the local policy",
+                                value=int(daemon.live.settings != daemon.live.local))
+        yield from _zones(daemon)
+        if daemon.tls is not None and (days := daemon.tls.days_left()) is not None:
+            yield GaugeMetricFamily("rrwatch_tls_cert_expiry_days",
+                                    "Days until the etcd client certificate in use expires",
+                                    value=days)
         if daemon.bird is not None:
             yield from _bird(daemon.bird)
+
+
+def _zones(daemon: Daemon) -> Iterator[Metric]:
+    """Nodes, RRs and clients per zone, as the model has them."""
+    state = daemon.watcher.state
+    speakers = dict(state.speakers)  # zone -> nodes with a BGP address
+    rrs = dict.fromkeys(speakers, 0)
+    for name in list(state.marked):
+        node = state.nodes.get(name)
+        if node is not None and node.cluster_id and node.has_bgp_address:
+            zone = state.zone_of(node)
+            rrs[zone] = rrs.get(zone, 0) + 1
+    families = {
+        "nodes": ("BGP speakers (nodes with a BGP address) per zone", speakers),
+        "route_reflectors": ("Nodes with a cluster ID per zone", rrs),
+        "clients": ("BGP speakers that are not route reflectors, per zone",
+                    {zone: count - rrs.get(zone, 0) for zone, count in speakers.items()}),
+    }
+    for name, (help_text, counts) in families.items():
+        family = GaugeMetricFamily(f"rrwatch_zone_{name}", help_text, labels=["zone"])
+        for zone, count in sorted(counts.items()):
+            family.add_metric([zone], count)
+        yield family
+    yield GaugeMetricFamily("rrwatch_rr_hosts", "Registered RR hosts (registration keys)",
+                            value=len(state.reflectors))
 
 
 def _bird(keeper: BirdKeeper) -> Iterator[Metric]:

@@ -215,6 +215,17 @@ class ClusterState:
             if not index:
                 del self.zones[zone]
 
+    def reshape(self, zone_label: str, rr_label: RRLabel, exclude: Selector | None,
+                prefer: Selector | None) -> None:
+        """Take new zone and RR settings: every node is indexed again (a policy change)."""
+        nodes = list(self.nodes.values())
+        for node in nodes:
+            self.remove_node(node.name)
+        self.zone_label, self.rr_label, self.exclude, self.prefer = (
+            zone_label, rr_label, exclude, prefer)
+        for node in nodes:
+            self.put_node(node)
+
     def take_changed(self) -> set[str]:
         """The nodes put or removed since the last call."""
         changed, self.changed = self.changed, set()

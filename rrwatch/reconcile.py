@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import logging
 import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -19,9 +22,12 @@ import trio
 from rrwatch import calico
 from rrwatch.election import Fence, LostLeadership
 from rrwatch.etcd import KV, Etcd, EtcdError, delete, get, mod_is, put
-from rrwatch.mesh import Mesh, Policy
-from rrwatch.plan import DeletePeer, Limits, Op, Plan, Planner, PutPeer, SetNode
+from rrwatch.mesh import Mesh
+from rrwatch.plan import DeletePeer, Op, Plan, Planner, PutPeer, SetNode
 from rrwatch.watch import Watcher
+
+if TYPE_CHECKING:
+    from rrwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,8 @@ class ReconcileStats:
     conflicts: int = 0  # writes that lost their guard to someone else's change
     fenced: int = 0  # writes rejected because another instance leads now
     errors: int = 0
+    pending: int = 0  # writes the last plan wanted
+    converged_at: float = 0.0  # wall-clock time of the last plan that wanted none
 
 
 @attrs.frozen
@@ -56,18 +64,16 @@ class Reconciler:
         self,
         etcd: Etcd,
         watcher: Watcher,
-        policy: Policy,
+        settings: Callable[[], Settings],
         timing: Timing = Timing(),
-        limits: Limits = Limits(),
         *,
         dry_run: bool = False,
     ) -> None:
         self._etcd = etcd
         self._watcher = watcher
-        self._policy = policy
-        self._planner = Planner(policy)
+        self._settings = settings  # the policy and limits in force, read at each plan
+        self._planner = Planner(settings().policy)
         self._timing = timing
-        self._limits = limits
         self._dry_run = dry_run
         self.stats = ReconcileStats()
         self._reported: tuple[str, ...] = ()
@@ -75,6 +81,9 @@ class Reconciler:
         self._converged = trio.Event()
 
     def plan(self) -> Plan:
+        policy = self._settings().policy
+        if policy != self._planner.policy:
+            self._planner = Planner(policy)  # a new policy: plan from scratch
         mesh, plan = self._planner.plan(self._watcher.state)
         self._report(mesh, plan)
         return plan
@@ -89,8 +98,10 @@ class Reconciler:
             version = self._watcher.version
             plan = self.plan()
             self.stats.plans += 1
+            self.stats.pending = len(plan.make) + len(plan.brk)
             wait_until = math.inf
             if not plan:
+                self.stats.converged_at = time.time()
                 self._converged_at = version
                 self._converged.set()
                 self._converged = trio.Event()
@@ -98,7 +109,7 @@ class Reconciler:
                 for op in plan.make + plan.brk:
                     log.info("would %s", op)
             elif plan.make:
-                landed = await self.apply(self._limits.step(plan.make), fence)
+                landed = await self.apply(self._settings().limits.step(plan.make), fence)
                 if landed:  # new sessions: the break phase waits a settle time from now
                     settle_until = trio.current_time() + self._timing.settle
                 if landed is not None:
@@ -107,7 +118,7 @@ class Reconciler:
             elif plan.brk:
                 if trio.current_time() < settle_until:
                     wait_until = settle_until
-                elif await self.apply(self._limits.step(plan.brk), fence) is not None:
+                elif await self.apply(self._settings().limits.step(plan.brk), fence) is not None:
                     continue
                 else:
                     wait_until = trio.current_time() + RETRY_AFTER
@@ -159,7 +170,8 @@ class Reconciler:
         if current is None or current.mod_revision != op.revision:
             raise _Conflict(current)
         if isinstance(op, SetNode):
-            value = calico.edit_node(current.value, self._policy.rr_label, op.cluster, op.clients)
+            rr_label = self._planner.policy.rr_label  # the policy this op was planned with
+            value = calico.edit_node(current.value, rr_label, op.cluster, op.clients)
         else:
             value = calico.edit_peer(current.value, op.spec)
         return await self._txn(op.key, op.revision, value, fence)

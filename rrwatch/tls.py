@@ -1,4 +1,10 @@
-"""TLS material for etcd: the file paths, and the HTTP session that uses them."""
+"""TLS material for etcd: the file paths, the SSL context read from them, and the HTTP session
+that uses it.
+
+The context holds the certificates and key as they were read: connections made with it do not
+depend on the files afterwards, so a rotation is taken up by swapping in a new context once the
+new files check out, and a half-written or wrong one never breaks a working client.
+"""
 
 from __future__ import annotations
 
@@ -28,43 +34,51 @@ class TlsFiles:
     cert: str
     key: str
 
+    @property
+    def paths(self) -> tuple[str, str, str]:
+        return self.ca, self.cert, self.key
 
-def session(tls: TlsFiles | None) -> requests.Session:
-    """A requests session that trusts only `tls.ca` and presents `tls`'s certificate.
+
+def context(tls: TlsFiles) -> ssl.SSLContext:
+    """A client context that trusts only `tls.ca` and presents `tls`'s certificate.
+
+    Raises OSError or ssl.SSLError; certs.check says what is wrong in a way people can act on.
+    """
+    out = ssl.create_default_context(cafile=tls.ca)  # no system CAs when a CA file is given
+    out.load_cert_chain(tls.cert, tls.key)
+    return out
+
+
+def session(tls: TlsFiles | ssl.SSLContext | None) -> requests.Session:
+    """A requests session for etcd: TLS with `tls` (files are read now), or plain HTTP.
 
     `trust_env` is off: these machines set REQUESTS_CA_BUNDLE, which requests would otherwise
     use instead of our CA, and proxies from the environment must not carry etcd traffic.
     """
+    if isinstance(tls, TlsFiles):
+        tls = context(tls)
     out = requests.Session()
     out.trust_env = False
     for scheme in ("https://", "http://"):
-        out.mount(scheme, _KeepAliveAdapter())
-    if tls is not None:
-        out.verify = tls.ca
-        out.cert = (tls.cert, tls.key)
+        out.mount(scheme, _Adapter(tls))
     return out
 
 
-class _KeepAliveAdapter(requests.adapters.HTTPAdapter):
+class _Adapter(requests.adapters.HTTPAdapter):
+    """TCP keepalive, and TLS by our context alone."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
+        self._ssl_context = ssl_context
+        super().__init__()
+
     def init_poolmanager(self, *args: object, **kwargs: object) -> None:
         kwargs["socket_options"] = HTTPConnection.default_socket_options + _KEEPALIVE
+        if self._ssl_context is not None:
+            kwargs["ssl_context"] = self._ssl_context
         super().init_poolmanager(*args, **kwargs)
 
-
-def problems(tls: TlsFiles) -> list[str]:
-    """Why these files cannot make a TLS client, one line per problem, naming the file."""
-    out = []
-    context = ssl.create_default_context()
-    try:
-        context.load_verify_locations(cafile=tls.ca)
-    except (OSError, ssl.SSLError) as e:
-        out.append(f"{tls.ca}: not a usable CA certificate ({_reason(e)})")
-    try:
-        context.load_cert_chain(tls.cert, tls.key)
-    except (OSError, ssl.SSLError) as e:
-        out.append(f"{tls.cert} with {tls.key}: not a usable certificate and key ({_reason(e)})")
-    return out
-
-
-def _reason(e: Exception) -> str:
-    return getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)
+    def cert_verify(self, conn: object, url: str, verify: object, cert: object) -> None:
+        # requests would point urllib3 at certifi's bundle, which urllib3 then loads into our
+        # context, trusting every public CA. The context already says whom to trust.
+        if self._ssl_context is None:
+            super().cert_verify(conn, url, verify, cert)

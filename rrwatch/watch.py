@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 
 import attrs
 import trio
@@ -65,17 +65,34 @@ class Snapshot:
     leader: str | None = None  # who holds the leader key, when the reader asked
 
 
-async def load(etcd: Etcd, new_state: Callable[[], ClusterState]) -> Snapshot:
+def _nothing(state: ClusterState, keys: Collection[str]) -> None:
+    pass
+
+
+@attrs.frozen
+class Records:
+    """What the model is made of: the prefixes followed, a new empty model, how one key's value
+    (None: deleted) lands in it, and what to do once a snapshot is in (given its keys)."""
+
+    new_state: Callable[[], ClusterState]
+    prefixes: tuple[str, ...] = calico.WATCHED_PREFIXES
+    apply: Callable[[ClusterState, str, bytes | None, int], None] = calico.apply
+    loaded: Callable[[ClusterState, Collection[str]], None] = _nothing
+
+
+async def load(etcd: Etcd, records: Records) -> Snapshot:
     """The model as of one revision: every watched key read once, in pages."""
-    revision, kvs = await etcd.snapshot(calico.WATCHED_PREFIXES)
-    state = new_state()
+    revision, kvs = await etcd.snapshot(records.prefixes)
+    state = records.new_state()
     bad = {}
     for kv in kvs:
         try:
-            calico.apply(state, kv.key, kv.value, kv.mod_revision)
+            records.apply(state, kv.key, kv.value, kv.mod_revision)
         except calico.BadRecord as e:
             bad[kv.key] = e.reason
-    return Snapshot(revision, state, bad, {kv.key: kv.mod_revision for kv in kvs})
+    revisions = {kv.key: kv.mod_revision for kv in kvs}
+    records.loaded(state, revisions.keys())
+    return Snapshot(revision, state, bad, revisions)
 
 
 def drift(
@@ -109,25 +126,26 @@ class Watcher:
     def __init__(
         self,
         etcd: Etcd,
-        new_state: Callable[[], ClusterState],
+        records: Records,
         *,
         backoff: Callable[[], Backoff] = Backoff,
         probe_interval: float = 5.0,
         check_interval: float = 300.0,
     ) -> None:
         self._etcd = etcd
-        self._new_state = new_state
+        self._records = records
+        self._prefixes = records.prefixes
         self._backoff = backoff
         self._probe_interval = probe_interval
         self._check_interval = check_interval
-        self.state = new_state()
+        self.state = records.new_state()
         self.stats = WatchStats()
         self.bad: dict[str, str] = {}  # key -> reason, for keys whose value cannot be used
         self.version = 0  # bumped whenever the model changes
         self.revision = 0  # of the last snapshot
         self.revisions: dict[str, int] = {}  # key -> mod revision, for every key in the model
         self._deleted: dict[str, int] = {}  # key -> revision deleted, kept until the next check
-        self._seen = dict.fromkeys(calico.WATCHED_PREFIXES, 0)  # prefix -> revision applied
+        self._seen = dict.fromkeys(self._prefixes, 0)  # prefix -> revision applied
         self._open: dict[str, str] = {}  # prefix -> endpoint, of the streams open now
         self._streams = trio.CancelScope()  # cancelled to reopen every stream
         self._changed = trio.Event()
@@ -154,7 +172,7 @@ class Watcher:
         backoff = self._backoff()
         while True:
             try:
-                snapshot = await load(self._etcd, self._new_state)
+                snapshot = await load(self._etcd, self._records)
                 break
             except EtcdError as e:
                 log.warning("snapshot failed, retrying: %s", e)
@@ -169,19 +187,19 @@ class Watcher:
         self.state, self.bad, self.revisions = snapshot.state, snapshot.bad, snapshot.revisions
         self.revision = revision
         self._deleted = {}
-        self._seen = dict.fromkeys(calico.WATCHED_PREFIXES, revision)
+        self._seen = dict.fromkeys(self._prefixes, revision)
         self.stats.snapshots += 1
         log.info("snapshot at revision %d: %d nodes, %d BGPPeers, %d registrations",
                  revision, len(self.state.nodes), len(self.state.peers),
                  len(self.state.reflectors))
-        self._notify()
+        self.notify()
 
     async def _follow_all(self) -> None:
         """Every stream, reopened together whenever the probe cancels them."""
         while True:
             with trio.CancelScope() as self._streams:
                 async with trio.open_nursery() as nursery:
-                    for prefix in calico.WATCHED_PREFIXES:
+                    for prefix in self._prefixes:
                         nursery.start_soon(self._follow, prefix)
 
     async def _follow(self, prefix: str) -> None:
@@ -245,7 +263,7 @@ class Watcher:
         else:
             return
         self._seen[prefix] = max(self._seen[prefix], seen)
-        self._notify()
+        self.notify()
 
     def _apply(self, key: str, value: bytes | None, revision: int) -> None:
         if value is None:
@@ -254,7 +272,7 @@ class Watcher:
         else:
             self.revisions[key] = revision
         try:
-            calico.apply(self.state, key, value, revision)
+            self._records.apply(self.state, key, value, revision)
         except calico.BadRecord as e:
             self.stats.bad_records += 1
             if self.bad.get(key) != e.reason:
@@ -285,7 +303,7 @@ class Watcher:
         """Compare the model's key revisions with etcd's now and then; resync on any drift."""
         while True:
             await trio.sleep(self._check_interval)
-            if self._open.keys() != set(calico.WATCHED_PREFIXES):
+            if self._open.keys() != set(self._prefixes):
                 continue  # a stream is reopening and will replay what it missed: not drift
             try:
                 drifted = await self._check()
@@ -297,7 +315,7 @@ class Watcher:
                 raise _Resync(drift_counted=True)
 
     async def _check(self) -> list[str]:
-        revision, kvs = await self._etcd.snapshot(calico.WATCHED_PREFIXES, keys_only=True)
+        revision, kvs = await self._etcd.snapshot(self._prefixes, keys_only=True)
         fresh = {kv.key: kv.mod_revision for kv in kvs}
         drifted = drift(self.revisions, self._deleted, fresh, revision)
         if drifted:  # events up to `revision` may still be on their way
@@ -313,7 +331,8 @@ class Watcher:
             log.warning("model drifted from etcd on %d keys (%s%s); rebuilding it", len(keys),
                         ", ".join(keys[:5]), ", ..." if len(keys) > 5 else "")
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
+        """The model changed (here, or in the settings that shape it): wake its readers."""
         self.version += 1
         self._wake()
 

@@ -8,10 +8,10 @@ import math
 import trio
 
 from rrwatch import calico, config, simulate
-from rrwatch.daemon import new_state
 from rrwatch.etcd import Etcd, EtcdError
 from rrwatch.model import CLIENT_LABEL_PREFIX
 from rrwatch.plan import Planner
+from rrwatch.settings import Live
 from rrwatch.watch import load
 
 ZONES = ("a", "b", "c")
@@ -139,8 +139,9 @@ async def settled(etcd: Etcd, env: dict[str, str]) -> tuple[int, dict[str, bytes
     settings = config.load(env)
     with trio.fail_after(2 * CONVERGE):
         while True:
-            snapshot = await load(etcd, lambda: new_state(settings))
-            if not Planner(settings.policy).plan(snapshot.state)[1]:
+            live = Live(settings)  # the policy object in etcd, if any, laid over `env`
+            snapshot = await load(etcd, live.records)
+            if not Planner(live.settings.policy).plan(snapshot.state)[1]:
                 break
             await trio.sleep(0.2)
     revision, kvs = await etcd.snapshot(["/calico/"])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import os
+
 import pytest
 
 from rrwatch import cli
@@ -61,7 +64,7 @@ def test_every_problem_is_reported_at_once():
     problems = error.value.problems
     assert any(p.startswith("ROUTE_REFLECTOR_MIN:") for p in problems)
     assert any(p.startswith("ETCD_ENDPOINTS:") for p in problems)
-    assert any(p.startswith("ETCD_CERT_FILE:") for p in problems)
+    assert any(p.startswith("TLS needs ETCD_CA_CERT_FILE") for p in problems)
     assert any(p.startswith("--ratio:") for p in problems)
     assert "environment: unknown variable RRWATCH_SETLE" in problems
 
@@ -107,34 +110,51 @@ def test_good_tls_files_load(pki):
     assert load(tls_env(pki.client.ca, pki.client.cert, pki.client.key)).tls.cert == pki.client.cert
 
 
-def test_mismatched_key_is_a_config_error(pki, tmp_path):
-    """A client key that does not belong to the certificate is refused, naming both files."""
-    _, other_key = issue(*make_ca("other"), "rrwatch")
-    key = str(tmp_path / "other-key.pem")
-    write_pem(key, other_key)
-    with pytest.raises(ConfigError, match="not a usable certificate and key") as error:
-        load(tls_env(pki.client.ca, pki.client.cert, key))
-    assert key in str(error.value) and pki.client.cert in str(error.value)
+def _broken_tls(tmp_path, case: str) -> tuple[dict[str, str], str, str]:
+    """Client TLS files with one thing wrong; the environment, the file to blame, the reason."""
+    now = datetime.datetime.now(datetime.UTC)
+    day = datetime.timedelta(days=1)
+    ca, cert, key = (str(tmp_path / name) for name in ("ca.pem", "client.pem", "client-key.pem"))
+    authority = make_ca("rrwatch test CA")
+    write_pem(ca, authority[0])
+    signer, window, key_of = authority, {}, None
+    blame = cert
+    if case == "expired":
+        window, reason = {"not_before": now - 10 * day, "not_after": now - day}, "expired on"
+    elif case == "not-yet-valid":
+        window, reason = {"not_before": now + day, "not_after": now + 10 * day}, "not valid until"
+    elif case == "wrong-ca":
+        signer, reason = make_ca("another CA"), f"not signed by the CA in {ca}"
+    elif case == "mismatched-key":
+        key_of, reason = issue(*authority, "rrwatch")[1], f"does not match the private key in {key}"
+    elif case == "not-pem":
+        blame, reason = key, "no valid PEM private key"
+    else:  # missing
+        blame, reason = str(tmp_path / "absent.pem"), "No such file or directory"
+    leaf, leaf_key = issue(*signer, "rrwatch", **window)
+    write_pem(cert, leaf)
+    write_pem(key, key_of or leaf_key)
+    if case == "not-pem":
+        (tmp_path / "client-key.pem").write_text("not a key\n")
+    return tls_env(ca, cert, blame if case == "missing" else key), blame, reason
 
 
-def test_ca_file_that_is_not_pem_is_a_config_error(pki, tmp_path):
-    """A CA file that holds no certificate is refused, naming the file."""
-    ca = tmp_path / "ca.pem"
-    ca.write_text("not a certificate\n")
-    with pytest.raises(ConfigError, match="not a usable CA certificate"):
-        load(tls_env(str(ca), pki.client.cert, pki.client.key))
+TLS_FAILURES = ["expired", "not-yet-valid", "wrong-ca", "mismatched-key", "not-pem", "missing"]
 
 
-def test_cli_tls_error_is_one_line_and_exit_78(pki, tmp_path, monkeypatch, capsys):
-    """`rrwatch run` with a key that does not match its certificate exits 78 with one line."""
-    _, other_key = issue(*make_ca("other"), "rrwatch")
-    key = str(tmp_path / "other-key.pem")
-    write_pem(key, other_key)
-    for name, value in tls_env(pki.client.ca, pki.client.cert, key).items():
+@pytest.mark.parametrize("case", TLS_FAILURES)
+def test_tls_failure_is_one_line_and_exit_78(tmp_path, monkeypatch, capsys, case):
+    """`rrwatch run` with broken client TLS files: exit 78 and one line that names the file at
+    fault and the reason; no traceback."""
+    environ, blame, reason = _broken_tls(tmp_path, case)
+    for name in [n for n in os.environ if n.startswith(("RRWATCH_", "ETCD_", "ROUTE_"))]:
+        monkeypatch.delenv(name)
+    for name, value in environ.items():
         monkeypatch.setenv(name, value)
     assert cli.main(["run"]) == EX_CONFIG
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and key in err
+    assert err.count("\n") == 1, err
+    assert blame in err and reason in err and "Traceback" not in err
 
 
 def test_mesh_options():
@@ -212,3 +232,113 @@ def test_bad_fault_and_leadership_options_name_their_source():
         "RRWATCH_LEASE_TTL", "RRWATCH_PREFIX", "RRWATCH_REGISTER_IP", "RRWATCH_METRICS_ADDRESS"]
     with pytest.raises(ConfigError, match="RRWATCH_REGISTER_CLUSTER_ID needs"):
         load({"RRWATCH_REGISTER_CLUSTER_ID": "224.0.0.9"})
+
+
+TOML = """\
+[etcd]
+endpoints = ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]
+lease_ttl = 15
+
+[policy]
+min = 2
+topology = "zoned"
+zone_label = "topology.kubernetes.io/zone"
+
+[host]
+register_ip = ["10.0.0.5"]
+
+[metrics]
+address = "127.0.0.1:9100"
+
+[log]
+format = "json"
+"""
+
+
+def test_toml_file_sets_options(tmp_path):
+    """Every table of the file lands on its option; what it leaves out keeps its default."""
+    path = tmp_path / "rrwatch.toml"
+    path.write_text(TOML)
+    config = load({"RRWATCH_CONFIG": str(path)})
+    assert config.etcd_endpoints == ("https://10.0.0.1:2379", "https://10.0.0.2:2379")
+    assert (config.lease_ttl, config.policy.min_rrs, config.policy.topology) == (15, 2, "zoned")
+    assert config.zone_label == "topology.kubernetes.io/zone"
+    assert config.register_ip == ("10.0.0.5",)
+    assert (config.metrics_address, config.log_format) == (("127.0.0.1", 9100), "json")
+    assert (config.policy.max_rrs, config.file) == (25, str(path))
+
+
+def test_file_then_environment_then_flags(tmp_path):
+    """One option set at every level: each level overrides the one below it."""
+    path = tmp_path / "rrwatch.toml"
+    path.write_text("[policy]\nmin = 2\nmax = 9\nratio = 0.2\n")
+    environ = {"RRWATCH_CONFIG": str(path), "ROUTE_REFLECTOR_MAX": "8",
+               "ROUTE_REFLECTOR_RATIO": "0.3"}
+    config = load(environ, {"ratio": "0.4"})
+    assert (config.policy.min_rrs, config.policy.max_rrs, config.policy.ratio) == (2, 8, 0.4)
+
+
+def test_which_file_is_read(tmp_path):
+    """--config over $RRWATCH_CONFIG over the default path, which is read only if it exists."""
+    files = {}
+    for name, minimum in (("flag", 4), ("env", 5), ("default", 6)):
+        files[name] = tmp_path / f"{name}.toml"
+        files[name].write_text(f"[policy]\nmin = {minimum}\n")
+    default = str(files["default"])
+    environ = {"RRWATCH_CONFIG": str(files["env"])}
+    assert load(environ, {"config": str(files["flag"])}, default_file=default).policy.min_rrs == 4
+    assert load(environ, default_file=default).policy.min_rrs == 5
+    assert load({}, default_file=default).policy.min_rrs == 6
+    config = load({}, default_file=str(tmp_path / "absent.toml"))
+    assert (config.policy.min_rrs, config.file) == (3, None)
+
+
+def test_file_problems_are_all_reported_with_file_and_key(tmp_path):
+    """Unknown keys and tables, values of the wrong type or range: every one is reported,
+    each naming the file and the key."""
+    path = tmp_path / "rrwatch.toml"
+    path.write_text('colour = "blue"\n[policy]\nmin = -1\nmax = [1, 2]\nflavour = 1\n'
+                    '[etcd]\nendpoints = "ftp://x"\n[nosuch]\nkey = 1\n')
+    with pytest.raises(ConfigError) as error:
+        load({"RRWATCH_CONFIG": str(path)})
+    assert sorted(error.value.problems) == sorted([
+        f"{path}: unknown key colour",
+        f"{path}: policy.max: an array is not a value of this key",
+        f"{path}: unknown key policy.flavour",
+        f"{path}: unknown key nosuch.key",
+        f"{path}: policy.min: -1 is less than 0",
+        f"{path}: etcd.endpoints: 'ftp://x' is not an http(s)://host:port URL",
+    ])
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("[policy\nmin = 1\n", "not valid TOML (Expected ']' at the end of a table declaration"),
+    (None, "No such file or directory"),
+])
+def test_unreadable_file_is_one_problem(tmp_path, text, problem):
+    path = tmp_path / "rrwatch.toml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load({}, {"config": str(path)})
+    [line] = error.value.problems
+    assert line.startswith(f"{path}: {problem}")
+
+
+def test_cli_reads_the_config_flag(tmp_path, monkeypatch, capsys):
+    """`rrwatch run --config FILE` with a bad value in it: exit 78, one line naming file and key."""
+    for name in [n for n in __import__("os").environ if n.startswith(("RRWATCH_", "ETCD_"))]:
+        monkeypatch.delenv(name)
+    path = tmp_path / "rrwatch.toml"
+    path.write_text("[policy]\nratio = 7\n")
+    assert cli.main(["run", "--config", str(path)]) == EX_CONFIG
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path}: policy.ratio: 7 is not in (0, 1]" in err
+
+
+def test_file_keys_are_unique_and_documented():
+    """Each option has one file key, in a table named like its neighbours."""
+    keys = [option.key for option in OPTIONS]
+    assert len(set(keys)) == len(keys)
+    assert {key.partition(".")[0] for key in keys if "." in key} == {
+        "etcd", "policy", "reconcile", "host", "bird", "metrics", "log"}

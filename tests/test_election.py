@@ -12,8 +12,10 @@ from rrwatch.election import Fence, LostLeadership, SessionLost
 from rrwatch.etcd import put
 from rrwatch.mesh import Policy
 from rrwatch.model import ClusterState
+from rrwatch.plan import Limits
 from rrwatch.reconcile import Reconciler, Timing
-from rrwatch.watch import Watcher
+from rrwatch.settings import Settings
+from rrwatch.watch import Records, Watcher
 from tests.strategies import RR_LABEL
 
 LEADER = "/rrwatch/v1/leader"
@@ -66,14 +68,15 @@ async def test_leaving_a_session_deletes_what_its_lease_held(etcd):
 
 
 def reconciler_for(etcd, watcher: Watcher) -> Reconciler:
-    policy = Policy(rr_label=RR_LABEL, ratio=0.005, min_rrs=3, max_rrs=25)
-    return Reconciler(etcd, watcher, policy, Timing(debounce=0.01, settle=0.1))
+    settings = Settings(Policy(rr_label=RR_LABEL, ratio=0.005, min_rrs=3, max_rrs=25), Limits(),
+                        simulate.ZONE_LABEL)
+    return Reconciler(etcd, watcher, lambda: settings, Timing(debounce=0.01, settle=0.1))
 
 
 async def test_a_deposed_leaders_write_is_fenced_off(etcd):
     """Once the leader key is someone else's, the old leader's first write fails atomically:
     nothing lands, LostLeadership ends its run, and the fenced write is counted."""
-    watcher = Watcher(etcd, lambda: ClusterState(simulate.ZONE_LABEL, RR_LABEL))
+    watcher = Watcher(etcd, Records(lambda: ClusterState(simulate.ZONE_LABEL, RR_LABEL)))
     reconciler = reconciler_for(etcd, watcher)
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
@@ -97,7 +100,7 @@ async def test_a_deposed_leaders_write_is_fenced_off(etcd):
 async def test_a_lost_guard_waits_for_the_truth_and_plans_again(etcd):
     """A write beaten by a foreign change is not retried blindly: the reconciler waits until the
     model holds the record that beat it, and the next plan builds on that record."""
-    watcher = Watcher(etcd, lambda: ClusterState(simulate.ZONE_LABEL, RR_LABEL))
+    watcher = Watcher(etcd, Records(lambda: ClusterState(simulate.ZONE_LABEL, RR_LABEL)))
     reconciler = reconciler_for(etcd, watcher)
     nodes = simulate.nodes("a", range(3))
     await simulate.put_all(etcd, nodes)

@@ -12,12 +12,12 @@ from rrwatch import calico, simulate
 from rrwatch.etcd import Backoff, Etcd
 from rrwatch.model import ClusterState
 from rrwatch.tls import session as tls_session
-from rrwatch.watch import Watcher, drift
+from rrwatch.watch import Records, Watcher, drift
 from tests.strategies import RR_LABEL
 
 
 def watcher_for(etcd, **kwargs) -> Watcher:
-    return Watcher(etcd, lambda: ClusterState(simulate.ZONE_LABEL, RR_LABEL), **kwargs)
+    return Watcher(etcd, Records(lambda: ClusterState(simulate.ZONE_LABEL, RR_LABEL)), **kwargs)
 
 
 def names(state: ClusterState) -> set[str]:

@@ -14,8 +14,8 @@ import pytest
 import trio
 
 from rrwatch import bird, calico, simulate
-from rrwatch.daemon import new_state
 from rrwatch.etcd import Etcd
+from rrwatch.settings import Live
 from rrwatch.verify import HOST_PREFIX, fabric, verify
 from rrwatch.watch import load
 from tests import cluster
@@ -118,7 +118,7 @@ async def snapshot_state(etcd: Etcd, env: dict[str, str]):
     from rrwatch import config
 
     settings_ = config.load(env)
-    return (await load(etcd, lambda: new_state(settings_))).state
+    return (await load(etcd, Live(settings_).records)).state
 
 
 @pytest.mark.parametrize("hosts", [0, 2], ids=["in-cluster", "with-hosts"])
@@ -292,7 +292,7 @@ async def test_rrs_sharing_a_cluster_id_with_split_clients_is_predicted(rrs, lab
         items.update([hand_peer(f"{c.name}-rr", {"node": c.name,
                                                 **target["rr1" if c.name in LEFT else "rr2"]})])
     await simulate.put_all(etcd, items)
-    state = (await load(etcd, lambda: new_state(cluster_config()))).state
+    state = (await load(etcd, Live(cluster_config()).records)).state
     data = await etcd_data(etcd)
     names = [c.name for c in clients]
     if rrs == "in-cluster":
