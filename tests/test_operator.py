@@ -172,6 +172,13 @@ async def test_policy_object_applies_live(etcd, start_daemon, daemon_env):
     assert Counter(zone for zone, _ in reflectors.values()) == {z: 2 for z in ZONES}
     assert len({cid for _, cid in reflectors.values()}) == 3
     await wait_for(lambda: daemon.metrics().get("rrwatch_policy_object") == 1)
+    zones = {(s.name, s.labels.get("zone")): s.value for s in daemon.samples()
+             if s.name.startswith("rrwatch_zone_")}
+    for zone in ZONES:
+        assert (zones[("rrwatch_zone_nodes", zone)], zones[("rrwatch_zone_route_reflectors", zone)],
+                zones[("rrwatch_zone_clients", zone)]) == (6, 2, 4)
+    await wait_for(lambda: daemon.metrics().get("rrwatch_pending_changes") == 0)
+    assert daemon.metrics()["rrwatch_last_reconcile_timestamp_seconds"] > 0
 
     await simulate.put_all(etcd, {key: b'{"topology": "ring"}'})
     await daemon.wait_for_log(f"skipping {key}")
@@ -241,13 +248,14 @@ async def test_graph_renders_with_graphviz(etcd, rrwatch, tmp_path):
 
 async def test_daemon_notifies_systemd(start_daemon, tmp_path, etcd):
     """On a test NOTIFY_SOCKET: READY=1 with a STATUS line once in sync, WATCHDOG=1 pings,
-    RELOADING=1 then READY=1 on SIGHUP, and STOPPING=1 on SIGTERM."""
+    RELOADING=1 then READY=1 on SIGHUP, and STOPPING=1 on SIGTERM. Logs are JSON lines."""
     await seed_topology(etcd, per_zone=2)
     path = str(tmp_path / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(path)
         sock.setblocking(False)
-        daemon = start_daemon({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+        daemon = start_daemon({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000",
+                               "RRWATCH_LOG_FORMAT": "json"})
         received: list[str] = []
 
         async def until(field: str) -> list[str]:
@@ -271,4 +279,6 @@ async def test_daemon_notifies_systemd(start_daemon, tmp_path, etcd):
         daemon.signal(signal.SIGTERM)
         await until("STOPPING=1")
         assert daemon.proc.wait(timeout=10) == 0
-    assert "reloaded the configuration" in daemon.log()
+    entries = [json.loads(line) for line in daemon.log().splitlines()]  # --log-format json
+    assert {"time", "level", "logger", "message"} <= entries[0].keys()
+    assert any(e["message"] == "reloaded the configuration" for e in entries)
