@@ -75,9 +75,14 @@ def check(config: Config) -> int:
         return status
     reachable = []
     for endpoint in config.etcd_endpoints:
-        try:
+        try:  # before connecting: a certificate that does not name the host fails that
             warning = (config.tls and certs.server_name_warning(endpoint, config.tls,
                                                                 config.etcd_timeout))
+        except (OSError, ssl.SSLError, ValueError):
+            warning = None  # unreachable: the probe says so
+        if warning:
+            say("warn", f"TLS: {warning}")
+        try:
             revision = trio.run(_probe, endpoint, config)
         except EtcdError as e:
             if any(text in str(e) for text in _AUTH):
@@ -90,8 +95,6 @@ def check(config: Config) -> int:
         except (OSError, ssl.SSLError) as e:
             say("FAIL", f"{endpoint}: cannot be reached: {e}")
             continue
-        if warning:
-            say("warn", f"TLS: {warning}")
         say("ok", f"{endpoint}: etcd serves, revision {revision}")
         reachable.append(endpoint)
     if not reachable:

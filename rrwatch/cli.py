@@ -127,7 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_mod.load(os.environ, flags)
     except ConfigError as e:
-        print(f"rrwatch: configuration: {e}", file=sys.stderr)
+        if args.command == "check":  # a report, one line per finding
+            for problem in e.problems:
+                print(f"FAIL {problem}")
+        else:
+            print(f"rrwatch: configuration: {e}", file=sys.stderr)
         return EX_CONFIG
     logs.setup(verbose=verbose, fmt=config.log_format)
 
@@ -150,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rrwatch.check import check
 
         return check(config)
+    if len({ipaddress.ip_address(ip).version for ip in args.ips}) < len(args.ips):
+        print("rrwatch: one IPv4 and one IPv6 address at most", file=sys.stderr)
+        return 2
     return commands.registration(config, args.ips,
                                  cluster_id=getattr(args, "host_cluster_id", None) or "",
                                  remove=args.command == "unregister")

@@ -188,6 +188,9 @@ def registration(config: Config, ips: list[str], *, cluster_id: str = "",
                 if remove and current is None:
                     print(f"{key}: not registered")
                     continue
+                if config.dry_run:
+                    print(f"would {'unregister' if remove else 'register'} {key}")
+                    continue
                 ops = [delete(key)] if remove else [put(key, value)]
                 result = await etcd.txn([mod_is(key, revision)], ops)
                 if not result.succeeded:

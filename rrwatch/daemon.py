@@ -159,9 +159,13 @@ class Daemon:
             for problem in e.problems:
                 log.error("reload: %s; keeping the running configuration", problem)
             return
-        for name in (f.name for f in attrs.fields(Config) if f.name not in _LIVE):
-            if getattr(new, name) != getattr(self.config, name):
-                log.warning("reload: %s changed; it takes effect when rrwatch restarts", name)
+        changed = [f.name for f in attrs.fields(Config)
+                   if f.name not in _LIVE and getattr(new, f.name) != getattr(self.config, f.name)]
+        if (new.tls is None) != (self.config.tls is None):
+            changed.append("tls")
+            new = attrs.evolve(new, tls=self.config.tls)
+        for name in changed:
+            log.warning("reload: %s changed; it takes effect when rrwatch restarts", name)
         self.config = attrs.evolve(self.config, **{name: getattr(new, name) for name in _LIVE})
         self.live.reconfigure(new, self.watcher.state)
         self.watcher.notify()

@@ -73,8 +73,8 @@ class _Collector:
                                 "Records skipped now because their value cannot be used",
                                 value=len(daemon.watcher.bad))
         yield GaugeMetricFamily("rrwatch_policy_object",
-                                "1 while a policy object in etcd overrides the local policy",
-                                value=int(daemon.live.settings != daemon.live.local))
+                                "1 while a policy object in etcd is in force",
+                                value=int(daemon.live.from_object))
         yield from _zones(daemon)
         if daemon.tls is not None and (days := daemon.tls.days_left()) is not None:
             yield GaugeMetricFamily("rrwatch_tls_cert_expiry_days",

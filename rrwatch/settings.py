@@ -93,6 +93,11 @@ class Live:
     def records(self) -> Records:
         return Records(self.settings_state, self.prefixes, self.apply, self.loaded)
 
+    @property
+    def from_object(self) -> bool:
+        """A policy object in etcd is in force."""
+        return self._object is not None
+
     def settings_state(self) -> ClusterState:
         return self.settings.new_state()
 

@@ -342,3 +342,15 @@ def test_file_keys_are_unique_and_documented():
     assert len(set(keys)) == len(keys)
     assert {key.partition(".")[0] for key in keys if "." in key} == {
         "etcd", "policy", "reconcile", "host", "bird", "metrics", "log"}
+
+
+def test_reference_documents_every_option():
+    """docs/reference.md names each option's file key, environment variables and flag."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "reference.md")) as f:
+        text = f.read()
+    for option in OPTIONS:
+        section, _, key = option.key.rpartition(".")
+        cell = f"`[{section}]` `{key}`" if section else f"`{key}`"
+        flag = f"`{option.flag}`" if option.switch else f"`{option.flag} {option.metavar}`"
+        for name in (cell, flag, *(f"`{env}`" for env in option.env)):
+            assert name in text, name

@@ -282,3 +282,21 @@ async def test_daemon_notifies_systemd(start_daemon, tmp_path, etcd):
     entries = [json.loads(line) for line in daemon.log().splitlines()]  # --log-format json
     assert {"time", "level", "logger", "message"} <= entries[0].keys()
     assert any(e["message"] == "reloaded the configuration" for e in entries)
+
+
+def test_check_lists_config_problems_one_per_line(rrwatch, tmp_path):
+    """`check` reports every config problem on a FAIL line of its own, and exits 78."""
+    result = rrwatch("check", env={"ETCD_KEY_FILE": str(tmp_path / "absent.pem"),
+                                   "ROUTE_REFLECTOR_MIN": "many"})
+    assert result.returncode == 78, result.stdout + result.stderr
+    failed = result.stdout.splitlines()
+    assert len(failed) == 2 and all(line.startswith("FAIL ") for line in failed)
+    assert any(f"{tmp_path}/absent.pem: cannot read" in line for line in failed)
+
+
+async def test_register_dry_run_writes_nothing(etcd, rrwatch):
+    result = rrwatch("register", "10.0.0.9", "--dry-run")
+    assert result.returncode == 0 and "would register" in result.stdout
+    assert await etcd.get(calico.RR_V4 + "10.0.0.9") is None
+    result = rrwatch("register", "10.0.0.9", "10.0.0.10")
+    assert result.returncode == 2 and "one IPv4 and one IPv6" in result.stderr
