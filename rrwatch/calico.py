@@ -111,7 +111,8 @@ def _route(state: ClusterState, key: str) -> tuple[Callable, Callable, Callable]
     return None
 
 
-def _load(key: str, value: bytes) -> dict[str, Any]:
+def json_object(key: str, value: bytes) -> dict[str, Any]:
+    """A stored value as a JSON object; BadRecord if it is not one."""
     try:
         obj = json.loads(value)
         if _SURROGATE.search(value):  # JSON allows lone \udXXX escapes; UTF-8 cannot hold them
@@ -137,7 +138,7 @@ def _field(key: str, obj: Mapping[str, Any], name: str, kind: type, default: Any
 
 def _resource(key: str, value: bytes, prefix: str) -> tuple[dict, dict, dict[str, str]]:
     """The metadata, spec and labels of a v3 resource, checked against its key."""
-    obj = _load(key, value)
+    obj = json_object(key, value)
     metadata = _field(key, obj, "metadata", dict, {})
     spec = _field(key, obj, "spec", dict, {})
     name = metadata.get("name")
@@ -231,7 +232,7 @@ def parse_bgp_config(key: str, value: bytes, revision: int) -> BgpConfig:
 
 
 def parse_reflector(key: str, value: bytes, revision: int) -> Reflector:
-    obj = _load(key, value)
+    obj = json_object(key, value)
     version = 4 if key.startswith(RR_V4) else 6
     ip: IPAddress = _address(key, "ip", _field(key, obj, "ip", str, None), version)
     if ip is None:

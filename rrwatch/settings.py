@@ -51,7 +51,7 @@ class Settings:
 
 def overlay(local: Settings, key: str, value: bytes) -> Settings:
     """`local` with the policy object `value` laid over it; BadRecord if it cannot be used."""
-    document = calico._load(key, value)
+    document = calico.json_object(key, value)
     unknown = sorted(document.keys() - OBJECT_KEYS.keys())
     if unknown:
         raise calico.BadRecord(key, f"unknown key {', '.join(unknown)}")
