@@ -143,8 +143,7 @@ class Daemon:
         """One line for systemd's STATUS=: role, and the mesh as the model has it."""
         state = self.watcher.state
         speakers = sum(state.speakers.values())
-        rrs = sum(1 for name in list(state.marked)
-                  if (node := state.nodes.get(name)) and node.cluster_id and node.has_bgp_address)
+        rrs = sum(state.reflectors_by_zone().values())
         role = ("dry run" if self.config.dry_run else "leading" if self.leading
                 else "standing by")
         return (f"{role}; {len(state.speakers)} zones, {rrs} RRs, {speakers - rrs} clients,"

@@ -88,12 +88,7 @@ def _zones(daemon: Daemon) -> Iterator[Metric]:
     """Nodes, RRs and clients per zone, as the model has them."""
     state = daemon.watcher.state
     speakers = dict(state.speakers)  # zone -> nodes with a BGP address
-    rrs = dict.fromkeys(speakers, 0)
-    for name in list(state.marked):
-        node = state.nodes.get(name)
-        if node is not None and node.cluster_id and node.has_bgp_address:
-            zone = state.zone_of(node)
-            rrs[zone] = rrs.get(zone, 0) + 1
+    rrs = dict.fromkeys(speakers, 0) | state.reflectors_by_zone()
     families = {
         "nodes": ("BGP speakers (nodes with a BGP address) per zone", speakers),
         "route_reflectors": ("Nodes with a cluster ID per zone", rrs),

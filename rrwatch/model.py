@@ -226,6 +226,17 @@ class ClusterState:
         for node in nodes:
             self.put_node(node)
 
+    def reflectors_by_zone(self) -> dict[str, int]:
+        """Speakers with a cluster ID, per zone. O(marked); safe from the metrics thread, which
+        reads copies of the small `marked` set."""
+        out: dict[str, int] = {}
+        for name in list(self.marked):
+            node = self.nodes.get(name)
+            if node is not None and node.cluster_id and node.has_bgp_address:
+                zone = self.zone_of(node)
+                out[zone] = out.get(zone, 0) + 1
+        return out
+
     def take_changed(self) -> set[str]:
         """The nodes put or removed since the last call."""
         changed, self.changed = self.changed, set()
