@@ -201,14 +201,17 @@ def _make_order(op: Op) -> int:
 class Planner:
     """Plans from a changing ClusterState, checking client labels in proportion to the change.
 
-    A client's desired labels depend only on the node itself and on the set of RRs, so only
-    nodes that changed (or still need writing) are checked, unless the RRs changed.
+    A client's desired labels depend only on the node itself and on the set of RRs, so while
+    the RRs stay the same only the nodes that changed are checked; the client-label ops of the
+    others carry over from the last plan. On a first start in `multi`, where every node needs
+    a write, each step of the reconciler therefore costs what it writes, not the cluster.
     """
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self._key: object = None
-        self._suspects: set[str] = set()
+        self._make: dict[str, SetNode] = {}  # client-label ops of the last plan, by node
+        self._brk: dict[str, SetNode] = {}
 
     def plan(self, state: ClusterState) -> tuple[Mesh, Plan]:
         mesh = desired(state, self.policy)
@@ -216,9 +219,23 @@ class Planner:
         key = (mesh.assignment, frozenset(mesh.reflectors), live)
         changed = state.take_changed()
         if key != self._key:
-            self._key, clients = key, None
+            self._key, self._make, self._brk = key, {}, {}
+            plan = make_plan(state, mesh)
         else:
-            clients = self._suspects | changed
-        plan = make_plan(state, mesh, clients)
-        self._suspects = {op.name for op in plan.make + plan.brk if isinstance(op, SetNode)}
+            for name in changed:
+                self._make.pop(name, None)
+                self._brk.pop(name, None)
+            plan = make_plan(state, mesh, changed)
+        make = [op for op in plan.make if not _client_op(op)]
+        brk = [op for op in plan.brk if not _client_op(op)]
+        self._make.update((op.name, op) for op in plan.make if _client_op(op))
+        self._brk.update((op.name, op) for op in plan.brk if _client_op(op))
+        # The order make_plan gives: clients last in make and first in brk, by name.
+        plan = attrs.evolve(
+            plan, make=(*make, *(self._make[n] for n in sorted(self._make))),
+            brk=(*(self._brk[n] for n in sorted(self._brk)), *brk))
         return mesh, plan
+
+
+def _client_op(op: Op) -> bool:
+    return isinstance(op, SetNode) and op.why == "peer"
