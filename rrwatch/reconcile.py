@@ -1,4 +1,8 @@
-"""Turns model changes into writes: debounce, plan, apply each operation as a guarded transaction.
+"""Turns model changes into writes: debounce, plan, apply the operations as guarded transactions.
+
+Operations go to etcd in batches of up to 127 per transaction, each write guarded by the
+revision it was planned from, so that a first start on a large `multi` cluster (a write per
+node) costs a few hundred round trips, not tens of thousands.
 
 The model is only ever updated by the watch, including with our own writes: after writing, the
 reconciler waits until the model has seen them before it plans again, so it never plans twice
@@ -23,6 +27,7 @@ from rrwatch import calico
 from rrwatch.election import Fence, LostLeadership
 from rrwatch.etcd import KV, Etcd, EtcdError, delete, get, mod_is, put
 from rrwatch.mesh import Mesh
+from rrwatch.model import RRLabel
 from rrwatch.plan import DeletePeer, Op, Plan, Planner, PutPeer, SetNode
 from rrwatch.watch import Watcher
 
@@ -35,11 +40,6 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = 1.0
 # The longest wait for the model to show our writes, or a record that beat one of them.
 CATCH_UP = 5.0
-
-
-class _Conflict(Exception):
-    def __init__(self, current: KV | None) -> None:
-        self.current = current  # the record as etcd has it now (None: absent)
 
 
 @attrs.define
@@ -96,7 +96,11 @@ class Reconciler:
         settle_until = trio.current_time() + self._timing.settle
         while True:
             version = self._watcher.version
+            started = time.perf_counter()
             plan = self.plan()
+            log.debug("planned at revision %d in %.2f ms: %d to make, %d to break",
+                      self._watcher.newest, (time.perf_counter() - started) * 1000,
+                      len(plan.make), len(plan.brk))
             self.stats.plans += 1
             self.stats.pending = len(plan.make) + len(plan.brk)
             wait_until = math.inf
@@ -138,54 +142,78 @@ class Reconciler:
         written: dict[str, int] = {}
         beaten: dict[str, KV | None] = {}
         ok = True
-        for op in ops:
+        for batch in batches(ops):
             try:
-                revision = written[op.key] = await self._write(op, fence)
-            except _Conflict as c:
-                self.stats.conflicts += 1
-                log.info("%s: %s changed since planned; will plan again", op, op.key)
-                beaten[op.key] = c.current
-                continue
+                landed, lost = await self._write(batch, fence)
             except EtcdError as e:
                 self.stats.errors += 1
-                log.warning("could not %s: %s", op, e)
+                log.warning("could not %s%s: %s", batch[0],
+                            f" and {len(batch) - 1} more" if len(batch) > 1 else "", e)
                 ok = False
                 break  # etcd is unwell: the rest would fail too
-            self.stats.writes += 1
-            log.info("%s (revision %d)", op, revision)
+            for op in batch:
+                if op.key in landed:
+                    log.info("%s (revision %d)", op, landed[op.key])
+                elif op.key in lost:
+                    log.info("%s: %s changed since planned; will plan again", op, op.key)
+            self.stats.writes += len(landed)
+            self.stats.conflicts += len(lost)
+            written.update(landed)
+            beaten.update(lost)
         with trio.move_on_after(CATCH_UP):
             await self._watcher.wait_seen(written)
             for key, current in beaten.items():
                 await self._watcher.wait_key(key, current)
         return len(written) if ok else None
 
-    async def _write(self, op: Op, fence: Fence) -> int:
-        """One guarded, fenced transaction; the new revision. _Conflict when the guard failed."""
-        if isinstance(op, DeletePeer):
-            return await self._txn(op.key, op.revision, None, fence)
-        if isinstance(op, PutPeer) and op.revision is None:
-            return await self._txn(op.key, 0, calico.new_peer(op.name, op.spec), fence)
-        # An edit of stored JSON: read it, and write only if it is still what we planned from.
-        current = await self._etcd.get(op.key)
-        if current is None or current.mod_revision != op.revision:
-            raise _Conflict(current)
-        if isinstance(op, SetNode):
-            rr_label = self._planner.policy.rr_label  # the policy this op was planned with
-            value = calico.edit_node(current.value, rr_label, op.cluster, op.clients)
-        else:
-            value = calico.edit_peer(current.value, op.spec)
-        return await self._txn(op.key, op.revision, value, fence)
+    async def _write(
+        self, ops: tuple[Op, ...], fence: Fence
+    ) -> tuple[dict[str, int], dict[str, KV | None]]:
+        """One fenced transaction for a batch, each write guarded by the revision it was planned
+        from: (key -> revision written, key -> record now for the ops a change beat).
 
-    async def _txn(self, key: str, revision: int, value: bytes | None, fence: Fence) -> int:
-        request = delete(key) if value is None else put(key, value)
-        result = await self._etcd.txn([mod_is(key, revision), fence.compare], [request],
-                                      [get(key), get(fence.key)])
+        Edits of stored JSON read the records first, in one transaction too; an op whose record
+        changed since the plan is left out. If a record changes between that read and the
+        write, nothing in the batch lands: the next plan starts from the truth.
+        """
+        edits = [get(op.key) for op in ops if _edits(op)]
+        current = (await self._etcd.txn([], edits)).kvs if edits else {}
+        lost: dict[str, KV | None] = {}
+        requests: list[tuple[Op, dict]] = []
+        for op in ops:
+            # The policy this op was planned with: the planner is replaced on a new policy.
+            request = write_request(op, current.get(op.key), self._planner.policy.rr_label)
+            if request is None:
+                lost[op.key] = current.get(op.key)
+            else:
+                requests.append((op, request))
+        landed: dict[str, int] = {}
+        for chunk in _chunks(requests):
+            written, beaten = await self._txn(chunk, fence)
+            landed.update(written)
+            lost.update(beaten)
+        return landed, lost
+
+    async def _txn(
+        self, requests: list[tuple[Op, dict]], fence: Fence
+    ) -> tuple[dict[str, int], dict[str, KV | None]]:
+        ops = [op for op, _ in requests]
+        result = await self._etcd.txn(
+            [mod_is(op.key, op.revision or 0) for op in ops] + [fence.compare],
+            [request for _, request in requests],
+            [get(op.key) for op in ops] + [get(fence.key)])
         if result.succeeded:
-            return result.revision
+            return dict.fromkeys((op.key for op in ops), result.revision), {}
         if not fence.holds(result.kvs):
             self.stats.fenced += 1
-            raise LostLeadership(f"write to {key} fenced off: another instance leads now")
-        raise _Conflict(result.kvs.get(key))
+            raise LostLeadership(f"write to {ops[0].key} fenced off: another instance leads"
+                                 " now")
+        lost = {}
+        for op in ops:
+            now = result.kvs.get(op.key)
+            if (now.mod_revision if now else 0) != (op.revision or 0):
+                lost[op.key] = now
+        return {}, lost
 
     def _report(self, mesh: Mesh, plan: Plan) -> None:
         """Log what keeps the mesh from being complete, once each time it changes."""
@@ -196,3 +224,48 @@ class Reconciler:
             for problem in reported:
                 log.warning("%s", problem)
             self._reported = reported
+
+# etcd's default --max-txn-ops, 128, limits the compares and each branch of a transaction: a
+# batch of 127 writes leaves room for the fence's compare, and for reading the fence key too
+# when the transaction fails. Its values stay well under etcd's 1.5 MiB request limit.
+BATCH = 127
+BATCH_BYTES = 512 * 1024  # base64, as sent
+
+
+def batches(ops: tuple[Op, ...]) -> list[tuple[Op, ...]]:
+    """The ops in order, at most BATCH at a time."""
+    return [ops[i:i + BATCH] for i in range(0, len(ops), BATCH)]
+
+
+def _chunks(requests: list[tuple[Op, dict]]) -> list[list[tuple[Op, dict]]]:
+    """The requests in order, split so that each transaction carries at most about
+    BATCH_BYTES of values (nodes with large annotations could otherwise pass etcd's limit)."""
+    out: list[list[tuple[Op, dict]]] = []
+    size = BATCH_BYTES
+    for op, request in requests:
+        cost = len(request.get("request_put", {}).get("value", ""))
+        if size + cost > BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append((op, request))
+        size += cost
+    return out
+
+
+def _edits(op: Op) -> bool:
+    """The op rewrites a stored value, so it needs to read it first."""
+    return isinstance(op, SetNode) or (isinstance(op, PutPeer) and op.revision is not None)
+
+
+def write_request(op: Op, current: KV | None, rr_label: RRLabel) -> dict | None:
+    """The etcd request that carries out `op` on the record as it is now (`current`, read when
+    the op edits stored JSON); None when that record changed since the plan was made."""
+    if isinstance(op, DeletePeer):
+        return delete(op.key)
+    if isinstance(op, PutPeer) and op.revision is None:
+        return put(op.key, calico.new_peer(op.name, op.spec))
+    if current is None or current.mod_revision != op.revision:
+        return None
+    if isinstance(op, SetNode):
+        return put(op.key, calico.edit_node(current.value, rr_label, op.cluster, op.clients))
+    return put(op.key, calico.edit_peer(current.value, op.spec))

@@ -345,6 +345,11 @@ class Watcher:
         while self.version <= since:
             await self._changed.wait()
 
+    @property
+    def newest(self) -> int:
+        """The newest revision applied to the model, on any prefix."""
+        return max(self._seen.values())
+
     def has_seen(self, writes: Mapping[str, int]) -> bool:
         return all(self._seen_for(key) >= revision for key, revision in writes.items())
 

@@ -126,6 +126,43 @@ async def test_a_lost_guard_waits_for_the_truth_and_plans_again(etcd):
         assert obj["spec"]["bgp"]["routeReflectorClusterID"] == "224.0.0.1"
 
 
+async def test_a_record_changed_between_read_and_write_sinks_its_whole_batch(etcd, monkeypatch):
+    """Edits read their records in one transaction and write them, guarded, in another. A record
+    that changes in between fails that transaction, so no write made from the stale read lands;
+    the record counts as beaten, and the next plan writes the rest around it."""
+    watcher = Watcher(etcd, Records(lambda: ClusterState(simulate.ZONE_LABEL, RR_LABEL)))
+    reconciler = reconciler_for(etcd, watcher)
+    nodes = simulate.nodes("a", range(3))
+    await simulate.put_all(etcd, nodes)
+    first, value = next(iter(nodes.items()))
+    real_txn, raced = etcd.txn, []
+
+    async def racing_txn(compare, success, failure=()):
+        result = await real_txn(compare, success, failure)
+        if not compare and not raced:  # the read of the records to edit
+            raced.append(await real_txn([], [put(first, with_label(value, "foreign", "x"))]))
+        return result
+
+    monkeypatch.setattr(etcd, "txn", racing_txn)
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery, election.session(etcd, 30) as lease:
+            await nursery.start(watcher.run)
+            fence = Fence(LEADER, await election.claim(etcd, LEADER, b"me", lease))
+            plan = reconciler.plan()
+            assert await reconciler.apply(plan.make, fence) == 0
+            assert raced and reconciler.stats.conflicts == 1
+            assert reconciler.stats.writes == 0
+            assert watcher.state.nodes[first[len(calico.NODES):]].labels["foreign"] == "x"
+            nursery.start_soon(reconciler.run, fence)
+            while reconciler.plan():
+                await watcher.wait_change(watcher.version)
+            nursery.cancel_scope.cancel()
+    for key in nodes:
+        obj = json.loads((await etcd.get(key)).value)
+        assert obj["spec"]["bgp"]["routeReflectorClusterID"] == "224.0.0.1"
+    assert json.loads((await etcd.get(first)).value)["metadata"]["labels"]["foreign"] == "x"
+
+
 def with_label(value: bytes, key: str, label: str) -> bytes:
     obj = json.loads(value)
     obj["metadata"]["labels"][key] = label

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 
 import pytest
@@ -163,6 +164,23 @@ async def written_keys(etcd: Etcd, start: int, end: int) -> list[str]:
             if message.events and message.events[-1].revision >= end:
                 return keys
     return keys
+
+
+async def test_a_first_start_in_multi_writes_client_labels_in_batches(
+        etcd, start_daemon, daemon_env):
+    """1,002 nodes in `multi` with no labels yet: every client needs a write, and they go to
+    etcd up to 127 to a transaction (200 per step), not one transaction each."""
+    await seed(etcd, per_zone=334)
+    env = {**daemon_env, "ROUTE_REFLECTOR_TOPOLOGY": "multi"}
+    daemon = start_daemon(env)
+    _, data = await settled(etcd, env)
+    _, clients = layout(data)
+    _, kvs = await etcd.snapshot([calico.NODES])
+    revisions = {kv.mod_revision for kv in kvs if kv.key[len(calico.NODES):] in clients}
+    assert len(clients) > 900 and all(len(rrs) == 3 for rrs in clients.values())
+    # Every node is written once (the RRs too); a step of 200 node writes is 2 transactions.
+    assert len(revisions) <= 2 * math.ceil(len(kvs) / 200)
+    assert "Traceback" not in daemon.log()
 
 
 async def test_a_node_added_to_a_1000_node_multi_cluster_writes_only_that_node(
