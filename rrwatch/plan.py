@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 from rrwatch import calico
-from rrwatch.mesh import Mesh, Policy, desired
+from rrwatch.mesh import Mesh, Policy, client_label, desired
 from rrwatch.model import (
     CLIENT_LABEL_PREFIX,
     ClusterState,
@@ -203,29 +203,38 @@ class Planner:
 
     A client's desired labels depend only on the node itself and on the set of RRs, so while
     the RRs stay the same only the nodes that changed are checked; the client-label ops of the
-    others carry over from the last plan. On a first start in `multi`, where every node needs
-    a write, each step of the reconciler therefore costs what it writes, not the cluster.
+    others carry over from the last plan. When an RR's cluster ID comes or goes (a promotion
+    lands), only the clients whose labels name that ID are checked again. On a first start in
+    `multi`, where every node needs a write, each step of the reconciler therefore costs what
+    it writes, not the cluster.
     """
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self._key: object = None
+        self._live: frozenset[str] = frozenset()  # cluster IDs that RR nodes hold
         self._make: dict[str, SetNode] = {}  # client-label ops of the last plan, by node
         self._brk: dict[str, SetNode] = {}
 
     def plan(self, state: ClusterState) -> tuple[Mesh, Plan]:
         mesh = desired(state, self.policy)
-        live = frozenset((n, state.nodes[n].cluster_id) for n in state.marked)
-        key = (mesh.assignment, frozenset(mesh.reflectors), live)
+        key = (mesh.assignment, frozenset(mesh.reflectors))
+        live = frozenset(state.nodes[n].cluster_id for n in state.marked) - {None}
         changed = state.take_changed()
         if key != self._key:
             self._key, self._make, self._brk = key, {}, {}
             plan = make_plan(state, mesh)
         else:
+            # A client keeps labels of live RRs while it gains new ones (make_plan's `keep`).
+            flipped = {client_label(cluster) for cluster in live ^ self._live}
+            if flipped:
+                changed |= {name for name, node in state.nodes.items()
+                            if not flipped.isdisjoint(node.labels)}
             for name in changed:
                 self._make.pop(name, None)
                 self._brk.pop(name, None)
             plan = make_plan(state, mesh, changed)
+        self._live = live
         make = [op for op in plan.make if not _client_op(op)]
         brk = [op for op in plan.brk if not _client_op(op)]
         self._make.update((op.name, op) for op in plan.make if _client_op(op))
