@@ -151,10 +151,15 @@ class Reconciler:
                             f" and {len(batch) - 1} more" if len(batch) > 1 else "", e)
                 ok = False
                 break  # etcd is unwell: the rest would fail too
+            done = [op for op in batch if op.key in landed]
+            for op in done:  # each op at debug level, a line per transaction at info
+                log.debug("%s (revision %d)", op, landed[op.key])
+            for revision in sorted(set(landed.values())):
+                ops = [op for op in done if landed[op.key] == revision]
+                more = f" and {len(ops) - 1} more" if len(ops) > 1 else ""
+                log.info("%s%s (revision %d)", ops[0], more, revision)
             for op in batch:
-                if op.key in landed:
-                    log.info("%s (revision %d)", op, landed[op.key])
-                elif op.key in lost:
+                if op.key in lost:
                     log.info("%s: %s changed since planned; will plan again", op, op.key)
             self.stats.writes += len(landed)
             self.stats.conflicts += len(lost)
@@ -241,10 +246,10 @@ def _chunks(requests: list[tuple[Op, dict]]) -> list[list[tuple[Op, dict]]]:
     """The requests in order, split so that each transaction carries at most about
     BATCH_BYTES of values (nodes with large annotations could otherwise pass etcd's limit)."""
     out: list[list[tuple[Op, dict]]] = []
-    size = BATCH_BYTES
+    size = 0
     for op, request in requests:
         cost = len(request.get("request_put", {}).get("value", ""))
-        if size + cost > BATCH_BYTES:
+        if not out or (out[-1] and size + cost > BATCH_BYTES):
             out.append([])
             size = 0
         out[-1].append((op, request))

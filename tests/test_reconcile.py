@@ -36,6 +36,9 @@ def test_large_values_split_a_batch_into_transactions_under_the_byte_budget():
     chunks = _chunks(requests)
     assert [len(c) for c in chunks] == [3, 3]
     assert [pair for chunk in chunks for pair in chunk] == requests
+    assert _chunks(requests[::-1]) == [requests[::-1][:4], requests[::-1][4:]]
+    huge = (SetNode("n", 1, None), {"request_put": {"value": "x" * BATCH_BYTES * 2}})
+    assert _chunks([huge, huge]) == [[huge], [huge]]  # over the budget: alone, still sent
 
 
 def test_an_edit_is_made_on_the_record_it_was_planned_from_only():
