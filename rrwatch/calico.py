@@ -194,15 +194,26 @@ def cluster_id(key: str, value: Any) -> str | None:
         raise BadRecord(key, f"cluster ID {value!r} is not an IPv4 address") from None
 
 
+@functools.lru_cache(maxsize=4096)
+def _shared(text: str) -> str:
+    """`text`, or an equal string met lately: one copy of the label keys and values that most
+    nodes repeat (a zone, an instance type), and of a node's name and its hostname label.
+
+    A few thousand strings at most, unlike sys.intern: Python 3.12 never frees interned strings,
+    so interning the names of nodes that come and go would leak.
+    """
+    return text
+
+
 def parse_node(key: str, value: bytes, revision: int) -> Node:
     _, spec, labels = _resource(key, value, NODES)
     bgp = _field(key, spec, "bgp", dict, None)
     if bgp is None:
         raise BadRecord(key, "no spec.bgp")
     return Node(
-        name=key[len(NODES):],
+        name=_shared(key[len(NODES):]),
         revision=revision,
-        labels=labels,
+        labels={_shared(k): _shared(v) for k, v in labels.items()},
         ipv4=_address(key, "ipv4Address", bgp.get("ipv4Address"), 4),
         ipv6=_address(key, "ipv6Address", bgp.get("ipv6Address"), 6),
         asn=as_number(key, bgp.get("asNumber")),

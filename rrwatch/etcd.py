@@ -248,22 +248,37 @@ class Etcd:
             bool(reply.get("more")),
         ))
 
+    async def pages(
+        self, prefixes: Sequence[str], *, page: int = 1000, keys_only: bool = False
+    ) -> AsyncIterator[tuple[int, list[KV]]]:
+        """Every key under the prefixes at one pinned revision, page by page as it is read:
+        (revision, key-values). A caller that uses each page as it comes never holds them all.
+
+        The revision is the first reply's: a reply's header gives etcd's revision at the time,
+        which moves on while the pages are read, not the revision read at.
+        """
+        revision = 0
+        for prefix in prefixes:
+            start = prefix.encode()
+            end = prefix_end(start)
+            while True:
+                now, kvs, more = await self.range(start, end, revision=revision, limit=page,
+                                                  keys_only=keys_only)
+                revision = revision or now
+                yield revision, kvs
+                if not more or not kvs:
+                    break
+                start = kvs[-1].key.encode() + b"\0"
+
     async def snapshot(
         self, prefixes: Sequence[str], *, page: int = 1000, keys_only: bool = False
     ) -> tuple[int, list[KV]]:
         """Every key under the prefixes at one pinned revision, read in pages."""
         revision = 0
         out: list[KV] = []
-        for prefix in prefixes:
-            start = prefix.encode()
-            end = prefix_end(start)
-            while True:
-                revision, kvs, more = await self.range(start, end, revision=revision, limit=page,
-                                                       keys_only=keys_only)
-                out.extend(kvs)
-                if not more or not kvs:
-                    break
-                start = kvs[-1].key.encode() + b"\0"
+        async for read in self.pages(prefixes, page=page, keys_only=keys_only):
+            revision, kvs = read
+            out.extend(kvs)
         return revision, out
 
     async def get(self, key: str) -> KV | None:

@@ -158,6 +158,11 @@ class ClusterState:
     changed: set[str] = attrs.field(factory=set)
     unreadable: set[str] = attrs.field(factory=set)  # keys whose values are bad: never written
 
+    @property
+    def shape(self) -> tuple[str, RRLabel, Selector | None, Selector | None]:
+        """The settings the indexes follow, as reshape() takes them."""
+        return self.zone_label, self.rr_label, self.exclude, self.prefer
+
     def zone_of(self, node: Node) -> str:
         return node.labels.get(self.zone_label, "") if self.zone_label else ""
 

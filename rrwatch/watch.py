@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
 import attrs
 import trio
@@ -81,18 +81,52 @@ class Records:
 
 
 async def load(etcd: Etcd, records: Records) -> Snapshot:
-    """The model as of one revision: every watched key read once, in pages."""
-    revision, kvs = await etcd.snapshot(records.prefixes)
+    """The model as of one revision: every watched key read once, in pages.
+
+    Calico's records land in the new model page by page, so that the values of a large cluster
+    are never all in memory at once. Any other record (the policy object) waits for the last
+    page: it may change the settings in force, which must not change before the model they
+    shape is whole. Those settings may also have changed meanwhile (a reload): the model takes
+    their shape first.
+    """
     state = records.new_state()
-    bad = {}
-    for kv in kvs:
+    bad: dict[str, str] = {}
+    revisions: dict[str, int] = {}
+    held: list[KV] = []
+
+    def apply(kv: KV) -> None:
         try:
             records.apply(state, kv.key, kv.value, kv.mod_revision)
         except calico.BadRecord as e:
             bad[kv.key] = e.reason
-    revisions = {kv.key: kv.mod_revision for kv in kvs}
+
+    revision = 0
+    async for page in etcd.pages(records.prefixes):
+        revision, kvs = page
+        for kv in kvs:
+            revisions[kv.key] = kv.mod_revision
+            if kv.key.startswith(calico.WATCHED_PREFIXES):
+                apply(kv)
+            else:
+                held.append(kv)
+    shape = records.new_state().shape
+    if state.shape != shape:
+        state.reshape(*shape)
+    for kv in held:
+        apply(kv)
     records.loaded(state, revisions.keys())
     return Snapshot(revision, state, bad, revisions)
+
+
+async def key_revisions(etcd: Etcd, prefixes: Sequence[str]) -> tuple[int, dict[str, int]]:
+    """etcd's keys under the prefixes and their mod revisions, as of the revision returned
+    (keys only, page by page)."""
+    revision = 0
+    out: dict[str, int] = {}
+    async for page in etcd.pages(prefixes, keys_only=True):
+        revision, kvs = page
+        out.update((kv.key, kv.mod_revision) for kv in kvs)
+    return revision, out
 
 
 def drift(
@@ -239,9 +273,9 @@ class Watcher:
     async def _catch_up(self, prefix: str) -> None:
         """After a silent spell, move the prefix's resume point up to now if the model provably
         holds all of it: its key revisions equal etcd's (read keys only). Resync if not."""
-        revision, kvs = await self._etcd.snapshot([prefix], keys_only=True)
+        revision, fresh = await key_revisions(self._etcd, [prefix])
         mine = {k: r for k, r in self.revisions.items() if k.startswith(prefix)}
-        drifted = drift(mine, self._deleted, {kv.key: kv.mod_revision for kv in kvs}, revision)
+        drifted = drift(mine, self._deleted, fresh, revision)
         if drifted:
             self._count_drift(drifted)
             raise _Resync(drift_counted=True)
@@ -315,8 +349,7 @@ class Watcher:
                 raise _Resync(drift_counted=True)
 
     async def _check(self) -> list[str]:
-        revision, kvs = await self._etcd.snapshot(self._prefixes, keys_only=True)
-        fresh = {kv.key: kv.mod_revision for kv in kvs}
+        revision, fresh = await key_revisions(self._etcd, self._prefixes)
         drifted = drift(self.revisions, self._deleted, fresh, revision)
         if drifted:  # events up to `revision` may still be on their way
             await trio.sleep(DRIFT_GRACE)

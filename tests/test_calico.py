@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rrwatch import calico
+from rrwatch import calico, simulate
 from rrwatch.model import CLIENT_LABEL_PREFIX, ClusterState, RRLabel, client_labels
 from tests import strategies as s
 
@@ -64,6 +64,17 @@ def test_bad_node_values_are_rejected_with_a_reason(value, reason):
 def test_as_number_forms(asn, expected):
     """AS numbers are accepted as numbers, decimal strings and AS-dot notation."""
     assert calico.parse_node(KEY, node_bytes({"asNumber": asn}), 1).asn == expected
+
+
+def test_nodes_share_one_copy_of_their_repeated_label_strings():
+    """Label keys and values that nodes repeat are one string in memory, and so are a node's
+    name and the hostname label that repeats it; the labels read the same."""
+    values = simulate.nodes("a", range(2))
+    a, b = (calico.parse_node(key, value, 1) for key, value in values.items())
+    assert a.labels == json.loads(values[calico.NODES + a.name])["metadata"]["labels"]
+    assert all(x is y for x, y in zip(a.labels, b.labels, strict=True))
+    assert a.labels[simulate.ZONE_LABEL] is b.labels[simulate.ZONE_LABEL]
+    assert a.labels["kubernetes.io/hostname"] is a.name
 
 
 def test_bad_value_removes_the_old_model_entry():

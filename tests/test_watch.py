@@ -3,16 +3,19 @@ idle streams, probes of a frozen etcd, anti-entropy."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import socket
+from collections.abc import Callable
 
 import trio
 
-from rrwatch import calico, simulate
-from rrwatch.etcd import Backoff, Etcd
+from rrwatch import calico, config, simulate
+from rrwatch.etcd import KV, Backoff, Etcd
 from rrwatch.model import ClusterState
+from rrwatch.settings import Live
 from rrwatch.tls import session as tls_session
-from rrwatch.watch import Records, Watcher, drift
+from rrwatch.watch import Records, Watcher, drift, load
 from tests.strategies import RR_LABEL
 
 
@@ -98,6 +101,77 @@ def test_drift_compares_revisions_as_of_the_snapshot():
     assert drift(model, deleted, fresh, 7) == ["deleted-long-ago", "missed-create",
                                                 "missed-delete", "missed-put"]
     assert drift(fresh, {}, fresh, 7) == []
+
+
+class PagedEtcd:
+    """Stands in for etcd's paged reads: the given pages, one at a time, with `between` called
+    before each page after the first."""
+
+    def __init__(self, pages: list[dict[str, bytes]], between: Callable[[], None]) -> None:
+        self._pages = pages
+        self._between = between
+
+    async def pages(self, prefixes, *, page=1000, keys_only=False):
+        revision = len(self._pages)
+        for i, items in enumerate(self._pages):
+            if i:
+                self._between()
+            yield revision, [KV(key, value, revision) for key, value in items.items()]
+
+
+async def test_a_snapshot_read_page_by_page_is_the_one_read_at_once():
+    """Applying each page as it comes builds the model that applying them all at the end did."""
+    pages = [simulate.nodes("a", range(3)), {calico.NODES + "bad": b"{}"},
+             simulate.nodes("b", range(2))]
+    records = Records(lambda: ClusterState(simulate.ZONE_LABEL, RR_LABEL))
+    snapshot = await load(PagedEtcd(pages, lambda: None), records)
+    state = records.new_state()
+    for key, value in (item for items in pages for item in items.items()):
+        with contextlib.suppress(calico.BadRecord):
+            calico.apply(state, key, value, len(pages))
+    assert snapshot.state == state
+    assert snapshot.bad == {calico.NODES + "bad": "metadata.name None does not match the key"}
+    assert snapshot.revisions == {key: len(pages) for items in pages for key in items}
+
+
+async def test_a_policy_object_in_a_snapshot_takes_effect_once_the_model_is_whole():
+    """Nodes land in the new model page by page, but the settings in force change only once
+    the last page is in, never while the model they shape is half read; and they shape it."""
+    live = Live(config.load({}))
+    seen = []
+    policy = {live.key: b'{"zone_label": "%s"}' % simulate.ZONE_LABEL.encode()}
+    nodes = simulate.nodes("a", range(2)), simulate.nodes("b", range(2))
+    etcd = PagedEtcd([policy, *nodes], lambda: seen.append(live.settings.zone_label))
+    snapshot = await load(etcd, live.records)
+    assert seen == ["", ""]
+    assert live.settings.zone_label == simulate.ZONE_LABEL
+    assert snapshot.state.zone_label == simulate.ZONE_LABEL
+    assert set(snapshot.state.zones) == {"a", "b"}
+    assert set(snapshot.revisions) == {*policy, *nodes[0], *nodes[1]}
+
+
+async def test_settings_reloaded_during_a_snapshot_shape_the_model_it_loads():
+    """A reload (SIGHUP) while the pages come in: the new model follows the new settings."""
+    live = Live(config.load({}))
+    reloaded = config.load({"ROUTE_REFLECTOR_ZONE_LABEL": simulate.ZONE_LABEL})
+    etcd = PagedEtcd([simulate.nodes("a", range(2)), simulate.nodes("b", range(2))],
+                     lambda: live.reconfigure(reloaded, live.settings_state()))
+    snapshot = await load(etcd, live.records)
+    assert snapshot.state.shape == live.settings_state().shape
+    assert set(snapshot.state.zones) == {"a", "b"}
+
+
+async def test_pages_are_all_read_at_the_revision_of_the_first(etcd):
+    """A paged read is one snapshot: what etcd gets meanwhile is not in its later pages."""
+    before = simulate.nodes("a", range(5))
+    revision = await simulate.put_all(etcd, before)
+    pages = []
+    async for page in etcd.pages([calico.NODES], page=2):
+        pages.append(page)
+        if len(pages) == 1:
+            await simulate.put_all(etcd, simulate.nodes("b", range(3)))
+    assert [(r, len(kvs)) for r, kvs in pages] == [(revision, 2), (revision, 2), (revision, 1)]
+    assert [kv.key for _, kvs in pages for kv in kvs] == sorted(before)
 
 
 async def test_anti_entropy_finds_a_lost_event_and_rebuilds_the_model(etcd):
