@@ -68,6 +68,16 @@ def node_value(
     })
 
 
+def mesh_off(asn: int = 64512) -> bytes:
+    """The default BGPConfiguration with the node-to-node mesh off, as after a migration to
+    route reflectors."""
+    return calico.dumps({
+        "kind": "BGPConfiguration", "apiVersion": "projectcalico.org/v3",
+        "metadata": {"name": "default", "uid": "5d2e", "creationTimestamp": "2024-05-01T12:00:00Z"},
+        "spec": {"nodeToNodeMeshEnabled": False, "asNumber": asn},
+    })
+
+
 def nodes(zone: str, indexes: Iterable[int]) -> dict[str, bytes]:
     """Keys and values of simulated nodes in one zone."""
     out = {}

@@ -16,11 +16,7 @@ from tests.cluster import settled
 
 ZONES = ("a", "b", "c")
 RR_LABEL = "calico-route-reflector"
-MESH_OFF = calico.dumps({
-    "kind": "BGPConfiguration", "apiVersion": "projectcalico.org/v3",
-    "metadata": {"name": "default", "uid": "5d2e", "creationTimestamp": "2024-05-01T12:00:00Z"},
-    "spec": {"nodeToNodeMeshEnabled": False, "asNumber": 65010},
-})
+MESH_OFF = simulate.mesh_off(65010)
 # Registered RR hosts, as seed 004 writes them; the IPv4 one claims the template's first ID.
 HOSTS = {
     calico.RR_V4 + "10.200.0.1": b'{"ip":"10.200.0.1","cluster_id":"224.0.0.1"}',
