@@ -177,12 +177,22 @@ class Reconciler:
         """One fenced transaction for a batch, each write guarded by the revision it was planned
         from: (key -> revision written, key -> record now for the ops a change beat).
 
-        Edits of stored JSON read the records first, in one transaction too; an op whose record
-        changed since the plan is left out. If a record changes between that read and the
-        write, nothing in the batch lands: the next plan starts from the truth.
+        Edits of stored JSON need the records as planned from: the watch's recent values have
+        those of records that just changed, and the others are read first, in one transaction
+        too. An op whose record changed since the plan is left out. If a record changes before
+        the write, nothing in the batch lands: the next plan starts from the truth.
         """
-        edits = [get(op.key) for op in ops if _edits(op)]
-        current = (await self._etcd.txn([], edits)).kvs if edits else {}
+        current: dict[str, KV] = {}
+        reads = []
+        for op in ops:
+            if _edits(op):
+                kv = self._watcher.recent(op.key)  # the value a fresh event brought
+                if kv is not None and kv.mod_revision == op.revision:
+                    current[op.key] = kv
+                else:
+                    reads.append(get(op.key))
+        if reads:
+            current.update((await self._etcd.txn([], reads)).kvs)
         lost: dict[str, KV | None] = {}
         requests: list[tuple[Op, dict]] = []
         for op in ops:

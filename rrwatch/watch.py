@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 # How long anti-entropy gives an apparent difference to arrive as an event before calling it drift.
 DRIFT_GRACE = 5.0
+# Values of the keys put lately, kept so that a write answering an event (a new node's labels)
+# need not read back the record the event just delivered. The model keeps no other values.
+RECENT = 256
 
 
 class _Resync(Exception):
@@ -179,6 +182,7 @@ class Watcher:
         self.revision = 0  # of the last snapshot
         self.revisions: dict[str, int] = {}  # key -> mod revision, for every key in the model
         self._deleted: dict[str, int] = {}  # key -> revision deleted, kept until the next check
+        self._recent: dict[str, KV] = {}  # the values of the last RECENT keys put, oldest first
         self._seen = dict.fromkeys(self._prefixes, 0)  # prefix -> revision applied
         self._open: dict[str, str] = {}  # prefix -> endpoint, of the streams open now
         self._streams = trio.CancelScope()  # cancelled to reopen every stream
@@ -219,6 +223,7 @@ class Watcher:
                 log.warning("skipping %s at revision %d: %s", key, revision, reason)
         self.stats.bad_records += len(snapshot.bad)
         self.state, self.bad, self.revisions = snapshot.state, snapshot.bad, snapshot.revisions
+        self._recent = {}
         self.revision = revision
         self._deleted = {}
         self._seen = dict.fromkeys(self._prefixes, revision)
@@ -300,11 +305,15 @@ class Watcher:
         self.notify()
 
     def _apply(self, key: str, value: bytes | None, revision: int) -> None:
+        self._recent.pop(key, None)
         if value is None:
             self.revisions.pop(key, None)
             self._deleted[key] = revision
         else:
             self.revisions[key] = revision
+            self._recent[key] = KV(key, value, revision)
+            if len(self._recent) > RECENT:
+                del self._recent[next(iter(self._recent))]
         try:
             self._records.apply(self.state, key, value, revision)
         except calico.BadRecord as e:
@@ -377,6 +386,10 @@ class Watcher:
         """Return once the model has changed after version `since`."""
         while self.version <= since:
             await self._changed.wait()
+
+    def recent(self, key: str) -> KV | None:
+        """The value of `key` as the watch last delivered it, if that was lately."""
+        return self._recent.get(key)
 
     @property
     def newest(self) -> int:

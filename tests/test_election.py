@@ -163,6 +163,34 @@ async def test_a_record_changed_between_read_and_write_sinks_its_whole_batch(etc
     assert json.loads((await etcd.get(first)).value)["metadata"]["labels"]["foreign"] == "x"
 
 
+async def test_a_write_answering_an_event_uses_the_value_the_event_brought(etcd, monkeypatch):
+    """Nodes that arrive as events need no read before their promotion is written: the watch
+    kept their values. Only a transaction with guards goes to etcd."""
+    watcher = Watcher(etcd, Records(lambda: ClusterState(simulate.ZONE_LABEL, RR_LABEL)))
+    reconciler = reconciler_for(etcd, watcher)
+    real_txn, calls = etcd.txn, []
+
+    async def counting_txn(compare, success, failure=()):
+        calls.append(len(compare))
+        return await real_txn(compare, success, failure)
+
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery, election.session(etcd, 30) as lease:
+            await nursery.start(watcher.run)
+            fence = Fence(LEADER, await election.claim(etcd, LEADER, b"me", lease))
+            nodes = simulate.nodes("a", range(3))
+            revision = await simulate.put_all(etcd, nodes)
+            await watcher.wait_seen({key: revision for key in nodes})
+            plan = reconciler.plan()
+            monkeypatch.setattr(etcd, "txn", counting_txn)
+            assert await reconciler.apply(plan.make, fence) == len(plan.make)
+            nursery.cancel_scope.cancel()
+    assert calls == [len(plan.make) + 1]  # one guarded write per op, and the fence; no read
+    for key in nodes:
+        obj = json.loads((await etcd.get(key)).value)
+        assert obj["spec"]["bgp"]["routeReflectorClusterID"] == "224.0.0.1"
+
+
 def with_label(value: bytes, key: str, label: str) -> bytes:
     obj = json.loads(value)
     obj["metadata"]["labels"][key] = label
