@@ -96,10 +96,14 @@ class Limits:
         """The first ops within the limits, in plan order (peer writes are not limited)."""
         out: list[Op] = []
         writes = demotions = 0
-        for op in ops:
+        for i, op in enumerate(ops):
             if isinstance(op, SetNode):
-                if writes >= self.node_writes or (
-                        op.why == "demote" and demotions >= self.demotions):
+                if writes >= self.node_writes:
+                    # The rest of a large plan (every client, on a first start): only its peer
+                    # writes still fit.
+                    out += (op for op in ops[i:] if not isinstance(op, SetNode))
+                    break
+                if op.why == "demote" and demotions >= self.demotions:
                     continue
                 writes += 1
                 demotions += op.why == "demote"
@@ -239,10 +243,10 @@ class Planner:
         brk = [op for op in plan.brk if not _client_op(op)]
         self._make.update((op.name, op) for op in plan.make if _client_op(op))
         self._brk.update((op.name, op) for op in plan.brk if _client_op(op))
-        # The order make_plan gives: clients last in make and first in brk, by name.
-        plan = attrs.evolve(
-            plan, make=(*make, *(self._make[n] for n in sorted(self._make))),
-            brk=(*(self._brk[n] for n in sorted(self._brk)), *brk))
+        # Clients last in make and first in brk, as make_plan puts them; those checked again
+        # go after the others, since sorting them all again would cost the cluster each step.
+        plan = attrs.evolve(plan, make=(*make, *self._make.values()),
+                            brk=(*self._brk.values(), *brk))
         return mesh, plan
 
 
