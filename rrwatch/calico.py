@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import json
 import re
+import socket
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -175,6 +176,9 @@ def _address(key: str, field: str, value: Any, version: int) -> Any:
     """A BGP address: CIDR or bare IP of the given version; empty means none."""
     if value in (None, ""):
         return None
+    address = canonical_address(value, version) if isinstance(value, str) else None
+    if address is not None:
+        return address
     try:
         address = ipaddress.ip_interface(value).ip
     except (TypeError, ValueError):
@@ -182,6 +186,25 @@ def _address(key: str, field: str, value: Any, version: int) -> Any:
     if address.version != version:
         raise BadRecord(key, f"{field} {value!r} is not IPv{version}")
     return address
+
+
+_FAMILIES = {4: (socket.AF_INET, ipaddress.IPv4Address, 32),
+             6: (socket.AF_INET6, ipaddress.IPv6Address, 128)}
+
+
+def canonical_address(text: str, version: int) -> IPAddress | None:
+    """The address in a CIDR or bare IP written in canonical form, as Calico writes it, parsed
+    in C: ipaddress takes ten times as long, which shows on a 50,000-node snapshot. None for any
+    other text; ipaddress then decides."""
+    family, kind, bits = _FAMILIES[version]
+    ip, slash, prefix = text.partition("/")
+    if slash and not (prefix.isascii() and prefix.isdigit() and int(prefix) <= bits):
+        return None
+    try:
+        packed = socket.inet_pton(family, ip)
+    except (OSError, ValueError):
+        return None
+    return kind(packed) if socket.inet_ntop(family, packed) == ip else None
 
 
 def cluster_id(key: str, value: Any) -> str | None:

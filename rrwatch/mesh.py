@@ -121,9 +121,19 @@ class Assignment:
 
     reflectors: tuple[tuple[str, str, str], ...] = ()  # (name, zone, cluster ID), sorted
     k: int = 0
+    _ids: tuple[bytes, ...] = attrs.field(init=False, eq=False, repr=False)
+
+    @_ids.default
+    def _encode_ids(self) -> tuple[bytes, ...]:
+        return tuple(cluster.encode() for _, _, cluster in self.reflectors)
 
     def choose(self, client: str, zone: str) -> list[tuple[str, str, str]]:
-        ranked = sorted(self.reflectors, key=lambda rr: _score(client, rr[2]))
+        # The hash of (client, cluster ID) for each RR, made with as little Python as possible:
+        # this runs for every client on a first start. Equal scores fall back to RR order.
+        head = client.encode() + b"\0"
+        ranked = [rr for _, rr in sorted(zip(
+            [_blake2b(head + cluster, digest_size=8).digest() for cluster in self._ids],
+            self.reflectors, strict=True))]
         picked = [next((rr for rr in ranked if rr[1] == zone), None)]
         zones = {zone}
         for rr in ranked:
@@ -144,8 +154,7 @@ class Assignment:
         return frozenset(client_label(cluster) for _, _, cluster in self.choose(client, zone))
 
 
-def _score(client: str, reflector: str) -> bytes:
-    return hashlib.blake2b(f"{client}\0{reflector}".encode(), digest_size=8).digest()
+_blake2b = hashlib.blake2b
 
 
 @attrs.frozen

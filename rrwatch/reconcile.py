@@ -151,13 +151,12 @@ class Reconciler:
                             f" and {len(batch) - 1} more" if len(batch) > 1 else "", e)
                 ok = False
                 break  # etcd is unwell: the rest would fail too
-            done = [op for op in batch if op.key in landed]
-            for op in done:  # each op at debug level, a line per transaction at info
-                log.debug("%s (revision %d)", op, landed[op.key])
-            for revision in sorted(set(landed.values())):
-                ops = [op for op in done if landed[op.key] == revision]
+            for revision in sorted(set(landed.values())):  # a line per transaction
+                ops = [op for op in batch if landed.get(op.key) == revision]
                 more = f" and {len(ops) - 1} more" if len(ops) > 1 else ""
                 log.info("%s%s (revision %d)", ops[0], more, revision)
+                if more:
+                    log.debug("revision %d: %s", revision, "; ".join(map(str, ops)))
             for op in batch:
                 if op.key in lost:
                     log.info("%s: %s changed since planned; will plan again", op, op.key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import json
 import uuid
 
@@ -201,3 +202,29 @@ def test_values_no_writer_or_selector_could_handle_are_bad_records(value):
     record (logged and skipped), not a crash later when writing or rendering selectors."""
     with pytest.raises(calico.BadRecord):
         calico.parse_node(calico.NODES + "n1", value, 1)
+
+
+@given(st.ip_addresses(), st.one_of(st.none(), st.integers(0, 129)), st.booleans())
+def test_the_fast_address_parser_agrees_with_ipaddress(address, prefix, upper):
+    """canonical_address answers only for text that ipaddress reads the same way."""
+    text = str(address).upper() if upper else str(address)
+    text += "" if prefix is None else f"/{prefix}"
+    fast = calico.canonical_address(text, address.version)
+    if fast is not None:
+        assert fast == ipaddress.ip_interface(text).ip
+
+
+@given(st.text(alphabet="0123456789abcdef:./%", max_size=45))
+def test_the_fast_address_parser_refuses_what_ipaddress_refuses(text):
+    for version in (4, 6):
+        fast = calico.canonical_address(text, version)
+        if fast is not None:
+            assert fast == ipaddress.ip_interface(text).ip
+
+
+def test_calicos_addresses_take_the_fast_path():
+    value = json.loads(simulate.node_value("node-a-00001", "a", 1))["spec"]["bgp"]
+    assert calico.canonical_address(value["ipv4Address"], 4) is not None
+    assert calico.canonical_address(value["ipv6Address"], 6) is not None
+    assert calico.canonical_address("10.0.0.1/33", 4) is None
+    assert calico.canonical_address("010.0.0.1", 4) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 import re
@@ -174,6 +175,22 @@ def test_multi_gives_k_distinct_rrs_spread_over_zones(reflectors, k, client, zon
         assert chosen[0][1] == zone
     if k >= 2 and len(zones) >= 2:
         assert len({rr[1] for rr in chosen}) >= 2
+
+
+@given(rr_sets, st.integers(1, 4), s.names, s.zones)
+def test_multi_ranks_rrs_by_the_hash_of_client_and_cluster_id(reflectors, k, client, zone):
+    """The choice is rendezvous hashing on blake2b(client, NUL, cluster ID), 8 bytes: the best
+    RR of the client's zone, then the best of each other zone, then the best of the rest."""
+    def score(rr):
+        return hashlib.blake2b(f"{client}\0{rr[2]}".encode(), digest_size=8).digest()
+    ranked = sorted(reflectors, key=score)
+    picked = [next((rr for rr in ranked if rr[1] == zone), None)]
+    for rr in ranked:
+        if rr[1] not in {p[1] for p in picked if p} | {zone}:
+            picked.append(rr)
+    picked = [rr for rr in picked if rr][:k]
+    picked += [rr for rr in ranked if rr not in picked][:k - len(picked)]
+    assert Assignment(reflectors, k).choose(client, zone) == picked
 
 
 @given(rr_sets, st.integers(1, 4), st.lists(st.tuples(s.names, s.zones), max_size=30),
