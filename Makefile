@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test clean
+.PHONY: demo test bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,13 @@ demo: $(VENV)/.demo
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks (bench/run.py, docs/performance.md): a real TLS etcd, 1,000 to 50,000 nodes.
+bench: $(VENV)/.test
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.test
+	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
