@@ -116,10 +116,7 @@ async def test_a_lost_guard_waits_for_the_truth_and_plans_again(etcd):
             assert reconciler.stats.conflicts == 3  # the promotions; the new BGPPeers land
             assert reconciler.stats.writes == len(plan.make) - 3
             assert all(node.labels["foreign"] == "x" for node in watcher.state.nodes.values())
-            nursery.start_soon(reconciler.run, fence)
-            while reconciler.plan():
-                await watcher.wait_change(watcher.version)
-            nursery.cancel_scope.cancel()
+            await converge(nursery, reconciler, watcher, fence)
     for key in nodes:
         obj = json.loads((await etcd.get(key)).value)
         assert obj["metadata"]["labels"]["foreign"] == "x"
@@ -153,10 +150,7 @@ async def test_a_record_changed_between_read_and_write_sinks_its_whole_batch(etc
             assert raced and reconciler.stats.conflicts == 1
             assert reconciler.stats.writes == 0
             assert watcher.state.nodes[first[len(calico.NODES):]].labels["foreign"] == "x"
-            nursery.start_soon(reconciler.run, fence)
-            while reconciler.plan():
-                await watcher.wait_change(watcher.version)
-            nursery.cancel_scope.cancel()
+            await converge(nursery, reconciler, watcher, fence)
     for key in nodes:
         obj = json.loads((await etcd.get(key)).value)
         assert obj["spec"]["bgp"]["routeReflectorClusterID"] == "224.0.0.1"
@@ -189,6 +183,15 @@ async def test_a_write_answering_an_event_uses_the_value_the_event_brought(etcd,
     for key in nodes:
         obj = json.loads((await etcd.get(key)).value)
         assert obj["spec"]["bgp"]["routeReflectorClusterID"] == "224.0.0.1"
+
+
+async def converge(nursery: trio.Nursery, reconciler: Reconciler, watcher: Watcher,
+                   fence: Fence) -> None:
+    """Run the reconciler until a plan from the model wants nothing, then stop the nursery."""
+    nursery.start_soon(reconciler.run, fence)
+    while reconciler.plan():
+        await watcher.wait_change(watcher.version)
+    nursery.cancel_scope.cancel()
 
 
 def with_label(value: bytes, key: str, label: str) -> bytes:
