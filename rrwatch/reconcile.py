@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = 1.0
 # The longest wait for the model to show our writes, or a record that beat one of them.
 CATCH_UP = 5.0
+# etcd's default --max-txn-ops, 128, limits the compares and each branch of a transaction: a
+# batch of 127 writes leaves room for the fence's compare, and for reading the fence key too
+# when the transaction fails. A transaction's values (base64, as sent) are kept to about
+# BATCH_BYTES, well under etcd's default 1.5 MiB request limit.
+BATCH = 127
+BATCH_BYTES = 512 * 1024
 
 
 @attrs.define
@@ -173,8 +179,9 @@ class Reconciler:
     async def _write(
         self, ops: tuple[Op, ...], fence: Fence
     ) -> tuple[dict[str, int], dict[str, KV | None]]:
-        """One fenced transaction for a batch, each write guarded by the revision it was planned
-        from: (key -> revision written, key -> record now for the ops a change beat).
+        """A batch in one fenced transaction (more if its values are large), each write guarded
+        by the revision it was planned from: (key -> revision written, key -> record now for
+        the ops a change beat).
 
         Edits of stored JSON need the records as planned from: the watch's recent values have
         those of records that just changed, and the others are read first, in one transaction
@@ -239,12 +246,6 @@ class Reconciler:
                 log.warning("%s", problem)
             self._reported = reported
 
-# etcd's default --max-txn-ops, 128, limits the compares and each branch of a transaction: a
-# batch of 127 writes leaves room for the fence's compare, and for reading the fence key too
-# when the transaction fails. Its values stay well under etcd's 1.5 MiB request limit.
-BATCH = 127
-BATCH_BYTES = 512 * 1024  # base64, as sent
-
 
 def batches(ops: tuple[Op, ...]) -> list[tuple[Op, ...]]:
     """The ops in order, at most BATCH at a time."""
@@ -267,7 +268,7 @@ def _chunks(requests: list[tuple[Op, dict]]) -> list[list[tuple[Op, dict]]]:
 
 
 def _edits(op: Op) -> bool:
-    """The op rewrites a stored value, so it needs to read it first."""
+    """The op rewrites a stored value, so it needs that value as planned from."""
     return isinstance(op, SetNode) or (isinstance(op, PutPeer) and op.revision is not None)
 
 
