@@ -36,7 +36,7 @@ import trio
 
 from bench.daemon import Baseline, Rrwatch
 from rrwatch import calico, config, local_etcd, pki, simulate, verify
-from rrwatch.etcd import Etcd, EtcdError, prefix_end, put
+from rrwatch.etcd import Etcd, EtcdError, delete, prefix_end, put
 from rrwatch.mesh import desired
 from rrwatch.settings import Live
 from rrwatch.watch import load
@@ -62,10 +62,6 @@ FULL = Profile((1000, 10000, 50000), events=200, burst=1000, per_event=100, base
                idle=60)
 QUICK = Profile((1000, 10000), events=50, burst=1000, per_event=50, baseline_events=10, idle=10)
 B3_SIZE = 10000
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -99,8 +95,7 @@ class Bench:
 
     async def wipe(self) -> None:
         """An empty keyspace, history compacted."""
-        ops = [{"request_delete_range": {"key": _b64(p), "range_end": _b64(prefix_end(p))}}
-               for p in (b"/calico/", b"/rrwatch/", b"/bench/")]
+        ops = [_delete_prefix(p) for p in (b"/calico/", b"/rrwatch/", b"/bench/")]
         result = await self.etcd.txn([], ops)
         self.server.compact(result.revision)
 
@@ -129,12 +124,8 @@ class Bench:
         started = time.perf_counter()
         await simulate.put_all(self.etcd, records)
         elapsed = time.perf_counter() - started
-        await self.wipe_prefix(b"/bench/")
+        await self.etcd.txn([], [_delete_prefix(b"/bench/")])
         return elapsed, len(records)
-
-    async def wipe_prefix(self, prefix: bytes) -> None:
-        await self.etcd.txn([], [{"request_delete_range": {
-            "key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}}])
 
     # -- the bench's own watch: when a write becomes visible ---------------------------------
 
@@ -284,7 +275,7 @@ class Bench:
             self.put_rtt.append(acked - sent)
             await done.wait()
             latencies.append(when[0] - acked)
-            await daemon.settled((await self.etcd.txn([], [_delete(key)])).revision)
+            await daemon.settled((await self.etcd.txn([], [delete(key)])).revision)
         return latencies
 
     async def changes(self, daemon: Rrwatch, count: int) -> list[float]:
@@ -395,14 +386,17 @@ class Bench:
         await step("node add", put(calico.NODES + name, simulate.node_value(name, "b", 300000)),
                    name)
         gone = self.clients[-1]
-        await step("node removal", _delete(gone), gone[len(calico.NODES):])
+        await step("node removal", delete(gone), gone[len(calico.NODES):])
         rr = sorted(rrs)[0]
-        await step("RR loss", _delete(calico.NODES + rr), rr)
+        await step("RR loss", delete(calico.NODES + rr), rr)
         return out
 
 
-def _delete(key: str) -> dict:
-    return {"request_delete_range": {"key": _b64(key.encode())}}
+def _delete_prefix(prefix: bytes) -> dict:
+    return {"request_delete_range": {"key": base64.b64encode(prefix).decode(),
+                                     "range_end": base64.b64encode(prefix_end(prefix)).decode()}}
+
+
 # -- the report ------------------------------------------------------------------------------
 
 
