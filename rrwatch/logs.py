@@ -1,4 +1,9 @@
-"""Root logging: timestamped text in a terminal, priority prefixes for journald, or JSON lines."""
+"""Root logging: timestamped text in a terminal, priority prefixes for journald, or JSON lines.
+
+Names and values from etcd reach log messages as they are; the text and journald formatters pass
+each whole record through `printable`, so that a record is always one line and no control
+character reaches a terminal. JSON lines are safe already: json.dumps escapes them.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping
 from typing import TextIO
@@ -14,21 +20,55 @@ FORMATS = ("text", "json")
 
 _TEXT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
+# What must never reach a log line, a terminal or an SVG as it is: C0 controls, DEL and C1
+# controls (a newline forges a log line, ESC drives the terminal), the line and paragraph
+# separators (str.splitlines and some viewers break lines there), lone surrogates (no UTF-8
+# writer can encode them; JSON can carry them) and U+FFFE/U+FFFF (XML forbids them).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+
+
+def printable(text: str) -> str:
+    """`text` with each unsafe character replaced by the escape repr() gives it: `\\n`, `\\r`,
+    `\\t`, `\\xNN` or `\\uNNNN`. The result is one line that any terminal shows as text.
+
+    Backslashes are kept, so that text already escaped (a repr() in a message)
+    reads as it was written. The price is ambiguity: `\\x1b` may have been an ESC or those four
+    characters. A person reading a line can live with that; where the result must map back to
+    one value (a Graphviz node ID), double the backslashes before calling this.
+    """
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    return repr(match[0])[1:-1]
+
 
 class _Handler(logging.StreamHandler):
     """Ours, so that setup() replaces it on a second call."""
 
 
+class _TextFormatter(logging.Formatter):
+    """Local time, level, logger and message; a record, traceback and all, on one line."""
+
+    def __init__(self) -> None:
+        super().__init__(_TEXT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 class _JournalFormatter(logging.Formatter):
-    """sd-daemon(3) priority prefixes; journald adds the time and splits at newlines."""
+    """sd-daemon(3) priority prefixes; journald adds the time.
+
+    journald makes each line an entry, so a record, traceback and all, is escaped to one line:
+    a newline in a message or an exception can never make an entry of its own.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        prefix = f"<{_priority(record.levelno)}>"
-        # journald makes each line an entry: each line of a traceback keeps the priority.
-        return "\n".join(prefix + line for line in super().format(record).splitlines())
+        return f"<{_priority(record.levelno)}>" + printable(super().format(record))
 
 
 class _JsonFormatter(logging.Formatter):
@@ -78,7 +118,7 @@ def setup(*, verbose: bool, fmt: str = "text", environ: Mapping[str, str] = os.e
     elif _is_journal(environ, stream):
         handler.setFormatter(_JournalFormatter())
     else:
-        handler.setFormatter(logging.Formatter(_TEXT))
+        handler.setFormatter(_TextFormatter())
     root = logging.getLogger()
     # Only our own handler is replaced: others (pytest's capture) are not ours to remove.
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:

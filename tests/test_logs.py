@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from typing import TextIO
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rrwatch import logs
 
@@ -87,18 +89,16 @@ def test_no_journald_prefixes_when_journal_stream_names_another_file(stream, tmp
     assert line.endswith("WARNING rrwatch.t: w")
 
 
-def test_traceback_keeps_the_prefix_on_every_line(stream):
-    """journald makes each line an entry: every line of a traceback carries <3>."""
+def test_journal_traceback_is_one_entry(stream):
+    """journald makes each line an entry: a traceback is escaped into its record's one line."""
     logs.setup(verbose=False, environ={"JOURNAL_STREAM": journal_stream(stream)}, stream=stream)
     try:
         raise ValueError("boom\nsecond line")
     except ValueError:
         log.exception("failed")
-    lines = written(stream)
-    assert lines[0] == "<3>rrwatch.t: failed"
-    assert "<3>Traceback (most recent call last):" in lines
-    assert lines[-2:] == ["<3>ValueError: boom", "<3>second line"]
-    assert all(line.startswith("<3>") for line in lines)
+    [line] = written(stream)
+    assert line.startswith("<3>rrwatch.t: failed\\nTraceback (most recent call last):\\n")
+    assert line.endswith("\\nValueError: boom\\nsecond line")
 
 
 def test_json_lines(stream):
@@ -152,3 +152,68 @@ def test_unknown_format_is_refused(stream):
     """A format not in FORMATS is a ValueError, not a silent fallback."""
     with pytest.raises(ValueError, match="xml"):
         logs.setup(verbose=False, fmt="xml", environ={}, stream=stream)
+
+
+# -- hostile text: one record is one line, and nothing reaches the terminal raw ------------------
+
+# A node key as an attacker writes it: a forged second record, then "clear the screen".
+FORGED = ("/calico/resources/v3/projectcalico.org/nodes/evil\n"
+          "2024-01-01 00:00:00,000 INFO    rrwatch.daemon: leading as me\x1b[2J\x1b[H")
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+
+
+def test_printable_escapes_as_repr_does():
+    """Control characters become repr()'s escapes; everything else, backslashes too, is kept."""
+    assert logs.printable("a\nb\rc\td") == "a\\nb\\rc\\td"
+    assert logs.printable("\x00\x1b\x7f\x85\x9f") == "\\x00\\x1b\\x7f\\x85\\x9f"
+    assert logs.printable("\u2028\u2029\ud800\ufffe\uffff") == (
+        "\\u2028\\u2029\\ud800\\ufffe\\uffff")
+    assert logs.printable("zone-é ✓ \\x1b ' \"") == "zone-é ✓ \\x1b ' \""
+
+
+@given(st.text(st.characters(exclude_categories=())))
+def test_printable_is_one_safe_line(text):
+    """Any text, lone surrogates included, becomes one line with no unsafe character, which
+    UTF-8 can encode; text without unsafe characters is left as it is."""
+    shown = logs.printable(text)
+    assert len(shown.splitlines()) <= 1 and UNSAFE.search(shown) is None
+    shown.encode("utf-8")
+    if UNSAFE.search(text) is None:
+        assert shown == text
+    else:
+        assert shown == "".join(repr(c)[1:-1] if UNSAFE.match(c) else c for c in text)
+
+
+@pytest.mark.parametrize("journal", [False, True])
+def test_hostile_message_and_traceback_stay_one_line(stream, journal):
+    """A key with a newline and ESC, in the message and in the exception, gives one line with
+    both escaped: no forged record, no terminal control."""
+    environ = {"JOURNAL_STREAM": journal_stream(stream)} if journal else {}
+    logs.setup(verbose=False, environ=environ, stream=stream)
+    log.warning("skipping %s: bad", FORGED)
+    try:
+        raise ValueError(f"{FORGED}\u2028\x85")
+    except ValueError:
+        log.exception("reading %s", FORGED)
+    first, second = written(stream)
+    escaped = logs.printable(FORGED)
+    assert "\\n2024-01-01 00:00:00,000 INFO" in escaped and "\\x1b[2J" in escaped
+    assert first.endswith(f"rrwatch.t: skipping {escaped}: bad")
+    assert first.startswith("<4>") == journal
+    assert second.endswith(f"ValueError: {escaped}\\u2028\\x85")
+    assert f"rrwatch.t: reading {escaped}\\nTraceback (most recent call last):\\n" in second
+    assert not any(UNSAFE.search(line) for line in (first, second))
+
+
+def test_json_keeps_a_hostile_message_exact(stream):
+    """JSON lines need no escaping of ours: each record is one valid object, the text exact."""
+    logs.setup(verbose=False, fmt="json", environ={}, stream=stream)
+    try:
+        raise ValueError(FORGED + "\u2028")
+    except ValueError:
+        log.exception("skipping %s", FORGED)
+    [line] = written(stream)
+    entry = json.loads(line)
+    assert entry["message"] == f"skipping {FORGED}"
+    assert entry["exception"].endswith(f"ValueError: {FORGED}\u2028")
+    assert UNSAFE.search(line) is None
