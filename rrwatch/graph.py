@@ -4,6 +4,10 @@
 `verify.fabric` finds the records bring up. Past `max_clients` in a zone, its clients become one
 node and its sessions counts, so that a cluster of thousands still draws as a few dozen nodes.
 `svg` runs Graphviz's `dot` program: the one piece of I/O here.
+
+Names, zones and cluster IDs come from etcd and may hold anything. Graphviz copies control
+characters into the SVG, where XML forbids most of them, so IDs and labels show them as
+`logs.printable` escapes, and the DOT text holds none but its own line ends.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import subprocess
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
+from rrwatch.logs import printable
 from rrwatch.model import ClusterState
 from rrwatch.verify import Speaker, fabric
 
@@ -52,8 +57,9 @@ def dot(state: ClusterState, *, family: int = 4, title: str | None = None,
     """The IPv`family` BGP sessions of `state` as an undirected Graphviz graph.
 
     A zone with more than `max_clients` clients (None: no limit) shows them as one node, its
-    edges labelled with session counts. The same state always gives the same text. Cost: that of
-    `fabric`, the square of the nodes when the node-to-node mesh is on.
+    edges labelled with session counts. `title` is one line, above the legend. The same state
+    always gives the same text. Cost: that of `fabric`, the square of the nodes when the
+    node-to-node mesh is on.
     """
     fab = fabric(state, family)
     places = _places(state, fab.speakers.values())
@@ -68,7 +74,7 @@ def dot(state: ClusterState, *, family: int = 4, title: str | None = None,
         sessions = sum(len(near) for near in fab.sessions.values()) // 2
         title = (f"IPv{family}: {rrs} route reflectors, {len(fab.speakers) - rrs} other "
                  f"speakers, {sessions} sessions")
-    heading = _label(f"{title}\n{_LEGEND}")
+    heading = _label(title, _LEGEND)
 
     out = ["graph rrwatch {",
            f"  graph [{_GRAPH}, label={heading}];",
@@ -80,14 +86,14 @@ def dot(state: ClusterState, *, family: int = 4, title: str | None = None,
         for speaker in speakers:
             if speaker.reflector:
                 kind = "rr" if speaker.node else "host"
-                out.append(_node(speaker.name, f"{speaker.name}\n{speaker.cluster_id}", kind))
+                out.append(_node(speaker.name, [speaker.name, str(speaker.cluster_id)], kind))
             elif vertex[speaker.name] == speaker.name:
-                out.append(_node(speaker.name, speaker.name, "client"))
+                out.append(_node(speaker.name, [speaker.name], "client"))
         for group, members in groups.items():
-            text = f"{members} clients"
+            lines = [f"{members} clients"]
             if within[group]:
-                text += f"\n{within[group]} sessions among them"
-            out.append(_node(group, text, "group"))
+                lines.append(f"{within[group]} sessions among them")
+            out.append(_node(group, lines, "group"))
         out.append("  }")
     for (a, b), count in sorted(edges.items()):
         first, second = fab.speakers.get(a), fab.speakers.get(b)  # None: a group of clients
@@ -133,9 +139,9 @@ def _count(sessions: Mapping[str, frozenset[str]], vertex: Mapping[str, str]
     return edges, within
 
 
-def _node(name: str, text: str, kind: str) -> str:
+def _node(name: str, lines: list[str], kind: str) -> str:
     style = f", {_STYLE[kind]}" if _STYLE[kind] else ""
-    return f"    {_id(name)} [label={_label(text)}{style}];"
+    return f"    {_id(name)} [label={_label(*lines)}{style}];"
 
 
 def _id(name: str) -> str:
@@ -143,14 +149,24 @@ def _id(name: str) -> str:
 
     Every `\\` is doubled too: DOT keeps `\\\\` as two characters in an ID, so a name with a
     backslash gets a different (but still unique) ID; without it, a trailing backslash would
-    swallow the closing quote.
+    swallow the closing quote. Control characters then become `printable` escapes, whose one
+    backslash no doubled backslash of the name can be mistaken for: IDs stay unique.
     """
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + printable(_quote(name)) + '"'
 
 
-def _label(text: str) -> str:
-    """A label (Graphviz escString, where `\\\\` is one backslash), newlines as line breaks."""
-    return _id(text).replace("\n", "\\n")
+def _label(*lines: str) -> str:
+    """A label of `lines` (Graphviz escString: `\\\\` is one backslash, `\\n` a line break).
+
+    Control characters, a newline in a name included, are shown as `printable` escapes: the
+    line breaks are only those between `lines`.
+    """
+    return '"' + "\\n".join(_quote(printable(line)) for line in lines) + '"'
+
+
+def _quote(text: str) -> str:
+    """`text` inside DOT's double quotes: backslashes doubled, quotes escaped."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def svg(dot_text: str, *, engine: str | None = None, timeout: float = 60) -> bytes:

@@ -14,6 +14,7 @@ import attrs
 import pytest
 
 from rrwatch.graph import HOSTS, GraphvizMissing, dot, svg
+from rrwatch.logs import printable
 from rrwatch.mesh import TOPOLOGIES, Policy
 from rrwatch.model import BgpConfig, ClusterState, Node, Peer, Reflector
 from rrwatch.verify import Fabric, fabric
@@ -265,6 +266,51 @@ def test_ipv6_host_names_render(graphviz):
     groups = rendered(dot(state, family=6))
     assert sorted(title(g) for g in groups["node"]) == ["host/fd00:200::1", "n1", "n2", "n3"]
     assert len(groups["edge"]) == 3 + 3  # the mesh, and each node with the host
+
+
+# -- names with control characters ----------------------------------------------------------------
+
+# Graphviz passes control characters through to the SVG, where XML forbids most of them.
+CONTROL = ["c\x01", "esc\x1b[2J", "new\nline", "del\x7f", "nel\x85", "sep\u2028",
+           "non\uffff", "tab\t", "c\\x01"]  # the last: a backslash, not \x01
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+
+
+def control_state() -> ClusterState:
+    """The names as clients of one RR, in a zone whose name holds a NUL, an ESC and a lone
+    surrogate (a label value's JSON may hold one; a key cannot)."""
+    zone = "z\x00\x1b\ud800"
+    nodes = [Node(name, 1, {ZONE_LABEL: zone}, ipv4=IPv4Address(0x0A000001 + i))
+             for i, name in enumerate(CONTROL)]
+    nodes.append(Node("rr\x1b", 1, {ZONE_LABEL: zone, RR_LABEL.key: RR_LABEL.value},
+                      ipv4=IPv4Address("10.0.1.1"), cluster_id="224.0.0.1"))
+    state = state_of(nodes)
+    state.set_bgp(BgpConfig(mesh_enabled=False))
+    state.put_peer(Peer("clients", 1, False, {"peerSelector": f"has({RR_LABEL.key})"}))
+    return state
+
+
+def test_control_characters_are_escaped_in_dot():
+    """The DOT text holds no control character but its line ends, and encodes as UTF-8; each
+    name is one distinct node."""
+    text = dot(control_state(), max_clients=None)
+    assert not any(UNSAFE.search(line) for line in text.split("\n"))
+    text.encode("utf-8")
+    assert len(parse(text).declared) == len(set(parse(text).declared)) == len(CONTROL) + 1
+
+
+def test_control_characters_render_as_well_formed_svg(graphviz):
+    """Graphviz's SVG of names holding control characters parses as XML: each node drawn once,
+    labelled with its name as escapes, and the RR's label keeps its line break."""
+    groups = rendered(dot(control_state(), max_clients=None))
+    nodes = groups["node"]
+    assert len({title(g) for g in nodes}) == len(nodes) == len(CONTROL) + 1
+    labels = sorted(texts(g)[0] for g in nodes)
+    assert labels == sorted([printable(n) for n in CONTROL] + ["rr\\x1b"])
+    [rr] = [g for g in nodes if texts(g)[0] == "rr\\x1b"]
+    assert texts(rr) == ["rr\\x1b", "224.0.0.1"]
+    assert texts(groups["cluster"][0]) == ["z\\x00\\x1b\\ud800"]
+    assert len(groups["edge"]) == len(CONTROL)
 
 
 # -- large clusters ------------------------------------------------------------------------------
