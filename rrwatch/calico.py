@@ -8,6 +8,7 @@ an edit changes only the bytes it means to.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import ipaddress
@@ -15,7 +16,7 @@ import json
 import re
 import socket
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from rrwatch.model import (
@@ -27,6 +28,7 @@ from rrwatch.model import (
     Peer,
     Reflector,
     RRLabel,
+    host_key,
     owned_labels,
 )
 
@@ -42,6 +44,13 @@ RR_V6 = "/calico/bgp/v1/rr_v6/"
 WATCHED_PREFIXES = (NODES, RESOURCES + "bgp", "/calico/bgp/v1/rr_v")
 
 OWNER_LABEL = ("app.kubernetes.io/managed-by", "rrwatch")
+# A BGPPeer is rrwatch's only with both its name prefix and OWNER_LABEL: a peer copied from a
+# manifest with the label alone (a ToR uplink) is someone else's, and is reported, not deleted.
+OWNED_PEER_PREFIX = "rrwatch-"
+# The node annotation that records which RR label key rrwatch set on a node: a label is only
+# ever removed where rrwatch wrote it, so a changed or deleted policy cannot destroy the values
+# of another writer who uses the same key.
+LABEL_ANNOTATION = "rrwatch.io/rr-label"
 
 # The BGPPeer spec fields that decide sessions: read from every peer, and set exactly on the
 # peers rrwatch owns (reversePeering is always left unset there: Calico's default, Auto).
@@ -92,11 +101,28 @@ def apply(state: ClusterState, key: str, value: bytes | None, revision: int) -> 
         remove()
         return
     try:
-        put(parse(key, value, revision))
+        with reading(key):
+            parsed = parse(key, value, revision)
     except BadRecord:
-        remove()
+        # The defaults are no stand-in for an unreadable BGPConfiguration: they would change
+        # every peer's AS. The last good one stays, and AS-dependent writes wait.
+        state.bgp_unreadable() if key == BGP_CONFIG else remove()
         state.unreadable.add(key)
         raise
+    put(parsed)
+
+
+@contextlib.contextmanager
+def reading(key: str) -> Iterator[None]:
+    """Any failure while reading one record's value is that record's fault, whatever its type
+    (a RecursionError from deep JSON, a ValueError from a 5,000-digit number): a BadRecord, so
+    that no value can crash a reader."""
+    try:
+        yield
+    except BadRecord:
+        raise
+    except Exception as e:  # noqa: BLE001 - the value is hostile input, not our bug
+        raise BadRecord(key, f"cannot be read ({type(e).__name__})") from None
 
 
 def _route(state: ClusterState, key: str) -> tuple[Callable, Callable, Callable] | None:
@@ -113,18 +139,46 @@ def _route(state: ClusterState, key: str) -> tuple[Callable, Callable, Callable]
 
 
 def json_object(key: str, value: bytes) -> dict[str, Any]:
-    """A stored value as a JSON object; BadRecord if it is not one."""
+    """A stored value as a JSON object; BadRecord if it is not one, or if it holds anything
+    that dumps() could not write back exactly (edits must change no byte they do not own)."""
     try:
-        obj = json.loads(value)
+        obj = _DECODER.decode(value.decode())
         if _SURROGATE.search(value):  # JSON allows lone \udXXX escapes; UTF-8 cannot hold them
             json.dumps(obj, ensure_ascii=False).encode()
-    except (UnicodeError, json.JSONDecodeError) as e:
-        raise BadRecord(key, f"not JSON in UTF-8 ({e})") from None
+    except _Inexact as e:
+        raise BadRecord(key, str(e)) from None
+    except (UnicodeError, ValueError, RecursionError) as e:
+        # ValueError: JSONDecodeError, and an integer beyond Python's digit limit
+        raise BadRecord(key, f"not JSON in UTF-8 ({type(e).__name__})") from None
     if not isinstance(obj, dict):
         raise BadRecord(key, "not a JSON object")
     return obj
 
 
+class _Inexact(ValueError):
+    """A JSON value that would not survive decoding and encoding again unchanged."""
+
+
+def _float(text: str) -> float:
+    number = float(text)
+    if json.dumps(number) != text:  # 1e400 would become Infinity (not JSON), 1.50 would be 1.5
+        raise _Inexact(f"the number {text[:40]} cannot be written back exactly")
+    return number
+
+
+def _constant(text: str) -> float:
+    raise _Inexact(f"{text} is not JSON")
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # an edit would drop all but the last of a repeated key
+        raise _Inexact("a JSON object repeats a key")
+    return obj
+
+
+_DECODER = json.JSONDecoder(parse_float=_float, parse_constant=_constant,
+                            object_pairs_hook=_pairs)
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -160,10 +214,10 @@ def as_number(key: str, value: Any) -> int | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         asn = value
-    elif isinstance(value, str) and value.isdigit():
+    elif isinstance(value, str) and _DIGITS.fullmatch(value):
         asn = int(value)
-    elif isinstance(value, str) and value.count(".") == 1 and value.replace(".", "").isdigit():
-        high, low = (int(part) for part in value.split("."))
+    elif isinstance(value, str) and (dot := _AS_DOT.fullmatch(value)):
+        high, low = int(dot[1]), int(dot[2])
         asn = high << 16 | low if high < 65536 and low < 65536 else -1
     else:
         raise BadRecord(key, f"asNumber {value!r} is not an AS number")
@@ -172,11 +226,18 @@ def as_number(key: str, value: Any) -> int | None:
     return asn
 
 
+# ASCII digits only: str.isdigit() takes "²" and Arabic-Indic digits, which Calico refuses.
+_DIGITS = re.compile(r"[0-9]{1,10}")
+_AS_DOT = re.compile(r"([0-9]{1,5})\.([0-9]{1,5})")
+
+
 def _address(key: str, field: str, value: Any, version: int) -> Any:
-    """A BGP address: CIDR or bare IP of the given version; empty means none."""
+    """A BGP address: CIDR or bare IP of the given version, as a string; empty means none."""
     if value in (None, ""):
         return None
-    address = canonical_address(value, version) if isinstance(value, str) else None
+    if not isinstance(value, str):  # ipaddress would take an integer; Calico takes a string
+        raise BadRecord(key, f"{field} is {type(value).__name__}, not a string")
+    address = canonical_address(value, version)
     if address is not None:
         return address
     try:
@@ -211,6 +272,8 @@ def cluster_id(key: str, value: Any) -> str | None:
     """A cluster ID: an IPv4 address in dotted form; empty means none."""
     if value in (None, ""):
         return None
+    if not isinstance(value, str):
+        raise BadRecord(key, f"cluster ID {value!r} is not a string")
     try:
         return str(ipaddress.IPv4Address(value))
     except (TypeError, ValueError):
@@ -229,10 +292,11 @@ def _shared(text: str) -> str:
 
 
 def parse_node(key: str, value: bytes, revision: int) -> Node:
-    _, spec, labels = _resource(key, value, NODES)
+    metadata, spec, labels = _resource(key, value, NODES)
     bgp = _field(key, spec, "bgp", dict, None)
     if bgp is None:
         raise BadRecord(key, "no spec.bgp")
+    annotations = _field(key, metadata, "annotations", dict, {})
     return Node(
         name=_shared(key[len(NODES):]),
         revision=revision,
@@ -241,17 +305,21 @@ def parse_node(key: str, value: bytes, revision: int) -> Node:
         ipv6=_address(key, "ipv6Address", bgp.get("ipv6Address"), 6),
         asn=as_number(key, bgp.get("asNumber")),
         cluster_id=cluster_id(key, bgp.get("routeReflectorClusterID")),
+        rr_label=_field(key, annotations, LABEL_ANNOTATION, str, None),
     )
 
 
 def parse_peer(key: str, value: bytes, revision: int) -> Peer:
     _, spec, labels = _resource(key, value, PEERS)
     owner_key, owner_value = OWNER_LABEL
+    name = key[len(PEERS):]
+    labelled = labels.get(owner_key) == owner_value
     return Peer(
-        name=key[len(PEERS):],
+        name=name,
         revision=revision,
-        owned=labels.get(owner_key) == owner_value,
+        owned=labelled and name.startswith(OWNED_PEER_PREFIX),
         spec={field: spec[field] for field in PEER_FIELDS if field in spec},
+        disowned=labelled and not name.startswith(OWNED_PEER_PREFIX),
     )
 
 
@@ -271,8 +339,8 @@ def parse_reflector(key: str, value: bytes, revision: int) -> Reflector:
     ip: IPAddress = _address(key, "ip", _field(key, obj, "ip", str, None), version)
     if ip is None:
         raise BadRecord(key, "no ip")
-    if "/" in key[len(RR_V4):]:
-        raise BadRecord(key, "unexpected key below a registration")
+    if key[len(RR_V4):] != str(ip):  # one key per address, so one address is never two hosts
+        raise BadRecord(key, f"ip {str(ip)!r} is not the key's address in canonical form")
     return Reflector(
         key=key,
         revision=revision,
@@ -308,10 +376,12 @@ def _ordered_set(obj: dict, field: str, value: Any, order: tuple[str, ...]) -> d
     return out
 
 
-def _with_labels(metadata: dict, labels: dict[str, str]) -> dict:
-    if not labels:
-        return {k: v for k, v in metadata.items() if k != "labels"}
-    return _ordered_set(metadata, "labels", dict(sorted(labels.items())), _METADATA_ORDER)
+def _with_map(metadata: dict, field: str, values: dict[str, str]) -> dict:
+    """`metadata` with a string map (labels, annotations) set as Go writes it, or omitted when
+    empty."""
+    if not values:
+        return {k: v for k, v in metadata.items() if k != field}
+    return _ordered_set(metadata, field, dict(sorted(values.items())), _METADATA_ORDER)
 
 
 def edit_node(
@@ -321,8 +391,13 @@ def edit_node(
     a client neither; either way its client labels become exactly `clients`."""
     obj = json.loads(raw)
     metadata = obj.get("metadata") or {}
-    labels = owned_labels(metadata.get("labels") or {}, label, cluster, clients)
-    obj["metadata"] = _with_labels(metadata, labels)
+    annotations = dict(metadata.get("annotations") or {})
+    labels = owned_labels(metadata.get("labels") or {}, label, cluster, clients,
+                          annotations.pop(LABEL_ANNOTATION, None))
+    if cluster is not None:
+        annotations[LABEL_ANNOTATION] = label.key
+    metadata = _with_map(metadata, "labels", labels)
+    obj["metadata"] = _with_map(metadata, "annotations", annotations)
     spec = obj.get("spec") or {}
     bgp = dict(spec.get("bgp") or {})
     if cluster is None:
@@ -368,7 +443,7 @@ def edit_peer(raw: bytes, spec: Mapping[str, Any]) -> bytes:
 def registration(ip: str, cluster: str = "") -> tuple[str, bytes]:
     """The key and value that register an RR host (seed 004's format)."""
     address = ipaddress.ip_address(ip)
-    key = (RR_V4 if address.version == 4 else RR_V6) + str(address)
+    key = host_key(address)
     obj = {"ip": str(address)}
     if cluster:
         obj["cluster_id"] = cluster

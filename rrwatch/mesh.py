@@ -27,12 +27,17 @@ from collections.abc import Mapping
 
 import attrs
 
+from rrwatch.calico import OWNED_PEER_PREFIX
 from rrwatch.model import CLIENT_LABEL_PREFIX, ClusterState, RRLabel
 from rrwatch.selector import And, Compare, Has, Not, Or, Selector, SelectorError, render
 
 TOPOLOGIES = ("simple", "zoned", "multi")
 # Cluster-ID templates are tried for indexes 1, 2, ... up to this many.
 ID_LIMIT = 65536
+
+# So many RRs per zone are always allowed, whatever the fraction bound: Calico's advice is two
+# or three per client.
+FLOOR_RRS = 3
 
 MESH_PEER = "rrwatch-rr-mesh"
 CLIENTS_PEER = "rrwatch-rr-clients"
@@ -55,6 +60,11 @@ class Policy:
     client_rrs: int = 3  # k: route reflectors per client in `multi`
     exclude: Selector | None = None  # never route reflectors
     prefer: Selector | None = None  # promoted first, demoted last
+    # Local bounds, which the policy object cannot set: at most this fraction of a zone's
+    # eligible nodes are RRs (but FLOOR_RRS are always allowed), and at most this many zones
+    # have RRs of their own (the largest; the others' clients use theirs).
+    max_fraction: float = 1.0
+    max_zones: int = ID_LIMIT
     # How many distinct cluster IDs the template gives (indexes 1..id_capacity).
     id_capacity: int = attrs.field(init=False)
 
@@ -90,9 +100,11 @@ class Policy:
         return True
 
     def rr_count(self, eligible: int) -> int:
-        """clamp(ceil(eligible × ratio), min, max), and never more than there are nodes."""
+        """clamp(ceil(eligible × ratio), min, max), never more than there are nodes, nor more
+        than the local bound allows."""
         wanted = math.ceil(eligible * self.ratio)
-        return min(eligible, max(self.min_rrs, min(self.max_rrs, wanted)))
+        bound = max(FLOOR_RRS, math.ceil(eligible * self.max_fraction))
+        return min(eligible, bound, max(self.min_rrs, min(self.max_rrs, wanted)))
 
     def cluster_id(self, index: int) -> str:
         """The template filled with `index` (1 <= index <= id_capacity): an IPv4 address."""
@@ -188,7 +200,8 @@ def choose_reflectors(state: ClusterState, policy: Policy) -> dict[str, list[str
             current.setdefault(state.zone_of(node), []).append(state.candidate(node))
 
     chosen = {}
-    for zone, index in state.zones.items():
+    for zone in served_zones(state, policy):
+        index = state.zones[zone]
         wanted = policy.rr_count(len(index))
         picked = [name for *_, name in sorted(current.get(zone, ()))[:wanted]]
         taken = set(picked)
@@ -199,6 +212,14 @@ def choose_reflectors(state: ClusterState, policy: Policy) -> dict[str, list[str
                 picked.append(name)
         chosen[zone] = sorted(picked)
     return chosen
+
+
+def served_zones(state: ClusterState, policy: Policy) -> list[str]:
+    """The zones that get RRs of their own: all, unless there are more than the bound allows,
+    then the largest (by eligible nodes, then by name). Zone values come from the nodes
+    themselves, so their number is not rrwatch's to trust."""
+    zones = sorted(state.zones, key=lambda z: (-len(state.zones[z]), z))
+    return zones[:policy.max_zones]
 
 
 def allocate_ids(
@@ -280,13 +301,33 @@ def desired(state: ClusterState, policy: Policy) -> Mesh:
         for name, _, cluster in entries:
             peers["rrwatch-rr-" + cluster] = {
                 "node": name, "peerSelector": render(Has(client_label(cluster)))}
+    _host_peers(state, peers, problems)
+    if len(state.zones) > policy.max_zones:
+        problems.append(f"{len(state.zones)} zones, more than the {policy.max_zones} allowed"
+                        " (policy.max_zones): the smallest have no RRs of their own")
+    problems += (f"BGPPeer {name} carries rrwatch's ownership label without its name prefix"
+                 f" {OWNED_PEER_PREFIX!r}: it is someone else's, left alone"
+                 for name, peer in sorted(state.peers.items()) if peer.disowned)
+    return Mesh(reflectors, peers, assignment, tuple(problems))
+
+
+def _host_peers(state: ClusterState, peers: dict, problems: list[str]) -> None:
+    """A global peerIP BGPPeer per registered RR host, with the cluster's AS; the refused
+    registrations as problems. While the BGPConfiguration cannot be read, the AS is not known:
+    host peers stay as they are, and none is added."""
+    problems += (f"registration {key} refused: {why}" for key, why in sorted(state.refused.items()))
+    if not state.bgp_readable:
+        problems.append("the default BGPConfiguration cannot be read: the RR host peers, which"
+                        " carry its AS, wait until it can")
     for reflector in state.reflectors.values():
         ip = reflector.ip
         name = "rrwatch-host-" + str(ip).replace(".", "-").replace(":", "-")
         name += "0" if name.endswith("-") else ""  # fd00:: -> rrwatch-host-fd00--0
-        peer_ip = str(ip) if ip.version == 4 else f"[{ip}]:179"
-        peers[name] = {"peerIP": peer_ip, "asNumber": state.bgp.asn}
-    return Mesh(reflectors, peers, assignment, tuple(problems))
+        if state.bgp_readable:
+            peer_ip = str(ip) if ip.version == 4 else f"[{ip}]:179"
+            peers[name] = {"peerIP": peer_ip, "asNumber": state.bgp.asn}
+        elif name in state.peers:
+            peers[name] = state.peers[name].spec
 
 
 def _zoned_peers(

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 import attrs
 
 from rrwatch.selector import Selector
+from rrwatch.validate import speaker_problem
 
 DEFAULT_AS = 64512
 
@@ -22,6 +23,7 @@ DEFAULT_AS = 64512
 CLIENT_LABEL_PREFIX = "rr.rrwatch.io/"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def rank(name: str) -> bytes:
@@ -43,6 +45,7 @@ class Node:
     ipv6: ipaddress.IPv6Address | None = None
     asn: int | None = None
     cluster_id: str | None = None
+    rr_label: str | None = None  # the RR label key rrwatch set here, from the node's annotation
 
     @property
     def has_bgp_address(self) -> bool:
@@ -67,6 +70,7 @@ class Peer:
     revision: int
     owned: bool
     spec: Mapping[str, object] = attrs.field(factory=dict)
+    disowned: bool = False  # carries the ownership label outside rrwatch's name prefix
 
 
 @attrs.frozen
@@ -89,18 +93,27 @@ class RRLabel:
         return node.labels.get(self.key) == self.value
 
 
+def foreign_label(node: Node, key: str) -> bool:
+    """`node` carries label `key` and rrwatch did not put it there: no annotation of rrwatch's
+    names it, and the node is no route reflector (those rrwatch marked before it kept the
+    annotation carry a cluster ID beside the label)."""
+    return key in node.labels and node.rr_label != key and node.cluster_id is None
+
+
 def client_labels(node: Node) -> frozenset[str]:
     """The `multi` client labels a node carries (keys; their values are empty)."""
     return frozenset(key for key in node.labels if key.startswith(CLIENT_LABEL_PREFIX))
 
 
 def owned_labels(
-    labels: Mapping[str, str], rr_label: RRLabel, cluster: str | None, clients: frozenset[str]
+    labels: Mapping[str, str], rr_label: RRLabel, cluster: str | None, clients: frozenset[str],
+    marked_with: str | None = None,
 ) -> dict[str, str]:
     """`labels` with the ones rrwatch owns set: the RR label on a route reflector (`cluster`
-    set), and exactly `clients` as client labels; every other label as it was."""
+    set), and exactly `clients` as client labels; every other label as it was. `marked_with`
+    is the RR label key rrwatch set on this node before (its annotation): it goes too."""
     out = {k: v for k, v in labels.items()
-           if k != rr_label.key and not k.startswith(CLIENT_LABEL_PREFIX)}
+           if k not in (rr_label.key, marked_with) and not k.startswith(CLIENT_LABEL_PREFIX)}
     if cluster is not None:
         out[rr_label.key] = rr_label.value
     out.update(dict.fromkeys(clients, ""))
@@ -157,6 +170,16 @@ class ClusterState:
     marked: set[str] = attrs.field(factory=set)
     changed: set[str] = attrs.field(factory=set)
     unreadable: set[str] = attrs.field(factory=set)  # keys whose values are bad: never written
+    # Registered RR hosts: `reflectors` holds those in force; `refused` the others (key ->
+    # why). A registration may not claim a node's address, nor one outside `host_prefixes`
+    # (empty: anywhere). Node addresses are counted so that this costs O(1) per event.
+    host_prefixes: tuple[Network, ...] = ()
+    registrations: dict[str, Reflector] = attrs.field(factory=dict)
+    refused: dict[str, str] = attrs.field(factory=dict)
+    node_addresses: dict[IPAddress, int] = attrs.field(factory=dict)
+    # The last readable BGPConfiguration stays in force while the stored one cannot be read;
+    # until it can, nothing that depends on the AS is written (`bgp_readable`).
+    bgp_readable: bool = True
 
     @property
     def shape(self) -> tuple[str, RRLabel, Selector | None, Selector | None]:
@@ -167,8 +190,11 @@ class ClusterState:
         return node.labels.get(self.zone_label, "") if self.zone_label else ""
 
     def eligible(self, node: Node) -> bool:
-        """Can be a route reflector: has a BGP address and is not excluded."""
-        return node.has_bgp_address and not (self.exclude and self.exclude.matches(node.labels))
+        """Can be a route reflector: has a BGP address that BIRD would take, with an AS that
+        BIRD would take, and is not excluded."""
+        return (node.has_bgp_address
+                and not (self.exclude and self.exclude.matches(node.labels))
+                and speaker_problem(node.asn, (node.ipv4, node.ipv6)) is None)
 
     def preferred(self, node: Node) -> bool:
         return bool(self.prefer and self.prefer.matches(node.labels))
@@ -177,7 +203,8 @@ class ClusterState:
         return (not self.preferred(node), rank(node.name), node.name)
 
     def is_marked(self, node: Node) -> bool:
-        return node.cluster_id is not None or self.rr_label.key in node.labels
+        return (node.cluster_id is not None or self.rr_label.key in node.labels
+                or node.rr_label is not None)
 
     def put_node(self, node: Node) -> None:
         self.remove_node(node.name)
@@ -194,6 +221,10 @@ class ClusterState:
             cluster = label[len(CLIENT_LABEL_PREFIX):]
             zones = self.referenced.setdefault(cluster, {})
             zones[zone] = zones.get(zone, 0) + 1
+        for ip in (node.ipv4, node.ipv6):
+            if ip is not None:
+                self.node_addresses[ip] = self.node_addresses.get(ip, 0) + 1
+                self._judge_host(ip)
 
     def remove_node(self, name: str) -> None:
         old = self.nodes.pop(name, None)
@@ -219,6 +250,12 @@ class ClusterState:
             index.remove(self.candidate(old))
             if not index:
                 del self.zones[zone]
+        for ip in (old.ipv4, old.ipv6):
+            if ip is not None:
+                self.node_addresses[ip] -= 1
+                if not self.node_addresses[ip]:
+                    del self.node_addresses[ip]
+                self._judge_host(ip)
 
     def reshape(self, zone_label: str, rr_label: RRLabel, exclude: Selector | None,
                 prefer: Selector | None) -> None:
@@ -254,10 +291,47 @@ class ClusterState:
         self.peers.pop(name, None)
 
     def put_reflector(self, reflector: Reflector) -> None:
-        self.reflectors[reflector.key] = reflector
+        self.registrations[reflector.key] = reflector
+        self._judge(reflector)
 
     def remove_reflector(self, key: str) -> None:
+        self.registrations.pop(key, None)
         self.reflectors.pop(key, None)
+        self.refused.pop(key, None)
+
+    def _judge_host(self, ip: IPAddress) -> None:
+        """A node took or gave up `ip`: judge the registration of that address again."""
+        registration = self.registrations.get(host_key(ip))
+        if registration is not None:
+            self._judge(registration)
+
+    def _judge(self, reflector: Reflector) -> None:
+        why = self.host_problem(reflector.ip)
+        if why is None:
+            self.reflectors[reflector.key] = reflector
+            self.refused.pop(reflector.key, None)
+        else:
+            self.reflectors.pop(reflector.key, None)
+            self.refused[reflector.key] = why
+
+    def host_problem(self, ip: IPAddress) -> str | None:
+        """Why a registration of `ip` cannot be in force, or None."""
+        if self.node_addresses.get(ip):
+            return f"{ip} is a Calico node's address"
+        if self.host_prefixes and not any(ip in net for net in self.host_prefixes):
+            return f"{ip} is outside the allowed RR host prefixes"
+        return speaker_problem(None, (ip,))
 
     def set_bgp(self, config: BgpConfig | None) -> None:
+        """The BGPConfiguration read (None: there is none, so Calico's defaults apply)."""
         self.bgp = config if config is not None else BgpConfig()
+        self.bgp_readable = True
+
+    def bgp_unreadable(self) -> None:
+        """The BGPConfiguration cannot be read: keep the last good one, and say so."""
+        self.bgp_readable = False
+
+
+def host_key(ip: IPAddress) -> str:
+    """The key that registers an RR host at `ip` (seed 004's layout)."""
+    return f"/calico/bgp/v1/rr_v{ip.version}/{ip}"

@@ -186,9 +186,11 @@ def outcome(state: ClusterState, ops: Iterable[Op]) -> None:
     for op in ops:
         if isinstance(op, SetNode):
             node = state.nodes[op.name]
-            labels = owned_labels(node.labels, state.rr_label, op.cluster, op.clients)
-            state.put_node(attrs.evolve(node, cluster_id=op.cluster, labels=labels,
-                                        revision=node.revision + 1))
+            labels = owned_labels(node.labels, state.rr_label, op.cluster, op.clients,
+                                  node.rr_label)
+            state.put_node(attrs.evolve(
+                node, cluster_id=op.cluster, labels=labels, revision=node.revision + 1,
+                rr_label=None if op.cluster is None else state.rr_label.key))
         elif isinstance(op, PutPeer):
             state.put_peer(Peer(op.name, (op.revision or 0) + 1, True, op.spec))
         else:

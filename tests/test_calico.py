@@ -119,14 +119,16 @@ def test_client_labels_are_set_exactly_and_nothing_else_changes(node, clusters):
 
 
 def test_edit_keeps_unknown_fields_and_places_cluster_id_in_go_order():
-    """An edit keeps unknown fields where they were and puts the cluster ID where Go does."""
+    """An edit keeps unknown fields where they were, puts the cluster ID where Go does, and
+    records the RR label it set in its annotation beside the others."""
     raw = (b'{"kind":"Node","metadata":{"name":"node-1","uid":"u","annotations":{"a":"b"},'
            b'"zzz":1},"spec":{"bgp":{"asNumber":1,"ipv4Address":"10.0.0.1","extra":true},'
            b'"future":{}},"status":{}}')
     edited = calico.edit_node(raw, RRLabel("rr", "true"), "224.0.0.1")
     assert edited == (
         b'{"kind":"Node","metadata":{"name":"node-1","uid":"u","labels":{"rr":"true"},'
-        b'"annotations":{"a":"b"},"zzz":1},"spec":{"bgp":{"asNumber":1,"ipv4Address":"10.0.0.1",'
+        b'"annotations":{"a":"b","rrwatch.io/rr-label":"rr"},"zzz":1},'
+        b'"spec":{"bgp":{"asNumber":1,"ipv4Address":"10.0.0.1",'
         b'"extra":true,"routeReflectorClusterID":"224.0.0.1"},"future":{}},"status":{}}'
     )
 
