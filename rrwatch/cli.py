@@ -129,9 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         if args.command == "check":  # a report, one line per finding
             for problem in e.problems:
-                print(f"FAIL {problem}")
-        else:
-            print(f"rrwatch: configuration: {e}", file=sys.stderr)
+                print(logs.printable(f"FAIL {problem}"))
+        else:  # one line, whatever a path or a value in it holds
+            print(logs.printable(f"rrwatch: configuration: {e}"), file=sys.stderr)
         return EX_CONFIG
     logs.setup(verbose=verbose, fmt=config.log_format)
 

@@ -1,5 +1,10 @@
 """One-shot commands: `plan`, `verify`, `status` and `graph` read one snapshot of etcd;
-`register` and `unregister` write one key each."""
+`register` and `unregister` write one key each.
+
+Their text output holds names and values from etcd, so every line goes out through `_say`,
+which shows control characters as escapes: a name can neither add a line nor drive the
+terminal. `status --output json` is plain JSON, which escapes them itself.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import copy
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import attrs
 import trio
@@ -16,6 +21,7 @@ from rrwatch import bird, calico
 from rrwatch import graph as graph_mod
 from rrwatch.config import Config
 from rrwatch.etcd import Etcd, EtcdError, delete, mod_is, put
+from rrwatch.logs import printable
 from rrwatch.plan import Planner, outcome
 from rrwatch.settings import Live, Settings, describe
 from rrwatch.verify import Verdict, fabric, verify
@@ -34,19 +40,19 @@ def plan(config: Config, *, detailed_exitcode: bool = False) -> int:
         return EX_UNAVAILABLE
     snapshot, settings = read
     state = snapshot.state
-    print(f"policy: {describe(settings)}")
+    _say(f"policy: {describe(settings)}")
     mesh, todo = Planner(settings.policy).plan(state)
     for problem in mesh.problems:
-        print(f"problem: {problem}")
+        _say(f"problem: {problem}")
     for name in todo.blocked:
-        print(f"blocked: BGPPeer {name} exists without rrwatch's ownership label")
+        _say(f"blocked: BGPPeer {name} exists without rrwatch's ownership label")
     if not todo:
-        print(f"no changes: etcd at revision {snapshot.revision} has the desired mesh")
+        _say(f"no changes: etcd at revision {snapshot.revision} has the desired mesh")
     for phase, ops in (("make", todo.make), ("break, after the settle time", todo.brk)):
         if ops:
-            print(f"{phase}:")
+            _say(f"{phase}:")
             for op in ops:
-                print(f"  {op}")
+                _say(f"  {op}")
     after = copy.deepcopy(state)
     outcome(after, todo.make + todo.brk)
     verdict = verify(after, failures=1)
@@ -74,28 +80,28 @@ def status(config: Config, *, output: str = "text") -> int:
         return EX_UNAVAILABLE
     report = summary(*read, config)
     if output == "json":
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2))  # JSON escapes control characters
         return EX_OK
-    print(f"etcd revision {report['revision']}; leader: {report['leader'] or 'none'}")
-    print(f"AS {report['as_number']}; node-to-node mesh "
-          f"{'on' if report['node_to_node_mesh'] else 'off'}; BGP sessions configured: "
-          f"{report['sessions']['ipv4']} IPv4, {report['sessions']['ipv6']} IPv6")
-    print(f"policy: {report['policy']}")
+    _say(f"etcd revision {report['revision']}; leader: {report['leader'] or 'none'}")
+    _say(f"AS {report['as_number']}; node-to-node mesh "
+         f"{'on' if report['node_to_node_mesh'] else 'off'}; BGP sessions configured: "
+         f"{report['sessions']['ipv4']} IPv4, {report['sessions']['ipv6']} IPv6")
+    _say(f"policy: {report['policy']}")
     for zone in report["zones"]:
         rrs = ", ".join(f"{rr['name']} ({rr['cluster_id']})" for rr in zone["reflectors"])
-        print(f"zone {zone['zone'] or '(none)'}: {zone['speakers']} speakers,"
-              f" {zone['clients']} clients; RRs: {rrs or 'none'}")
+        _say(f"zone {zone['zone'] or '(none)'}: {zone['speakers']} speakers,"
+             f" {zone['clients']} clients; RRs: {rrs or 'none'}")
     for host in report["hosts"]:
-        print(f"RR host {host['ip']} (cluster ID {host['cluster_id'] or 'its router ID'})")
+        _say(f"RR host {host['ip']} (cluster ID {host['cluster_id'] or 'its router ID'})")
     if "bird" in report:
         b = report["bird"]
         if b.get("error"):
-            print(f"BIRD at {b['socket']}: {b['error']}")
+            _say(f"BIRD at {b['socket']}: {b['error']}")
         else:
             up = sum(s["established"] for s in b["sessions"])
-            print(f"BIRD at {b['socket']}: {up} of {len(b['sessions'])} BGP sessions established")
+            _say(f"BIRD at {b['socket']}: {up} of {len(b['sessions'])} BGP sessions established")
             for s in b["sessions"]:
-                print(f"  {s['protocol']:<28} {s['state']:<6} {s['info']}")
+                _say(f"  {s['protocol']:<28} {s['state']:<6} {s['info']}")
     return EX_OK
 
 
@@ -152,11 +158,11 @@ def graph(config: Config, *, fmt: str = "dot", family: int = 4, max_clients: int
         try:
             data = graph_mod.svg(text)
         except graph_mod.GraphvizMissing:
-            print("rrwatch: Graphviz's `dot` is not installed (Debian: apt install graphviz);"
-                  " `--format dot` needs nothing", file=sys.stderr)
+            _say("rrwatch: Graphviz's `dot` is not installed (Debian: apt install graphviz);"
+                 " `--format dot` needs nothing", file=sys.stderr)
             return EX_UNAVAILABLE
         except RuntimeError as e:
-            print(f"rrwatch: {e}", file=sys.stderr)
+            _say(f"rrwatch: {e}", file=sys.stderr)
             return EX_FAILED
     if out is None:
         sys.stdout.buffer.write(data)
@@ -186,18 +192,18 @@ def registration(config: Config, ips: list[str], *, cluster_id: str = "",
                     continue
                 revision = 0 if current is None else current.mod_revision
                 if remove and current is None:
-                    print(f"{key}: not registered")
+                    _say(f"{key}: not registered")
                     continue
                 if config.dry_run:
-                    print(f"would {'unregister' if remove else 'register'} {key}")
+                    _say(f"would {'unregister' if remove else 'register'} {key}")
                     continue
                 ops = [delete(key)] if remove else [put(key, value)]
                 result = await etcd.txn([mod_is(key, revision)], ops)
                 if not result.succeeded:
                     refused.append(f"{key} changed while this ran: try again")
                     continue
-                print(f"{'unregistered' if remove else 'registered'} {key}"
-                      + ("" if remove else f" = {value.decode()}"))
+                _say(f"{'unregistered' if remove else 'registered'} {key}"
+                     + ("" if remove else f" = {value.decode()}"))
         finally:
             await etcd.close()
         return refused
@@ -205,11 +211,16 @@ def registration(config: Config, ips: list[str], *, cluster_id: str = "",
     try:
         refused = trio.run(change)
     except EtcdError as e:
-        print(f"rrwatch: cannot write etcd: {e}", file=sys.stderr)
+        _say(f"rrwatch: cannot write etcd: {e}", file=sys.stderr)
         return EX_UNAVAILABLE
     for line in refused:
-        print(f"rrwatch: {line}", file=sys.stderr)
+        _say(f"rrwatch: {line}", file=sys.stderr)
     return EX_FAILED if refused else EX_OK
+
+
+def _say(line: str, *, file: TextIO | None = None) -> None:
+    """Print one line (to stdout by default) with its control characters escaped."""
+    print(printable(line), file=file)
 
 
 def _broken(verdict: Verdict) -> bool:
@@ -220,13 +231,13 @@ def _broken(verdict: Verdict) -> bool:
 def _print(verdict: Verdict, prefix: str) -> None:
     if verdict.ok:
         for problem in verdict.problems:
-            print(f"problem: {problem}")
-        print(f"{prefix}every node's routes reach every other node"
-              f" ({verdict.scenarios} cases simulated)")
+            _say(f"problem: {problem}")
+        _say(f"{prefix}every node's routes reach every other node"
+             f" ({verdict.scenarios} cases simulated)")
     else:
-        print(f"{prefix}some routes do not reach:")
+        _say(f"{prefix}some routes do not reach:")
         for line in verdict.lines():
-            print(f"  {line}")
+            _say(f"  {line}")
 
 
 def _read(config: Config, *, leader: bool = False) -> tuple[Snapshot, Settings] | None:
@@ -248,8 +259,8 @@ def _read(config: Config, *, leader: bool = False) -> tuple[Snapshot, Settings] 
     try:
         snapshot = trio.run(read)
     except EtcdError as e:
-        print(f"rrwatch: cannot read etcd: {e}", file=sys.stderr)
+        _say(f"rrwatch: cannot read etcd: {e}", file=sys.stderr)
         return None
     for key, reason in sorted(snapshot.bad.items()):
-        print(f"skipped {key}: {reason}", file=sys.stderr)
+        _say(f"skipped {key}: {reason}", file=sys.stderr)
     return snapshot, live.settings
