@@ -30,7 +30,7 @@ examples:
 
 exit status: 0 done; 1 verify or plan found routes that do not reach; 2 plan found changes
 (--detailed-exitcode); 69 etcd could not be reached; 77 etcd refused a permission; 78 a
-configuration or TLS problem.
+configuration or TLS problem, or a `graph -o` file that cannot be written.
 """
 
 

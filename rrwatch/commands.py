@@ -19,7 +19,7 @@ import trio
 
 from rrwatch import bird, calico
 from rrwatch import graph as graph_mod
-from rrwatch.config import Config
+from rrwatch.config import EX_CONFIG, Config
 from rrwatch.etcd import Etcd, EtcdError, delete, mod_is, put
 from rrwatch.logs import printable
 from rrwatch.plan import Planner, outcome
@@ -166,9 +166,13 @@ def graph(config: Config, *, fmt: str = "dot", family: int = 4, max_clients: int
             return EX_FAILED
     if out is None:
         sys.stdout.buffer.write(data)
-    else:
+        return EX_OK
+    try:
         with open(out, "wb") as f:
             f.write(data)
+    except OSError as e:
+        _say(f"rrwatch: cannot write {out!r}: {e.strerror or e}", file=sys.stderr)
+        return EX_CONFIG
     return EX_OK
 
 

@@ -300,3 +300,15 @@ async def test_register_dry_run_writes_nothing(etcd, rrwatch):
     assert await etcd.get(calico.RR_V4 + "10.0.0.9") is None
     result = rrwatch("register", "10.0.0.9", "10.0.0.10")
     assert result.returncode == 2 and "one IPv4 and one IPv6" in result.stderr
+
+
+async def test_graph_into_a_missing_directory_is_one_line(etcd, rrwatch, tmp_path):
+    """`graph -o` where the file cannot be made: one line naming it on stderr, exit 78, and no
+    traceback."""
+    with trio.fail_after(30):
+        await seed_topology(etcd, per_zone=1)
+    out = tmp_path / "missing" / "mesh.dot"
+    result = rrwatch("graph", "-o", str(out))
+    assert result.returncode == 78, result.stderr
+    assert result.stderr == f"rrwatch: cannot write {str(out)!r}: No such file or directory\n"
+    assert result.stdout == "" and not out.parent.exists()
