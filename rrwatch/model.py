@@ -110,10 +110,14 @@ def owned_labels(
     marked_with: str | None = None,
 ) -> dict[str, str]:
     """`labels` with the ones rrwatch owns set: the RR label on a route reflector (`cluster`
-    set), and exactly `clients` as client labels; every other label as it was. `marked_with`
-    is the RR label key rrwatch set on this node before (its annotation): it goes too."""
+    set), and exactly `clients` as client labels; every other label as it was.
+
+    `marked_with` is the RR label key rrwatch set on this node (its annotation): that key is
+    rrwatch's to remove, and no other. Nodes marked before the annotation existed have none:
+    their key is taken to be the RR label's."""
+    mine = rr_label.key if marked_with is None else marked_with
     out = {k: v for k, v in labels.items()
-           if k not in (rr_label.key, marked_with) and not k.startswith(CLIENT_LABEL_PREFIX)}
+           if k != mine and not k.startswith(CLIENT_LABEL_PREFIX)}
     if cluster is not None:
         out[rr_label.key] = rr_label.value
     out.update(dict.fromkeys(clients, ""))
@@ -313,6 +317,12 @@ class ClusterState:
         else:
             self.reflectors.pop(reflector.key, None)
             self.refused[reflector.key] = why
+
+    def allow_hosts(self, prefixes: tuple[Network, ...]) -> None:
+        """Take a new allow-list of RR host prefixes: every registration is judged again."""
+        self.host_prefixes = prefixes
+        for registration in self.registrations.values():
+            self._judge(registration)
 
     def host_problem(self, ip: IPAddress) -> str | None:
         """Why a registration of `ip` cannot be in force, or None."""

@@ -87,10 +87,12 @@ class Reconciler:
         self._converged = trio.Event()
 
     def plan(self) -> Plan:
-        policy = self._settings().policy
-        if policy != self._planner.policy:
-            self._planner = Planner(policy)  # a new policy: plan from scratch
+        settings = self._settings()
+        if settings.policy != self._planner.policy:
+            self._planner = Planner(settings.policy)  # a new policy: plan from scratch
         mesh, plan = self._planner.plan(self._watcher.state)
+        if settings.held is not None:  # logged where the settings were taken
+            return Plan()
         self._report(mesh, plan)
         return plan
 
