@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 
 import trio
 
@@ -55,7 +56,7 @@ def mesh_problems(data: dict[str, bytes]) -> list[str]:
         try:
             obj = json.loads(value)
             bgp = obj["spec"]["bgp"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             continue  # a bad record: not part of the mesh
         name = obj["metadata"]["name"]
         labels = obj["metadata"].get("labels", {})
@@ -147,3 +148,10 @@ async def settled(etcd: Etcd, env: dict[str, str]) -> tuple[int, dict[str, bytes
     revision, kvs = await etcd.snapshot(["/calico/"])
     assert revision == snapshot.revision, "etcd moved while the test read it"
     return revision, {kv.key: kv.value for kv in kvs}
+
+
+async def wait_until(condition: Callable[[], object], timeout: float = CONVERGE) -> None:
+    """Return once `condition()` is true; fail after `timeout` seconds."""
+    with trio.fail_after(timeout):
+        while not condition():
+            await trio.sleep(0.1)
