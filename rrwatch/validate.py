@@ -7,6 +7,7 @@ freeze every session of the speaker that renders it. These checks run first, per
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Mapping
 
 AS_TRANS = 23456  # RFC 6793: a placeholder for 4-byte AS numbers, never a real peer's AS
 
@@ -27,6 +28,8 @@ def asn_problem(asn: int | None) -> str | None:
 def address_problem(ip: IPAddress) -> str | None:
     """Why `ip` cannot be a BGP neighbour address, or None: unicast, and reachable beyond
     the link (BIRD's multihop sessions need an address routed like any other)."""
+    if ip.version == 6 and ip.scope_id is not None:
+        return f"{ip} has a zone index"  # link-bound, and the zone is free text
     if ip.is_unspecified:
         return f"{ip} is the unspecified address"
     if ip.is_loopback:
@@ -47,3 +50,22 @@ def speaker_problem(asn: int | None, ips: tuple[IPAddress | None, ...]) -> str |
     """Why a speaker with this AS and these addresses cannot have sessions, or None."""
     return asn_problem(asn) or next(
         (p for ip in ips if ip is not None and (p := address_problem(ip))), None)
+
+
+def claim_problems(claims: Iterable[tuple[str, IPAddress]], owners: Mapping[IPAddress, str]
+                   ) -> dict[str, str]:
+    """Why each claimant cannot have the address it claims, for those that cannot, by name.
+
+    An address in `owners` is its owner's (a registered RR host keeps its own address). An
+    address that two claimants claim is neither's: nothing in the records says which one is
+    right, and a session given to either might reach the other.
+    """
+    first: dict[IPAddress, str] = {}
+    out: dict[str, str] = {}
+    for name, ip in claims:
+        if ip in owners:
+            out[name] = f"{ip} is the address of {owners[ip]}"
+        elif (other := first.setdefault(ip, name)) != name:
+            out.setdefault(name, f"{ip} is claimed by {other!r} too")
+            out.setdefault(other, f"{ip} is claimed by {name!r} too")
+    return out
