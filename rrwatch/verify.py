@@ -25,6 +25,7 @@ import attrs
 from rrwatch import calico
 from rrwatch.model import ClusterState, IPAddress
 from rrwatch.selector import SelectorError, parse
+from rrwatch.validate import address_problem, claim_problems, speaker_problem
 
 HOST_PREFIX = "host/"  # external RR speakers are "host/<ip>"; node names cannot hold a slash
 FAMILIES = (4, 6)
@@ -55,11 +56,16 @@ class Speaker:
 
 @attrs.frozen
 class Fabric:
-    """The speakers of one address family and the sessions between them (symmetric, no self)."""
+    """The speakers of one address family and the sessions between them (symmetric, no self).
+
+    `refused`: per RR host, the neighbours it has no session with because their records fail a
+    check (`host_refusals`), each with why; the node that claims a host's address among them.
+    """
 
     family: int
     speakers: Mapping[str, Speaker]
     sessions: Mapping[str, frozenset[str]]
+    refused: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)
     reflectors: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
 
     @reflectors.default
@@ -141,6 +147,7 @@ class _Peering:
     by_name: Mapping[str, set[str]]  # node -> nodes it configures sessions to
     by_ip: Mapping[str, list[tuple[IPAddress, int | None, str]]]  # node -> (peerIP, AS, peer)
     problems: tuple[str, ...]
+    unfit: Mapping[str, str]  # node -> why RR hosts give it no session (host_refusals)
 
 
 def _peering(state: ClusterState, hosts_only: bool = False) -> _Peering:
@@ -178,7 +185,28 @@ def _peering(state: ClusterState, hosts_only: bool = False) -> _Peering:
         mesh = {name for name, node in nodes.items() if node.cluster_id is None}
         for name in mesh:
             by_name[name].update(mesh)
-    return _Peering(by_name, by_ip, tuple(problems))
+    unfit = host_refusals(state) if state.reflectors else {}
+    return _Peering(by_name, by_ip, tuple(problems), unfit)
+
+
+def host_refusals(state: ClusterState) -> dict[str, str]:
+    """The nodes that RR hosts give no session, each with why: the node's AS or an address of
+    it cannot be a neighbour's, an address of it is a registered host's, or another node
+    claims that address too (then neither gets one). The node is refused in both families: its
+    record is bad, and which of its values are right cannot be told.
+
+    A host renders its BIRD from these records, and BIRD refuses a whole configuration over one
+    bad neighbour; so checking each neighbour first keeps one record from blocking the others.
+    """
+    owners = {r.ip: f"RR host {r.ip}" for r in state.reflectors.values()}
+    out = claim_problems(((name, ip) for name, node in state.nodes.items()
+                          for ip in (node.ipv4, node.ipv6) if ip is not None), owners)
+    for name, node in state.nodes.items():
+        if name.startswith(HOST_PREFIX):
+            out[name] = "a name of that form stands for a registered RR host"
+        elif why := speaker_problem(node.asn, (node.ipv4, node.ipv6)):
+            out[name] = why  # the record's own fault first: it may explain a shared address
+    return out
 
 
 def _ends(
@@ -229,30 +257,42 @@ def _peer_address(text: str) -> IPAddress:
 
 
 def _fabric(state: ClusterState, family: int, peering: _Peering) -> tuple[Fabric, set[str]]:
+    # Registered hosts first: a host always owns its registered address, and its name.
     speakers: dict[str, Speaker] = {}
-    for name, node in state.nodes.items():
-        address = node.ipv4 if family == 4 else node.ipv6
-        if address is not None:
-            asn = state.bgp.asn if node.asn is None else node.asn
-            speakers[name] = Speaker(name, asn, node.cluster_id, True, address)
-    hosts = set()
+    at: dict[IPAddress, str] = {}
     for reflector in state.reflectors.values():
         if reflector.ip.version == family:
             name = HOST_PREFIX + str(reflector.ip)
             # BIRD's cluster ID defaults to the router ID: unique to the host.
             cluster = name if reflector.cluster_id is None else reflector.cluster_id
             speakers.setdefault(name, Speaker(name, state.bgp.asn, cluster, False, reflector.ip))
-            hosts.add(name)
-    at: dict[IPAddress, str] = {}
-    for speaker in speakers.values():  # nodes first: a node wins an address it shares
-        at.setdefault(speaker.address, speaker.name)
-
+            at[reflector.ip] = name
+    hosts = frozenset(speakers)
+    refused: dict[str, dict[str, str]] = {host: {} for host in hosts}
     problems = set()
-    configured: dict[str, set[str]] = {}
-    for name, speaker in speakers.items():
-        if not speaker.node:
+    nodes: dict[str, Speaker] = {}
+    for name, node in state.nodes.items():
+        address = node.ipv4 if family == 4 else node.ipv6
+        if address is None:
             continue
-        mine = peering.by_name[name] & speakers.keys()
+        owner = at.get(address)
+        if owner in hosts or name.startswith(HOST_PREFIX):
+            # It would take a host's place: left out, and a bad record for the host it
+            # imitates and for every host it means to peer with.
+            why = peering.unfit.get(name, f"{address} is the address of RR host {address}")
+            problems.add(f"node {name!r}: {why}; left out of IPv{family}")
+            for host in (owner, name, *(at.get(a) for a, _, _ in peering.by_ip.get(name, ()))):
+                if host in hosts:
+                    refused[host][name] = why
+            continue
+        asn = state.bgp.asn if node.asn is None else node.asn
+        nodes[name] = Speaker(name, asn, node.cluster_id, True, address)
+        at.setdefault(address, name)  # among nodes, the first keeps a shared address here
+    speakers.update(nodes)
+
+    configured: dict[str, set[str]] = {}
+    for name in nodes:
+        mine = peering.by_name[name] & nodes.keys()
         for address, asn, peer in peering.by_ip.get(name, ()):
             target = at.get(address)
             if target is None:
@@ -265,14 +305,33 @@ def _fabric(state: ClusterState, family: int, peering: _Peering) -> tuple[Fabric
         mine.discard(name)  # a node never peers with itself
         configured[name] = mine
 
+    # An RR host refuses a neighbour whose record fails a check (host_refusals), and another
+    # host whose registered address could not be a neighbour's.
+    unfit_hosts = {h: why for h in hosts if (why := address_problem(speakers[h].address))}
+    problems.update(f"{h}: {why}; no session with the other RR hosts"
+                    for h, why in unfit_hosts.items() if len(hosts) > 1)
     sessions: dict[str, frozenset[str]] = {}
-    for name, mine in configured.items():
-        sessions[name] = frozenset(b for b in mine if b in hosts or name in configured[b])
     for host in hosts:
         # rrwatch renders a host's BIRD with every node that peers with it, and the other hosts.
-        sessions[host] = frozenset(a for a, mine in configured.items() if host in mine)
-        sessions[host] |= hosts - {host}
-    return Fabric(family, speakers, sessions), problems
+        mine = set()
+        for a, theirs in configured.items():
+            if host in theirs:
+                if a in peering.unfit:
+                    refused[host][a] = peering.unfit[a]
+                    problems.add(f"node {a!r}: {peering.unfit[a]}; no session with {host}")
+                else:
+                    mine.add(a)
+        for other in hosts - {host}:
+            if other in unfit_hosts or host in unfit_hosts:
+                if other in unfit_hosts:
+                    refused[host][other] = unfit_hosts[other]
+            else:
+                mine.add(other)
+        sessions[host] = frozenset(mine)
+    for name, mine in configured.items():
+        sessions[name] = frozenset(b for b in mine if name in (
+            sessions[b] if b in hosts else configured[b]))
+    return Fabric(family, speakers, sessions, refused), problems
 
 
 # -- propagation ---------------------------------------------------------------------------------

@@ -248,6 +248,84 @@ def test_peer_ip_with_the_wrong_as_number_brings_up_no_session():
     assert any("asNumber 65000" in p for p in verify(state).problems)
 
 
+# -- hostile records and RR hosts ----------------------------------------------------------------
+
+TO_HOST = {"to-host": {"peerIP": "10.0.0.100", "asNumber": 64512}}
+HOST = "host/10.0.0.100"
+
+
+def in_force(state, ip: str, cluster: str | None = None) -> None:
+    """The registration of `ip` in force, whatever the model makes of it: the speaker mapping
+    must hold whatever registrations reach it."""
+    key = f"/calico/bgp/v1/rr_v4/{ip}"
+    state.reflectors[key] = Reflector(key, 1, IPv4Address(ip), cluster)
+
+
+def test_a_node_claiming_a_hosts_address_does_not_take_its_sessions():
+    """Sixteen nodes peer with a registered host; a node that claims the host's address is
+    left out and reported, and the host keeps all sixteen sessions."""
+    nodes = [node(f"n{i}", i) for i in range(1, 17)]
+    thief = Node("thief", 1, {}, ipv4=IPv4Address("10.0.0.100"))
+    state = build([*nodes, thief], TO_HOST)
+    in_force(state, "10.0.0.100")
+    fab = fabric(state, 4)
+    assert fab.speakers[HOST].node is False and "thief" not in fab.speakers
+    assert fab.sessions[HOST] == {n.name for n in nodes}
+    assert fab.refused[HOST] == {"thief": "10.0.0.100 is the address of RR host 10.0.0.100"}
+    verdict = verify(state)
+    assert verdict.ok
+    assert "node 'thief': 10.0.0.100 is the address of RR host 10.0.0.100; left out of IPv4" \
+        in verdict.problems
+
+
+def test_a_node_named_like_a_host_is_left_out():
+    """A node record named host/<ip> never stands in for the registered host of that name."""
+    impostor = Node(HOST, 1, {"x": "y"}, ipv4=IPv4Address("10.0.0.7"), asn=65000)
+    state = build([node("n1", 1), impostor], {**TO_HOST, "to-impostor": {
+        "node": "n1", "peerSelector": "x == 'y'"}}, hosts=[("10.0.0.100", None)])
+    fab = fabric(state, 4)
+    assert fab.speakers[HOST].address == IPv4Address("10.0.0.100")
+    assert fab.speakers[HOST].asn == 64512 and not fab.speakers[HOST].node
+    assert fab.sessions[HOST] == {"n1"} and fab.sessions["n1"] == {HOST}
+    assert HOST in fab.refused[HOST]
+
+
+@pytest.mark.parametrize("bad", [
+    node("bad", 5, asn=0), node("bad", 5, asn=23456),
+    Node("bad", 1, {}, ipv4=IPv4Address("10.0.0.5"), ipv6=IPv6Address("fe80::1")),
+    Node("bad", 1, {}, ipv4=IPv4Address("10.0.0.5"), ipv6=IPv6Address("::")),
+], ids=["as-0", "as-trans", "link-local", "unspecified"])
+def test_a_host_has_no_session_with_a_bad_node_and_keeps_the_others(bad):
+    """A node whose record fails a check gets no session with the host (at either end), is
+    reported, and the other nodes keep theirs."""
+    state = build([node("n1", 1), node("n2", 2), bad], TO_HOST, hosts=[("10.0.0.100", None)])
+    fab = fabric(state, 4, hosts_only=True)
+    assert fab.sessions[HOST] == {"n1", "n2"}
+    assert HOST not in fab.sessions["bad"]
+    assert list(fab.refused[HOST]) == ["bad"]
+    assert any(p.startswith("node 'bad': ") for p in verify(state).problems)
+
+
+def test_two_nodes_claiming_one_address_get_no_session_with_the_host():
+    """Neither of two nodes with one address gets a session with the host; both are named."""
+    copy = Node("copy", 1, {}, ipv4=IPv4Address("10.0.0.2"))
+    state = build([node("n1", 1), node("n2", 2), copy], TO_HOST, hosts=[("10.0.0.100", None)])
+    fab = fabric(state, 4, hosts_only=True)
+    assert fab.sessions[HOST] == {"n1"}
+    assert fab.refused[HOST] == {"n2": "10.0.0.2 is claimed by 'copy' too",
+                                 "copy": "10.0.0.2 is claimed by 'n2' too"}
+
+
+def test_a_host_whose_registration_bird_would_refuse_has_no_host_sessions():
+    """Two hosts: one registered at an address no neighbour can have; the other host refuses
+    a session with it and says why."""
+    state = build([node("n1", 1)], TO_HOST, hosts=[("10.0.0.100", None)])
+    in_force(state, "127.0.0.2")
+    fab = fabric(state, 4)
+    assert fab.sessions[HOST] == {"n1"}
+    assert fab.refused[HOST] == {"host/127.0.0.2": "127.0.0.2 is a loopback address"}
+
+
 # -- eBGP ----------------------------------------------------------------------------------------
 
 
@@ -396,6 +474,52 @@ def test_sessions_are_symmetric_and_never_with_self(state):
         fab = fabric(state, family)
         for name, near in fab.sessions.items():
             assert name not in near and all(name in fab.sessions[m] for m in near)
+
+
+HOSTILE = [
+    Node("as0", 1, {"g": "a"}, ipv4=IPv4Address("10.0.0.50"), asn=0),
+    Node("ll", 1, {"g": "b"}, ipv4=IPv4Address("10.0.0.51"), ipv6=IPv6Address("fe80::1")),
+    Node("dup", 1, {"g": "a"}, ipv4=IPv4Address("10.0.0.1")),
+    Node("thief", 1, {"g": "b"}, ipv4=IPv4Address("10.0.0.100")),
+    Node("host/10.0.0.101", 1, {"g": "a"}, ipv4=IPv4Address("10.0.0.52")),
+]
+
+
+@st.composite
+def hostile_fabrics(draw):
+    """`fabrics`, with some nodes whose records RR hosts must refuse, and every drawn host's
+    registration in force."""
+    state = draw(fabrics())
+    for bad in draw(st.lists(st.sampled_from(HOSTILE), max_size=3, unique_by=lambda n: n.name)):
+        state.put_node(bad)
+    for reflector in list(state.registrations.values()):
+        state.reflectors[reflector.key] = reflector
+    return state
+
+
+@given(hostile_fabrics())
+def test_hostile_sessions_are_symmetric_and_never_with_self(state):
+    """Both ends list every session, and no speaker lists itself, with bad records about."""
+    for family in (4, 6):
+        fab = fabric(state, family)
+        for name, near in fab.sessions.items():
+            assert name not in near and all(name in fab.sessions[m] for m in near)
+
+
+@given(hostile_fabrics())
+def test_hosts_have_sessions_only_with_neighbours_that_pass_every_check(state):
+    """A host's neighbours: hosts at their registered addresses, and nodes whose records pass
+    every check, each address one speaker's."""
+    refusals = verify_module.host_refusals(state)
+    for family in (4, 6):
+        fab = fabric(state, family, hosts_only=True)
+        for host in (n for n, s in fab.speakers.items() if not s.node):
+            near = fab.sessions[host]
+            assert not {n for n in near if fab.speakers[n].node} & refusals.keys()
+            addresses = [fab.speakers[n].address for n in near | {host}]
+            assert len(addresses) == len(set(addresses))
+            assert all(fab.speakers[n].node or n == verify_module.HOST_PREFIX + str(
+                fab.speakers[n].address) for n in near)
 
 
 @given(fabrics())
