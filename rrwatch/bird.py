@@ -5,6 +5,13 @@ whose BGPPeers point at one of the host's registered addresses, and every other 
 A neighbour is an `rr client` unless it has the host's own cluster ID, as Calico's template
 decides on the node side (calico-datastore.md); `rr cluster id` goes on client sessions only.
 
+Every neighbour is checked before it is rendered (`verify.host_refusals`): BIRD refuses a whole
+configuration over one bad neighbour, so a node with AS 0 or a link-local address would
+otherwise freeze the host's sessions with every node. A node that fails gets no session, is
+named in the log once per change and counted in the metrics, and blocks nobody else. Two nodes
+that claim one address both fail (which one is right cannot be told), and a node that claims
+the host's own registered address never takes it over.
+
 Applying is I/O: write a temporary file beside the target, check it with `bird -p -c`, rename it
 into place, and ask BIRD to load it through its control socket. A file BIRD rejects is never
 renamed into place, so BIRD keeps running the last good one. The control socket also gives the
@@ -73,6 +80,15 @@ CLUSTER_ID = "\n  rr cluster id {cluster};"
 
 
 @attrs.frozen
+class Rendering:
+    """The host's BIRD configuration, its sessions, and the neighbours refused a session."""
+
+    text: str
+    sessions: tuple[Session, ...]
+    refused: Mapping[str, str]  # neighbour (node name, or host/<ip>) -> why it has no session
+
+
+@attrs.frozen
 class Session:
     """One BGP session of the host, as rendered."""
 
@@ -90,30 +106,30 @@ def protocol_name(address: str) -> str:
     return f"peer{version}_" + re.sub(r"[.:]", "_", address)
 
 
-def sessions(state: ClusterState, addresses: Sequence[str]) -> tuple[dict[str, str], list[Session]]:
-    """The host's registrations found in `state` (address -> cluster ID or ""), and its sessions.
+def sessions(state: ClusterState, addresses: Sequence[str]
+             ) -> tuple[dict[str, str], list[Session], dict[str, str]]:
+    """The host's registrations found in `state` (address -> cluster ID or ""), its sessions,
+    and the neighbours it refuses (name -> why).
 
     Only registered addresses count: the nodes peer with what etcd holds, so a registration not
-    seen yet (or gone) has no sessions. One session per neighbour address: when records give two
-    speakers one address, the first by name gets it (BIRD would refuse a second block).
+    seen yet (or gone) has no sessions. Every neighbour address is one speaker's alone: a host
+    keeps its own, and two nodes that claim one address are both refused.
     """
     registered = {str(r.ip): r.cluster_id or "" for r in state.reflectors.values()}
     found = {a: registered[a] for a in addresses if a in registered}
     out = []
+    refused: dict[str, str] = {}
     for address in found:
         family = ipaddress.ip_address(address).version
         fab = fabric(state, family, hosts_only=True)
         me = fab.speakers[HOST_PREFIX + address]
-        seen = set()
+        refused.update(fab.refused[me.name])
         for name in sorted(fab.sessions[me.name], key=lambda n: (fab.speakers[n].address, n)):
             peer = fab.speakers[name]
-            if peer.address in seen:
-                continue
-            seen.add(peer.address)
             out.append(Session(
                 protocol_name(str(peer.address)), family, str(peer.address), peer.asn,
                 _description(peer), _is_client(me, peer)))
-    return found, out
+    return found, out, refused
 
 
 def _description(peer: Speaker) -> str:
@@ -128,10 +144,10 @@ def _is_client(me: Speaker, peer: Speaker) -> bool:
 
 
 def render(state: ClusterState, addresses: Sequence[str], include: str = ""
-           ) -> tuple[str, list[Session]] | None:
-    """The BIRD configuration for the RR host at `addresses`, and its sessions; None while no
-    address is registered."""
-    found, peers = sessions(state, addresses)
+           ) -> Rendering | None:
+    """The BIRD configuration for the RR host at `addresses`, its sessions and the neighbours
+    it refuses; None while no address is registered."""
+    found, peers, refused = sessions(state, addresses)
     if not found:
         return None
     v4 = [a for a in found if ipaddress.ip_address(a).version == 4]
@@ -148,7 +164,7 @@ def render(state: ClusterState, addresses: Sequence[str], include: str = ""
                       if s.client else "")
             parts.append(SESSION.format(name=s.protocol, family=family, address=s.address,
                                         asn=s.asn, description=s.description, client=client))
-    return "".join(parts), peers
+    return Rendering("".join(parts), tuple(peers), refused)
 
 
 # -- BIRD's control socket -----------------------------------------------------------------------
@@ -264,6 +280,7 @@ class BirdKeeper:
         self._dry_run = dry_run
         self.stats = BirdStats()
         self.peers: Mapping[str, Session] = {}  # protocol name -> session, as BIRD runs them
+        self.refused: Mapping[str, str] = {}  # neighbour -> why, as of the last rendering
         self._reported: str | None = None  # the last problem logged, so a retry is no news
 
     async def run(self) -> None:
@@ -275,11 +292,12 @@ class BirdKeeper:
                 await trio.sleep(self._debounce)
             version = self._watcher.version
             rendered = render(self._watcher.state, self._addresses, self._include)
+            self._note_refused(rendered.refused if rendered is not None else {})
             if rendered is None:
                 self._report(f"waiting for {', '.join(self._addresses)} to be registered",
                              logging.INFO)
                 continue
-            text, peers = rendered
+            text, peers = rendered.text, rendered.sessions
             if text == done:
                 continue
             self.stats.current = False
@@ -318,6 +336,28 @@ class BirdKeeper:
         self._reported = None
         log.info("BIRD: %s (%s)", answer or "configured", self.path)
         return True
+
+    # Refused neighbours named per change, at most this many lines at once (the rest counted).
+    NAMED = 20
+
+    def _note_refused(self, refused: Mapping[str, str]) -> None:
+        """Log the neighbours newly refused a session (or refused for a new reason), and those
+        no longer refused; nothing when the set is as before. A name is a node's, or host/<ip>
+        for another RR host; logged as its repr(), since a record's name is not log syntax."""
+        old = self.refused
+        new = sorted(name for name, why in refused.items() if old.get(name) != why)
+        for name in new[:self.NAMED]:
+            log.warning("BIRD: no session with %r: %s", name, refused[name])
+        if len(new) > self.NAMED:
+            log.warning("BIRD: no session with %d more neighbours whose records fail a check "
+                        "(%d in all)", len(new) - self.NAMED, len(refused))
+        gone = sorted(old.keys() - refused.keys())
+        if gone:
+            log.info("BIRD: %d neighbour(s) no longer refused: %s%s", len(gone),
+                     ", ".join(repr(name) for name in gone[:self.NAMED]),
+                     ", ..." if len(gone) > self.NAMED else "")
+        if new or gone:
+            self.refused = dict(refused)
 
     def _report(self, message: str, level: int) -> bool:
         """Log `message` unless it is the one logged last; whether it was logged."""

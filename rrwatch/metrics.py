@@ -8,7 +8,8 @@ the GIL), so no lock is needed and the daemon does no work between scrapes.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import heapq
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -119,6 +120,7 @@ def _bird(keeper: BirdKeeper) -> Iterator[Metric]:
     yield GaugeMetricFamily("rrwatch_bird_config_current",
                             "1 while BIRD runs the configuration the mesh asks for",
                             value=int(stats.current))
+    yield from _refused(keeper.refused)
     try:
         states = {p.name: p for p in bird.protocols(keeper.socket)}
     except bird.BirdError:
@@ -134,6 +136,25 @@ def _bird(keeper: BirdKeeper) -> Iterator[Metric]:
         up = name in states and states[name].established
         sessions.add_metric([name, session.address, session.description], int(up))
     yield sessions
+
+
+# Refused neighbours shown by name: enough to find them, bounded whatever the records hold.
+REFUSED_SHOWN = 20
+
+
+def _refused(refused: Mapping[str, str]) -> Iterator[Metric]:
+    """Neighbours the RR host gives no session because their records fail a check: how many,
+    and the first few by name with why (an info-style gauge, its series bounded)."""
+    yield GaugeMetricFamily("rrwatch_bird_bad_neighbours",
+                            "Neighbours refused a BIRD session because their records fail a check",
+                            value=len(refused))
+    named = GaugeMetricFamily(
+        "rrwatch_bird_bad_neighbour_info",
+        f"1 per neighbour refused a BIRD session, with why (the first {REFUSED_SHOWN} by name)",
+        labels=["name", "reason"])
+    for name in heapq.nsmallest(REFUSED_SHOWN, refused):
+        named.add_metric([name, refused[name]], 1)
+    yield named
 
 
 @contextlib.contextmanager
