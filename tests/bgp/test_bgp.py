@@ -299,7 +299,7 @@ async def test_rrs_sharing_a_cluster_id_with_split_clients_is_predicted(rrs, lab
         names += ["rr1", "rr2"]
     else:
         for rr in (rr1, rr2):
-            rr.start(bird.render(state, [rr.ipv4])[0])  # rrwatch's own rendering
+            rr.start(bird.render(state, [rr.ipv4]).text)  # rrwatch's own rendering
     configure_nodes(lab, data, names)
     speakers = [c.name for c in clients] + ["rr1", "rr2"]
     await wait_established(lab, speakers, session_count(state))
@@ -389,3 +389,64 @@ async def until_metric(daemon, name: str, value: float) -> None:
     with trio.fail_after(cluster.CONVERGE):
         while daemon.metrics().get(name) != value:
             await trio.sleep(0.05)
+
+
+def bad_node(name: str, index: int, *, ipv4: str, ipv6: str, asn: int | None = None
+             ) -> tuple[str, bytes]:
+    """A node record with values BIRD refuses as a neighbour's, and no speaker behind it."""
+    obj = json.loads(simulate.node_value(name, "a", index, ipv4=ipv4, ipv6=ipv6))
+    if asn is not None:
+        obj["spec"]["bgp"] = {"asNumber": asn, **obj["spec"]["bgp"]}
+    return calico.NODES + name, calico.dumps(obj)
+
+
+async def test_a_bad_node_never_freezes_the_rr_hosts_bird(lab, etcd, start_daemon):
+    """Nodes with AS 0, a link-local and an unspecified IPv6 address appear in etcd: the host
+    gives them no session and names them, its sessions with the other nodes stay Established,
+    and a node that joins afterwards still gets its session."""
+    host = lab.add("rrhost")
+    host.start("protocol device {}\n")
+    nodes = [lab.add(f"node-a-{i}") for i in range(2)]
+    await simulate.put_all(etcd, dict([(calico.BGP_CONFIG, BGP_CONFIG),
+                                       *(node_record(n, "a", i) for i, n in enumerate(nodes))]))
+    env = {**settings("simple"), "RRWATCH_REGISTER_IP": f"{host.ipv4},{host.ipv6}",
+           "RRWATCH_BIRD_CONFIG": host.config_path, "RRWATCH_BIRD_SOCKET": host.socket_path}
+    daemon = start_daemon(env)
+    await wait_registered(etcd, 2)
+    await cluster.settled(etcd, env)
+    await wait_rendered(host, [n.name for n in nodes])
+    configure_nodes(lab, await etcd_data(etcd), [n.name for n in nodes])
+    with trio.fail_after(ROUTES):
+        while up(host) < 4:
+            await trio.sleep(0.05)
+
+    await simulate.put_all(etcd, dict([
+        bad_node("bad-as", 200, ipv4="10.99.0.200/16", ipv6="fd99::200/64", asn=0),
+        bad_node("bad-link-local", 201, ipv4="10.99.0.201/16", ipv6="fe80::1/64"),
+        bad_node("bad-any", 202, ipv4="10.99.0.202/16", ipv6="::/0"),
+    ]))
+    joiner = lab.add("node-a-2")  # every rendering with it has the bad nodes too
+    await simulate.put_all(etcd, dict([node_record(joiner, "a", 2)]))
+    await cluster.settled(etcd, env)
+    configure_nodes(lab, await etcd_data(etcd), [joiner.name])
+    with trio.fail_after(ROUTES):
+        while host.sessions().get(bird.protocol_name(joiner.ipv4)) != "Established":
+            await trio.sleep(0.05)
+    await until_metric(daemon, "rrwatch_bird_config_current", 1)
+    await until_metric(daemon, "rrwatch_bird_bad_neighbours", 3)
+
+    sessions = host.sessions()
+    for n in [*nodes, joiner]:
+        assert sessions[bird.protocol_name(n.ipv4)] == "Established"
+    metrics = daemon.metrics()
+    assert metrics.get("rrwatch_bird_configs_rejected_total") == 0
+    named = {s.labels["name"]: s.labels["reason"] for s in daemon.samples()
+             if s.name == "rrwatch_bird_bad_neighbour_info"}
+    assert named == {"bad-any": ":: is the unspecified address",
+                     "bad-as": "AS 0 is outside 1..4294967295",
+                     "bad-link-local": "fe80::1 is link-local"}
+    text = bird.read_file(host.config_path)
+    assert all(f"10.99.0.{i}" not in text for i in (200, 201, 202))
+    log = daemon.log()
+    assert "no session with 'bad-as': AS 0 is outside 1..4294967295" in log
+    assert log.count("no session with 'bad-link-local'") == 1  # once, not every rendering
