@@ -41,6 +41,10 @@ def strip_owned(value: bytes) -> dict:
         del labels[key]
     if not labels:
         obj["metadata"].pop("labels", None)
+    annotations = obj["metadata"].get("annotations", {})
+    annotations.pop(calico.LABEL_ANNOTATION, None)
+    if not annotations:
+        obj["metadata"].pop("annotations", None)
     obj["spec"]["bgp"].pop("routeReflectorClusterID", None)
     return obj
 

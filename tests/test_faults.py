@@ -301,6 +301,8 @@ async def test_one_leader_and_a_quick_takeover_after_kill_9(etcd, start_daemon):
             await wait_for(lambda: any(d.leading() for d in daemons), "a leader")
             _, data = await converged(etcd)
             [leader] = [d for d in daemons if d.leading()]
+            # The sampler must have seen the first leader too, or max() below proves nothing.
+            await wait_for(lambda: 1 in leaders_seen, "a sample with the first leader")
             leader.proc.kill()
             leader.proc.wait()
             started = trio.current_time()
