@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from rrwatch.tls import TlsFiles
+from rrwatch.tls import PEM_LIMIT, TlsFiles, read_regular, shown
+from rrwatch.tls import context as tls_context
 
 __all__ = ["WARN_DAYS", "CertReport", "check", "covers", "fetch_server_cert",
            "server_name_warning", "server_names"]
@@ -56,6 +57,7 @@ def check(tls: TlsFiles, now: datetime.datetime | None = None) -> CertReport:
     a file that could not be read or parsed is skipped: that file's one problem says enough.
     """
     now = now if now is not None else datetime.datetime.now(datetime.UTC)
+    ca_file, cert_file, key_file = (shown(path) for path in tls.paths)
     problems: list[str] = []
     warnings: list[str] = []
     cas = _load(tls.ca, problems, x509.load_pem_x509_certificates, "PEM certificate")
@@ -65,31 +67,31 @@ def check(tls: TlsFiles, now: datetime.datetime | None = None) -> CertReport:
 
     if leaf is not None:
         if (reason := _out_of_date(leaf, now)) is not None:
-            problems.append(f"{tls.cert}: {reason}")
+            problems.append(f"{cert_file}: {reason}")
         if not _for_clients(leaf):
-            problems.append(f"{tls.cert}: its extended key usage lacks clientAuth, "
+            problems.append(f"{cert_file}: its extended key usage lacks clientAuth, "
                             "so etcd will refuse it")
         if key is not None and _spki(leaf) != _spki(key):
-            problems.append(f"{tls.cert}: does not match the private key in {tls.key}")
+            problems.append(f"{cert_file}: does not match the private key in {key_file}")
     anchor = _anchor(leaf, chain[1:], cas) if leaf is not None and cas else None
     if leaf is not None and cas and anchor is None:
-        problems.append(f"{tls.cert}: not signed by the CA in {tls.ca}")
+        problems.append(f"{cert_file}: not signed by the CA in {ca_file}")
     for ca in cas or ():
         if (reason := _out_of_date(ca, now)) is not None:
             # An outdated CA beside valid ones (left over from a rotation) does no harm unless
             # it is the one our certificate hangs from.
             fatal = ca is anchor or all(_out_of_date(c, now) for c in cas)
             (problems if fatal else warnings).append(
-                f"{tls.ca}: CA certificate {ca.subject.rfc4514_string()} {reason}")
+                f"{ca_file}: CA certificate {ca.subject.rfc4514_string()} {reason}")
     if key is not None and (mode := _mode(tls.key)) & 0o044:
-        warnings.append(f"{tls.key}: private key is readable by group or others "
+        warnings.append(f"{key_file}: private key is readable by group or others "
                         f"(mode {mode:04o}); chmod 600 it")
 
     days_left = None
     if leaf is not None:
         days_left = (leaf.not_valid_after_utc - now).total_seconds() / 86400
         if 0 <= days_left < WARN_DAYS:
-            warnings.append(f"{tls.cert}: expires in {days_left:.1f} days, "
+            warnings.append(f"{cert_file}: expires in {days_left:.1f} days, "
                             f"on {_when(leaf.not_valid_after_utc)}")
     # dict.fromkeys: one file given for two roles (a combined PEM) gives its problem once.
     return CertReport(tuple(dict.fromkeys(problems)), tuple(warnings),
@@ -103,19 +105,19 @@ class _Refused(Exception):
 def _load(path: str, problems: list[str], parse: Callable[[bytes], _T], what: str) -> _T | None:
     """Read and parse one file, or add why not to `problems` and return None."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_regular(path, PEM_LIMIT)
     except OSError as e:
-        problems.append(f"{path}: cannot read: {e.strerror}")
+        problems.append(f"{shown(path)}: cannot read: {e.strerror}")
         return None
     try:
         return parse(data)
     except _Refused as e:
-        problems.append(f"{path}: {e}")
+        problems.append(f"{shown(path)}: {e}")
     except (ValueError, UnsupportedAlgorithm):
         # Name the blocks there are: a key where the cert belongs says more than "bad PEM".
         found = sorted({m.decode() for m in re.findall(rb"-----BEGIN ([A-Z0-9 ]+)-----", data)})
-        problems.append(f"{path}: no valid {what} (PEM blocks found: {', '.join(found) or 'none'})")
+        problems.append(f"{shown(path)}: no valid {what}"
+                        f" (PEM blocks found: {', '.join(found) or 'none'})")
     return None
 
 
@@ -231,10 +233,10 @@ def fetch_server_cert(endpoint_url: str, tls: TlsFiles | None, timeout: float) -
     url = urllib.parse.urlsplit(endpoint_url)
     if url.scheme != "https" or not url.hostname:
         raise ValueError(f"{endpoint_url!r} is not an https://host:port URL")
-    context = ssl.create_default_context(cafile=tls.ca if tls is not None else None)
+    # The files through tls.context, which reads them safely: this runs in a worker thread that
+    # SIGTERM would otherwise wait for, were a file a FIFO.
+    context = ssl.create_default_context() if tls is None else tls_context(tls)
     context.check_hostname = False  # so that a name mismatch is ours to report
-    if tls is not None:
-        context.load_cert_chain(tls.cert, tls.key)
     with socket.create_connection((url.hostname, url.port or 443), timeout=timeout) as sock, \
             context.wrap_socket(sock, server_hostname=url.hostname) as conn:
         return x509.load_der_x509_certificate(conn.getpeercert(binary_form=True))

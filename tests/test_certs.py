@@ -7,6 +7,7 @@ import os
 import ssl
 
 import pytest
+import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -14,7 +15,7 @@ from rrwatch import certs
 from rrwatch.certs import WARN_DAYS, CertReport, check, covers, server_names
 from rrwatch.local_etcd import free_port
 from rrwatch.pki import issue, make_ca, write_pem
-from rrwatch.tls import TlsFiles
+from rrwatch.tls import PEM_LIMIT, TlsFiles
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 DAY = datetime.timedelta(days=1)
@@ -364,3 +365,45 @@ def test_plain_http_has_no_server_name_to_check(pki):
     assert certs.server_name_warning("http://127.0.0.1:1", pki.client, 10) is None
     with pytest.raises(ValueError, match="not an https"):
         certs.fetch_server_cert("http://127.0.0.1:1", pki.client, 10)
+
+
+# -- files that are not regular ------------------------------------------------------------------
+
+@pytest.mark.parametrize("field", ["ca", "cert", "key"])
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+async def test_fifo_or_device_is_one_problem_at_once(tmp_path, ca, field, kind):
+    """A FIFO (no writer) or /dev/zero for any file is one problem, found without blocking on
+    the FIFO or reading the device without end."""
+    tls = client_set(tmp_path, ca)
+    path = getattr(tls, field)
+    os.remove(path)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        os.symlink("/dev/zero", path)
+    with trio.fail_after(10):
+        report = await trio.to_thread.run_sync(check, tls, abandon_on_cancel=True)
+    what = "a FIFO" if kind == "fifo" else "a character device"
+    assert report.problems == (f"{path}: cannot read: not a regular file but {what}",)
+
+
+def test_oversized_file_is_one_problem(tmp_path, ca):
+    """A PEM file over 1 MiB is refused unread."""
+    tls = client_set(tmp_path, ca)
+    with open(tls.ca, "ab") as f:
+        f.write(b"#" * PEM_LIMIT)
+    assert check(tls).problems == (f"{tls.ca}: cannot read: larger than {PEM_LIMIT} bytes",)
+
+
+def test_paths_with_control_characters_are_shown_escaped(tmp_path, ca):
+    """A path holding a newline or an escape is shown as repr(): every finding stays one line."""
+    tls = client_set(tmp_path, ca)
+    odd = str(tmp_path / "key\nrrwatch: forged\x1b[2J.pem")
+    os.rename(tls.key, odd)
+    os.chmod(odd, 0o644)
+    report = check(TlsFiles(tls.ca, tls.cert, odd))
+    assert (report.problems, report.warnings) == ((), (
+        f"{odd!r}: private key is readable by group or others (mode 0644); chmod 600 it",))
+    missing = odd + ".gone"
+    assert check(TlsFiles(tls.ca, tls.cert, missing)).problems == (
+        f"{missing!r}: cannot read: No such file or directory",)
