@@ -7,11 +7,14 @@ environment. Every problem is reported at once, in one ConfigError, each naming 
 
 from __future__ import annotations
 
+import grp
 import ipaddress
+import math
 import os
 import re
 import shutil
 import ssl
+import stat
 import tomllib
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -27,7 +30,7 @@ from rrwatch.plan import Limits
 from rrwatch.reconcile import Timing
 from rrwatch.selector import Selector, SelectorError
 from rrwatch.selector import parse as parse_selector
-from rrwatch.tls import TlsFiles, context
+from rrwatch.tls import TlsFiles, context, read_regular, shown
 
 # Exit status for configuration and TLS problems (sysexits.h EX_CONFIG); systemd does not
 # restart on it when the unit says RestartPreventExitStatus=78.
@@ -35,6 +38,7 @@ EX_CONFIG = 78
 
 DEFAULT_FILE = "/etc/rrwatch/rrwatch.toml"  # read when it exists and no other file is named
 FILE_ENV = "RRWATCH_CONFIG"
+FILE_LIMIT = 1 << 20  # bytes of TOML: a config file is a few hundred
 
 _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?{_NAME}$")
@@ -45,8 +49,17 @@ class ConfigError(Exception):
     """One or more configuration problems, each naming its source."""
 
     def __init__(self, problems: list[str]) -> None:
+        problems = [_one_line(problem) for problem in problems]
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+def _one_line(text: str) -> str:
+    """`text` with every character that is not printable (a newline, an escape) shown as its
+    escape, so that no value can forge a line of stderr or of the log."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _endpoints(text: str) -> tuple[str, ...]:
@@ -81,19 +94,27 @@ def _zone_label(text: str) -> str:
     return text
 
 
+def _finite(text: str) -> float:
+    """A float, but not nan or ±inf, which pass or break every comparison made with them."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text.strip()!r} is not a finite number")
+    return value
+
+
 def _at_least(parse: Callable[[str], Any], low: int) -> Callable[[str], Any]:
     def check(text: str) -> Any:
         value = parse(text)
         if value < low:
-            raise ValueError(f"{text} is less than {low}")
+            raise ValueError(f"{text.strip()} is less than {low}")
         return value
     return check
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _finite(text)
     if not 0 < value <= 1:
-        raise ValueError(f"{text} is not in (0, 1]")
+        raise ValueError(f"{text.strip()} is not in (0, 1]")
     return value
 
 
@@ -106,12 +127,40 @@ def _ips(text: str) -> tuple[str, ...]:
     return ips
 
 
-def _path(text: str) -> str:
-    """A file rrwatch writes: its directory must exist."""
+def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated CIDR prefixes (an address alone is a /32 or /128); empty for none."""
+    out = []
+    for part in (part.strip() for part in text.split(",")):
+        if part:
+            try:
+                out.append(ipaddress.ip_network(part))
+            except ValueError as e:
+                raise ValueError(f"{part!r} is not a CIDR prefix ({e})") from None
+    return tuple(out)
+
+
+def _bird_config(text: str) -> str:
+    """The BIRD configuration file rrwatch writes: a regular file or none yet, in a directory
+    that exists. Made absolute, since BIRD resolves a relative one from its own directory."""
+    if not text.strip():
+        return ""
+    path = os.path.abspath(text.strip())
+    if not os.path.isdir(os.path.dirname(path)):
+        raise ValueError(f"the directory of {path!r} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"{path!r} is a directory, not a file")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise ValueError(f"{path!r} is not a regular file")
+    return path
+
+
+def _include(text: str) -> str:
+    """A path for BIRD's `include "...";`: BIRD strings have no escapes, so a quote, a
+    backslash or a control character would end the string or the line early."""
     text = text.strip()
-    if text and not os.path.isdir(os.path.dirname(os.path.abspath(text))):
-        raise ValueError(f"the directory of {text} does not exist")
-    return os.path.abspath(text) if text else ""
+    if any(c in '"\\' or not c.isprintable() for c in text):
+        raise ValueError(f"{text!r} holds a quote, a backslash or a control character")
+    return text
 
 
 def _cluster_id(text: str) -> str:
@@ -159,6 +208,8 @@ def _selector(text: str) -> Selector | None:
         return parse_selector(text)
     except SelectorError as e:
         raise ValueError(str(e)) from None
+    except RecursionError:  # the parser recurses on each ( and !
+        raise ValueError("the selector is nested too deeply") from None
 
 
 @attrs.frozen
@@ -173,8 +224,9 @@ class Option:
 
     @property
     def switch(self) -> bool:
-        """A boolean, given as a bare flag."""
-        return self.parse is _boolean
+        """A boolean that is off by default, given as a bare flag (one that is on by default
+        takes a value, so that a flag can turn it off)."""
+        return self.parse is _boolean and self.default == "false"
 
     @property
     def flag(self) -> str:
@@ -183,7 +235,7 @@ class Option:
     @property
     def many(self) -> bool:
         """Takes a comma-separated list (a TOML array in the file)."""
-        return self.parse in (_endpoints, _ips)
+        return self.parse in (_endpoints, _ips, _networks)
 
 
 OPTIONS = (
@@ -251,28 +303,41 @@ OPTIONS = (
            _at_least(int, 1), "1",
            "most RR demotions per step of a plan",
            "N"),
+    # Local bounds: the policy object in etcd can neither set nor raise these.
+    Option("policy_object", "policy.object", ("RRWATCH_POLICY_OBJECT",),
+           _boolean, "true",
+           "apply the policy object in etcd (false: only the local policy counts)",
+           "BOOL"),
+    Option("max_rr_fraction", "policy.max_rr_fraction", ("RRWATCH_MAX_RR_FRACTION",),
+           _fraction, "0.5",
+           "most RRs as a fraction of a zone's eligible nodes, whatever the policy object says",
+           "F"),
+    Option("max_zones", "policy.max_zones", ("RRWATCH_MAX_ZONES",),
+           _at_least(int, 1), "64",
+           "most zones that get RRs of their own, whatever the policy object says",
+           "N"),
     Option("debounce", "reconcile.debounce", ("RRWATCH_DEBOUNCE",),
-           _at_least(float, 0), "0.1",
+           _at_least(_finite, 0), "0.1",
            "seconds to coalesce events before planning",
            "SECONDS"),
     Option("settle", "reconcile.settle", ("RRWATCH_SETTLE",),
-           _at_least(float, 0), "10",
+           _at_least(_finite, 0), "10",
            "seconds new sessions get before old ones are removed",
            "SECONDS"),
     Option("etcd_timeout", "etcd.timeout", ("RRWATCH_ETCD_TIMEOUT",),
-           _at_least(float, 0), "5",
+           _at_least(_finite, 0), "5",
            "seconds an etcd request may take",
            "SECONDS"),
     Option("watch_timeout", "etcd.watch_timeout", ("RRWATCH_WATCH_TIMEOUT",),
-           _at_least(float, 0.1), "60",
+           _at_least(_finite, 0.1), "60",
            "seconds a silent watch stream is trusted before it is reopened",
            "SECONDS"),
     Option("probe_interval", "etcd.probe_interval", ("RRWATCH_PROBE_INTERVAL",),
-           _at_least(float, 0.1), "5",
+           _at_least(_finite, 0.1), "5",
            "seconds between reads that check the watches' etcd member still serves",
            "SECONDS"),
     Option("check_interval", "etcd.check_interval", ("RRWATCH_CHECK_INTERVAL",),
-           _at_least(float, 1), "300",
+           _at_least(_finite, 1), "300",
            "seconds between anti-entropy comparisons of the model with etcd",
            "SECONDS"),
     Option("lease_ttl", "etcd.lease_ttl", ("RRWATCH_LEASE_TTL",),
@@ -292,8 +357,13 @@ OPTIONS = (
            _cluster_id, "",
            "cluster ID in this host's registration",
            "ID"),
+    Option("rr_host_prefixes", "host.allowed_prefixes", ("RRWATCH_RR_HOST_PREFIXES",),
+           _networks, "",
+           "comma-separated CIDR prefixes: RR host registrations outside them are refused"
+           " (empty: any address)",
+           "CIDR[,CIDR]"),
     Option("bird_config", "bird.config", ("RRWATCH_BIRD_CONFIG",),
-           _path, "",
+           _bird_config, "",
            "RR host mode: keep this BIRD 2 configuration file for the registered addresses",
            "PATH"),
     Option("bird_socket", "bird.socket", ("RRWATCH_BIRD_SOCKET",),
@@ -301,7 +371,7 @@ OPTIONS = (
            "BIRD's control socket: reloads, and session states for metrics and status",
            "PATH"),
     Option("bird_include", "bird.include", ("RRWATCH_BIRD_INCLUDE",),
-           str, "",
+           _include, "",
            "a file of your own that the BIRD configuration includes (logging, other peers)",
            "PATH"),
     Option("metrics_address", "metrics.address", ("RRWATCH_METRICS_ADDRESS",),
@@ -348,6 +418,12 @@ class Config:
     dry_run: bool
     log_format: str = "text"
     file: str | None = None  # the TOML file read, if any
+    # Local bounds on the policy object (the object cannot set them).
+    policy_object: bool = True
+    max_rr_fraction: float = 0.5
+    max_zones: int = 64
+    rr_host_prefixes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    warnings: tuple[str, ...] = ()  # findings that do not stop rrwatch, one line each
 
     @property
     def leader_key(self) -> str:
@@ -372,37 +448,53 @@ def text_of(value: Any, option: Option) -> str:
 
 
 def read_file(path: str) -> tuple[dict[str, str], list[str]]:
-    """The options a TOML file sets (name -> text), and its problems, each naming the file."""
+    """The options a TOML file sets (name -> text), and its problems, each naming the file.
+
+    Blocking, but never for long: a FIFO, a device or a file over FILE_LIMIT is one problem.
+    """
     try:
-        with open(path, "rb") as f:
-            document = tomllib.load(f)
+        text = read_regular(path, FILE_LIMIT).decode("utf-8")
+        document = tomllib.loads(text)
     except OSError as e:
-        return {}, [f"{path}: {e.strerror}"]
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        return {}, [f"{path}: not valid TOML ({e})"]
+        return {}, [f"{shown(path)}: {e.strerror}"]
+    except RecursionError:  # tomllib recurses on each nested inline table or array
+        return {}, [f"{shown(path)}: not valid TOML (nested too deeply)"]
+    except ValueError as e:  # TOMLDecodeError, UnicodeDecodeError, an integer of 5,000 digits
+        return {}, [f"{shown(path)}: not valid TOML ({e})"]
     values, problems = {}, []
     for key, value in _flatten(document):
         option = BY_KEY.get(key)
         if option is None:
-            problems.append(f"{path}: unknown key {key}")
+            problems.append(f"{shown(path)}: unknown key {_key_text(key)}")
             continue
         try:
             values[option.name] = text_of(value, option)
         except ValueError as e:
-            problems.append(f"{path}: {key}: {e}")
+            problems.append(f"{shown(path)}: {key}: {e}")
     return values, problems
 
 
-def _flatten(document: Mapping[str, Any], within: str = "") -> list[tuple[str, Any]]:
+def _key_text(key: str, most: int = 100) -> str:
+    """A key for a message: shown safely, and cut short when it is long."""
+    if len(key) <= most:
+        return shown(key)
+    return f"{shown(key[:most])}... ({len(key)} characters)"
+
+
+def _flatten(document: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """(section.key, value) pairs; a table that is not a known section is flattened too, so
-    that its keys are reported as unknown one by one."""
+    that its keys are reported as unknown one by one. Without recursion: a header such as
+    [a.a.a...] nests tables as deep as it likes."""
     out = []
-    for key, value in document.items():
-        name = f"{within}{key}"
-        if isinstance(value, dict) and name not in BY_KEY:
-            out += _flatten(value, name + ".")
-        else:
-            out.append((name, value))
+    todo = [("", document)]
+    while todo:
+        within, table = todo.pop()
+        for key, value in table.items():
+            name = f"{within}{key}"
+            if isinstance(value, dict) and name not in BY_KEY:
+                todo.append((name + ".", value))
+            else:
+                out.append((name, value))
     return out
 
 
@@ -413,8 +505,30 @@ def tls_problems(tls: TlsFiles) -> list[str]:
         try:
             context(tls)
         except (OSError, ssl.SSLError) as e:  # what cryptography accepts but OpenSSL does not
-            problems.append(f"{tls.cert}: OpenSSL cannot use it with {tls.key} ({e})")
+            problems.append(
+                f"{shown(tls.cert)}: OpenSSL cannot use it with {shown(tls.key)} ({e})")
     return problems
+
+
+def bird_directory_warning(path: str) -> str | None:
+    """A warning when others than the owner may write the directory of the BIRD configuration:
+    they could swap the file BIRD checked before rrwatch renames it into place."""
+    directory = os.path.dirname(path)
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None  # gone since the check: writing there will say so
+    if not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return None
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    who = " and ".join(name for bit, name in ((stat.S_IWGRP, f"group {group}"),
+                                               (stat.S_IWOTH, "others")) if st.st_mode & bit)
+    return (f"{shown(directory)}: the BIRD configuration's directory is writable by {who}"
+            f" (mode {stat.S_IMODE(st.st_mode):04o}), who could swap a checked configuration"
+            " before it is renamed into place; chmod g-w,o-w it")
 
 
 def load(
@@ -422,11 +536,13 @@ def load(
     flags: Mapping[str, Any] | None = None,
     *,
     default_file: str = DEFAULT_FILE,
+    which: Callable[[str], str | None] = shutil.which,
 ) -> Config:
     """Build the config: defaults, then the TOML file, then the environment, then flags.
 
     The file is `flags["config"]`, else $RRWATCH_CONFIG, else `default_file` when it exists.
-    Flags are strings as typed (or True for a switch); None means not given.
+    Flags are strings as typed (or True for a switch); None means not given. `which` finds
+    the `bird` that RR host mode needs. Blocking: it reads the file and the TLS files.
     """
     flags = flags or {}
     problems: list[str] = []
@@ -436,7 +552,7 @@ def load(
     if path:
         from_file, problems = read_file(path)
     known = {env for option in OPTIONS for env in option.env} | {FILE_ENV}
-    problems += [f"environment: unknown variable {name}" for name in sorted(environ)
+    problems += [f"environment: unknown variable {shown(name)}" for name in sorted(environ)
                  if name.startswith("RRWATCH_") and name not in known]
     values: dict[str, Any] = {}
     for option in OPTIONS:
@@ -444,7 +560,7 @@ def load(
         values[option.name] = None if option.default is None else option.parse(option.default)
         sources = []
         if option.name in from_file:
-            sources.append((f"{path}: {option.key}", from_file[option.name]))
+            sources.append((f"{shown(path)}: {option.key}", from_file[option.name]))
         sources += [(env, environ[env]) for env in option.env if env in environ]
         if flags.get(option.name) is not None:
             sources.append((option.flag, flags[option.name]))
@@ -456,12 +572,15 @@ def load(
 
     if values["register_cluster_id"] and not values["register_ip"]:
         problems.append("RRWATCH_REGISTER_CLUSTER_ID needs RRWATCH_REGISTER_IP")
+    warnings = []
     if values["bird_config"]:
         if not values["register_ip"]:
             problems.append("RRWATCH_BIRD_CONFIG needs RRWATCH_REGISTER_IP (the host's addresses)")
-        if shutil.which("bird") is None:
+        if which("bird") is None:
             problems.append("RRWATCH_BIRD_CONFIG needs BIRD 2: no `bird` on PATH to check"
                             " configurations with")
+        if (warning := bird_directory_warning(values["bird_config"])) is not None:
+            warnings.append(warning)
     tls = None
     files = [values["etcd_ca_cert_file"], values["etcd_cert_file"], values["etcd_key_file"]]
     if any(files):
@@ -500,4 +619,9 @@ def load(
         dry_run=values["dry_run"],
         log_format=values["log_format"],
         file=path,
+        policy_object=values["policy_object"],
+        max_rr_fraction=values["max_rr_fraction"],
+        max_zones=values["max_zones"],
+        rr_host_prefixes=values["rr_host_prefixes"],
+        warnings=tuple(warnings),
     )

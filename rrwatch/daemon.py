@@ -5,6 +5,7 @@ hears of each step (sd_notify)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -58,6 +59,8 @@ class Daemon:
                                    config.register_ip, include=config.bird_include,
                                    debounce=config.timing.debounce, dry_run=config.dry_run)
         self.tls = None if config.tls is None else TlsKeeper(self.etcd, config.tls)
+        for warning in config.warnings:  # such as a BIRD directory others may write
+            log.warning("%s", warning)
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.leading = False
         self.stats = DaemonStats()
@@ -151,26 +154,32 @@ class Daemon:
 
     async def reload(self, flags: Mapping[str, Any]) -> None:
         """SIGHUP: read the config again and apply what can change while running: the policy,
-        limits and zone label, and the TLS files. A bad config changes nothing."""
+        limits and zone label, and the TLS files. A bad config, or TLS files that fail their
+        checks, change nothing and are logged in one line. The files are read in a worker
+        thread, safely (`tls.read_regular`), so that the event loop never waits on them."""
         try:
-            new = config_mod.load(os.environ, flags)
+            new = await trio.to_thread.run_sync(
+                functools.partial(config_mod.load, dict(os.environ), flags),
+                abandon_on_cancel=True)
         except ConfigError as e:
-            for problem in e.problems:
-                log.error("reload: %s; keeping the running configuration", problem)
+            log.error("reload: %s; keeping the running configuration", "; ".join(e.problems))
             return
         changed = [f.name for f in attrs.fields(Config)
                    if f.name not in _LIVE and getattr(new, f.name) != getattr(self.config, f.name)]
         if (new.tls is None) != (self.config.tls is None):
             changed.append("tls")
             new = attrs.evolve(new, tls=self.config.tls)
+        if self.tls is not None and new.tls is not None:
+            if (problem := await self.tls.reload("SIGHUP", new.tls)) is not None:
+                log.error("reload: TLS: %s; keeping the running configuration", problem)
+                return
         for name in changed:
             log.warning("reload: %s changed; it takes effect when rrwatch restarts", name)
+        for warning in new.warnings:
+            log.warning("reload: %s", warning)
         self.config = attrs.evolve(self.config, **{name: getattr(new, name) for name in _LIVE})
         self.live.reconfigure(new, self.watcher.state)
         self.watcher.notify()
-        if self.tls is not None and new.tls is not None:
-            self.tls.files = new.tls
-            await self.tls.reload("SIGHUP")
         log.info("reloaded the configuration")
 
     def _standing_by(self, leader: bytes) -> None:
@@ -184,7 +193,8 @@ def _reasons(group: BaseExceptionGroup) -> list[str]:
 
 
 # What a reload applies; the rest of the config is read at start only.
-_LIVE = ("policy", "limits", "zone_label", "tls", "file")
+_LIVE = ("policy", "limits", "zone_label", "tls", "file", "policy_object", "max_rr_fraction",
+         "max_zones", "warnings")
 
 
 async def serve(config: Config, flags: Mapping[str, Any] | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 
 import pytest
@@ -203,10 +204,16 @@ def test_fault_and_leadership_options():
         "/rrwatch/v1/leader", (), None)
 
 
+def _bird_on_path(name: str) -> str | None:
+    """A `which` that finds BIRD, so that these tests need no bird binary."""
+    return "/usr/sbin/bird" if name == "bird" else None
+
+
 def test_rr_host_options(tmp_path):
+    """RR host mode's addresses, BIRD configuration and socket come from the environment."""
     path = str(tmp_path / "bird.conf")
     config = load({"RRWATCH_REGISTER_IP": "10.0.0.5, fd00::5", "RRWATCH_BIRD_CONFIG": path,
-                   "RRWATCH_BIRD_SOCKET": "/sockets/bird.ctl"})
+                   "RRWATCH_BIRD_SOCKET": "/sockets/bird.ctl"}, which=_bird_on_path)
     assert config.register_ip == ("10.0.0.5", "fd00::5")
     assert (config.bird_config, config.bird_socket) == (path, "/sockets/bird.ctl")
     assert load({}).bird_socket == "/run/bird/bird.ctl"  # Debian's bird2
@@ -216,11 +223,15 @@ def test_rr_host_options(tmp_path):
     ({"RRWATCH_REGISTER_IP": "10.0.0.5,10.0.0.6"}, "more than one address of a family"),
     ({"RRWATCH_BIRD_CONFIG": "/etc/bird/bird.conf"}, "needs RRWATCH_REGISTER_IP"),
     ({"RRWATCH_REGISTER_IP": "10.0.0.5", "RRWATCH_BIRD_CONFIG": "/no/such/dir/bird.conf"},
-     "the directory of /no/such/dir/bird.conf does not exist"),
+     "the directory of '/no/such/dir/bird.conf' does not exist"),
+    ({"RRWATCH_REGISTER_IP": "10.0.0.5", "RRWATCH_BIRD_CONFIG": "/etc/bird/bird.conf"},
+     "no `bird` on PATH"),
 ])
 def test_rr_host_option_problems(environ, problem):
+    """Each RR host mode misconfiguration is refused, saying what is missing."""
+    which = (lambda name: None) if "PATH" in problem else _bird_on_path
     with pytest.raises(ConfigError, match=problem):
-        load(environ)
+        load(environ, which=which)
 
 
 def test_bad_fault_and_leadership_options_name_their_source():
@@ -354,3 +365,53 @@ def test_reference_documents_every_option():
         flag = f"`{option.flag}`" if option.switch else f"`{option.flag} {option.metavar}`"
         for name in (cell, flag, *(f"`{env}`" for env in option.env)):
             assert name in text, name
+
+
+def test_local_bounds_on_the_policy_object():
+    """policy.object, max_rr_fraction, max_zones and host.allowed_prefixes: their defaults, and
+    values from the environment, a flag and the file's array."""
+    defaults = load({})
+    assert (defaults.policy_object, defaults.max_rr_fraction, defaults.max_zones) == (
+        True, 0.5, 64)
+    assert defaults.rr_host_prefixes == ()
+    config = load({"RRWATCH_POLICY_OBJECT": "false", "RRWATCH_MAX_RR_FRACTION": "0.25",
+                   "RRWATCH_MAX_ZONES": "8",
+                   "RRWATCH_RR_HOST_PREFIXES": "10.20.0.0/16, fd00:20::/64,192.0.2.7"})
+    assert (config.policy_object, config.max_rr_fraction, config.max_zones) == (False, 0.25, 8)
+    assert config.rr_host_prefixes == (ipaddress.ip_network("10.20.0.0/16"),
+                                       ipaddress.ip_network("fd00:20::/64"),
+                                       ipaddress.ip_network("192.0.2.7/32"))
+    assert load({"RRWATCH_POLICY_OBJECT": "no"}, {"policy_object": "true"}).policy_object
+
+
+def test_local_bounds_from_the_file(tmp_path):
+    """In the file, allowed_prefixes is an array and object a boolean."""
+    path = tmp_path / "rrwatch.toml"
+    path.write_text('[policy]\nobject = false\nmax_zones = 3\n'
+                    '[host]\nallowed_prefixes = ["10.0.0.0/8"]\n')
+    config = load({"RRWATCH_CONFIG": str(path)})
+    assert (config.policy_object, config.max_zones) == (False, 3)
+    assert config.rr_host_prefixes == (ipaddress.ip_network("10.0.0.0/8"),)
+
+
+def test_bad_local_bounds_name_their_source():
+    """A fraction outside (0, 1], zones below 1, a prefix with host bits set or not a prefix,
+    a boolean that is none: each is refused, naming its variable."""
+    with pytest.raises(ConfigError) as error:
+        load({"RRWATCH_MAX_RR_FRACTION": "0", "RRWATCH_MAX_ZONES": "0",
+              "RRWATCH_RR_HOST_PREFIXES": "10.0.0.1/8", "RRWATCH_POLICY_OBJECT": "maybe"})
+    assert sorted(error.value.problems) == [
+        "RRWATCH_MAX_RR_FRACTION: 0 is not in (0, 1]",
+        "RRWATCH_MAX_ZONES: 0 is less than 1",
+        "RRWATCH_POLICY_OBJECT: 'maybe' is not a boolean",
+        "RRWATCH_RR_HOST_PREFIXES: '10.0.0.1/8' is not a CIDR prefix"
+        " (10.0.0.1/8 has host bits set)",
+    ]
+    with pytest.raises(ConfigError, match="'nowhere' is not a CIDR prefix"):
+        load({"RRWATCH_RR_HOST_PREFIXES": "nowhere"})
+
+
+def test_a_boolean_on_by_default_takes_a_value_as_a_flag():
+    """`--policy-object false` turns the object off; `--dry-run` stays a bare switch."""
+    config = cli._parser().parse_args(["run", "--policy-object", "false", "--dry-run"])
+    assert (config.policy_object, config.dry_run) == ("false", True)
