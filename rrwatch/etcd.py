@@ -308,6 +308,11 @@ def _keep_alive_reply(reply: Any) -> int:
     return _int(result.get("TTL", 0), "TTL")
 
 
+@_decoder
+def _granted_ttl_reply(reply: Any) -> int:
+    return _int(_object(reply, "reply").get("grantedTTL", 0), "grantedTTL")
+
+
 def _text(value: Any) -> str:
     return _printable(value) if isinstance(value, str) else _what(value)
 
@@ -705,6 +710,10 @@ class Etcd:
         Cancellable at once: the caller's deadline, not the request timeout, decides."""
         return await self._call("/lease/keepalive", {"ID": lease}, _keep_alive_reply,
                                 abandon=True)
+
+    async def lease_granted_ttl(self, lease: int) -> int:
+        """The TTL `lease` was granted with; 0 when it does not exist (any more)."""
+        return await self._call("/lease/timetolive", {"ID": lease}, _granted_ttl_reply)
 
     async def revoke(self, lease: int) -> None:
         """End a lease now, deleting every key attached to it."""
