@@ -133,3 +133,85 @@ def selectors():
         st.builds(sel.And, st.tuples(inner, inner)),
         st.builds(sel.Or, st.tuples(inner, inner)),
     ), max_leaves=8)
+
+
+
+# -- hostile etcd gateway replies ----------------------------------------------------------------
+
+# The field names the reply decoders look for, so that hostile values land where they are read.
+REPLY_FIELDS = ["header", "revision", "kvs", "key", "value", "mod_revision", "create_revision",
+                "lease", "more", "responses", "response_range", "succeeded", "ID", "TTL",
+                "grantedTTL", "result", "events", "kv", "type", "created", "canceled",
+                "compact_revision", "cancel_reason", "error", "message"]
+
+
+def _b64text(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def _nested(value, depth: int, kind: str):
+    """`value` inside `depth` arrays or objects, built without recursion."""
+    for _ in range(depth):
+        value = [value] if kind == "array" else {"header": value, "kvs": value, "result": value}
+    return value
+
+
+def hostile_scalars():
+    """Leaves a gateway should never send: huge integers, digit strings past int64 or past
+    Python's int-digits limit, digits that are not ASCII, non-base64 text, floats, NaN."""
+    return st.one_of(
+        st.none(), st.booleans(), st.floats(), st.integers(),
+        st.integers(18, 5000).map(lambda n: 10**n - 1),
+        st.integers(18, 5000).map(lambda n: "9" * n),
+        st.sampled_from(["²", "١٢", "٣", " 12", "12\n", "1_000", "-0", "0x10", "PUT", "DELETE",
+                         "%%%%", "L2E=", "L2E", "====", "", "true", "false"]),
+        st.text(max_size=12),
+        st.binary(max_size=12).map(_b64text),
+    )
+
+
+def shallow_json():
+    """JSON values shaped like etcd's replies or not, with hostile leaves."""
+    return st.recursive(
+        hostile_scalars(),
+        lambda inner: st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(REPLY_FIELDS) | st.text(max_size=4), inner,
+                          max_size=6),
+        max_leaves=24,
+    )
+
+
+def hostile_json():
+    """Any JSON value a gateway could send, up to 100,000 deep."""
+    deep = st.builds(_nested, shallow_json(), st.integers(100, 100_000),
+                     st.sampled_from(["array", "object"]))
+    return shallow_json() | deep
+
+
+def _dumped(value) -> bytes:
+    import json
+
+    try:
+        return json.dumps(value).encode()
+    except ValueError:  # an integer too long to print
+        return b"9" * 5000
+
+
+def _deep_text(depth: int, opener: bytes, closer: bytes) -> bytes:
+    return opener * depth + closer * depth
+
+
+def hostile_bytes():
+    """Bytes a gateway could send as a reply or a watch line: garbage, JSON nested up to
+    200,000 deep, integers past Python's int-digits limit, and etcd-shaped JSON with hostile
+    values."""
+    return st.one_of(
+        st.binary(max_size=64),
+        st.builds(_deep_text, st.integers(1, 200_000),
+                  st.sampled_from([b"[", b'{"result":', b'{"a":[']), st.sampled_from([b"]", b"}"])),
+        st.integers(4000, 6000).map(lambda n: b'{"result":{"header":{"revision":%s}}}'
+                                    % (b"9" * n)),
+        shallow_json().map(_dumped),
+    )
