@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 
 from rrwatch import certs
+from rrwatch.etcd import MAX_LEASE_TTL
 from rrwatch.logs import FORMATS
 from rrwatch.mesh import TOPOLOGIES, Policy, PolicyError
 from rrwatch.model import RRLabel
@@ -102,11 +103,14 @@ def _finite(text: str) -> float:
     return value
 
 
-def _at_least(parse: Callable[[str], Any], low: int) -> Callable[[str], Any]:
+def _at_least(parse: Callable[[str], Any], low: int, high: float = math.inf
+              ) -> Callable[[str], Any]:
     def check(text: str) -> Any:
         value = parse(text)
         if value < low:
             raise ValueError(f"{text.strip()} is less than {low}")
+        if value > high:
+            raise ValueError(f"{text.strip()} is more than {high}")
         return value
     return check
 
@@ -341,7 +345,7 @@ OPTIONS = (
            "seconds between anti-entropy comparisons of the model with etcd",
            "SECONDS"),
     Option("lease_ttl", "etcd.lease_ttl", ("RRWATCH_LEASE_TTL",),
-           _at_least(int, 2), "10",
+           _at_least(int, 2, MAX_LEASE_TTL), "10",
            "seconds a dead instance keeps leadership and its registration",
            "SECONDS"),
     Option("prefix", "etcd.prefix", ("RRWATCH_PREFIX",),

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 @attrs.define
 class DaemonStats:
     leaderships: int = 0
+    usurpers: int = 0  # leader keys found held in a way no instance holds them, and taken
 
 
 class Daemon:
@@ -111,7 +112,7 @@ class Daemon:
     async def _lead(self, lease: int) -> None:
         key = self.config.leader_key
         revision = await election.claim(self.etcd, key, self.identity.encode(), lease,
-                                        waiting=self._standing_by)
+                                        waiting=self._standing_by, usurper=self._usurper)
         fence = Fence(key, revision)
         self.leading = True
         self.stats.leaderships += 1
@@ -181,6 +182,11 @@ class Daemon:
         self.live.reconfigure(new, self.watcher.state)
         self.watcher.notify()
         log.info("reloaded the configuration")
+
+    def _usurper(self, holder: bytes, why: str) -> None:
+        self.stats.usurpers += 1
+        log.warning("the leader key is held by %s %s: that is no leader; taking the key",
+                    holder.decode("utf-8", "replace"), why)
 
     def _standing_by(self, leader: bytes) -> None:
         if leader != self._leader_seen:

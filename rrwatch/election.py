@@ -16,7 +16,18 @@ from collections.abc import AsyncIterator, Callable
 import attrs
 import trio
 
-from rrwatch.etcd import Backoff, Compare, Etcd, EtcdError, created_at, get, mod_is, put
+from rrwatch.etcd import (
+    MAX_LEASE_TTL,
+    Backoff,
+    Compare,
+    Etcd,
+    EtcdError,
+    created_at,
+    delete,
+    get,
+    mod_is,
+    put,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +103,15 @@ async def _keep_alive(etcd: Etcd, lease: int, expires: float) -> str:
 
 
 async def claim(etcd: Etcd, key: str, value: bytes, lease: int,
-                waiting: Callable[[bytes], None] = lambda holder: None) -> int:
+                waiting: Callable[[bytes], None] = lambda holder: None,
+                usurper: Callable[[bytes, str], None] = lambda holder, why: None) -> int:
     """Create `key` on `lease` as soon as it does not exist; its create revision.
 
     While someone else holds it, `waiting` is told their value and we watch for the key to go.
     A key holding our own `value` on another lease is ours from a session that was given up
     (etcd could not be reached to revoke it): it is revoked now rather than waited out.
+    A key held without a lease, or on one that no instance would grant, would keep every
+    instance standing by for ever: `usurper` is told who and why, and the key is taken away.
     etcd errors are retried: a blip must not end the session.
     """
     backoff = Backoff()
@@ -114,12 +128,28 @@ async def claim(etcd: Etcd, key: str, value: bytes, lease: int,
             if holder.value == value:
                 await etcd.revoke(holder.lease)
                 continue
+            if why := await _not_a_leader(etcd, holder.lease):
+                usurper(holder.value, why)
+                # Deleted, not overwritten: the next claim creates the key afresh, so that its
+                # create revision, our fence, is ours alone.
+                await etcd.txn([mod_is(key, holder.mod_revision)], [delete(key)])
+                continue
             waiting(holder.value)
             await until_changed(etcd, key, holder.mod_revision, recheck=etcd.timeout * 2)
             backoff.reset()
         except EtcdError as e:
             log.warning("campaign for %s: %s; retrying", key, e)
             await backoff.sleep()
+
+
+async def _not_a_leader(etcd: Etcd, lease: int) -> str | None:
+    """Why a leader key on `lease` is not held the way rrwatch holds it, or None."""
+    if lease == 0:
+        return "without a lease"
+    granted = await etcd.lease_granted_ttl(lease)
+    if granted > MAX_LEASE_TTL:
+        return f"on a lease granted for {granted} s, more than any instance asks for"
+    return None
 
 
 async def until_changed(etcd: Etcd, key: str, revision: int, *, recheck: float) -> None:

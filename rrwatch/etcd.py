@@ -60,6 +60,10 @@ MAX_REPLY = 64 << 20
 MAX_LINE = 16 << 20
 _READ = 1 << 16  # bytes asked for per read; a read returns what one socket read gave
 
+# The longest lease an instance asks for (RRWATCH_LEASE_TTL's bound): a leader key on a longer
+# one was not put there by rrwatch.
+MAX_LEASE_TTL = 300
+
 
 @attrs.define
 class Backoff:

@@ -43,6 +43,8 @@ _COUNTERS = (
     ("fenced_writes", "Writes rejected because another instance leads", "reconcile", "fenced"),
     ("write_errors", "Writes etcd could not take", "reconcile", "errors"),
     ("leaderships", "Times this instance became the leader", "daemon", "leaderships"),
+    ("leader_key_takeovers", "Leader keys taken from a holder without a proper lease",
+     "daemon", "usurpers"),
     ("tls_reloads", "Rotated TLS files taken up without a restart", "tls", "reloads"),
     ("tls_rejected", "Changed TLS files that failed a check, so the ones in use stayed", "tls",
      "rejected"),

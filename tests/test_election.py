@@ -222,3 +222,19 @@ async def test_a_registration_made_by_hand_is_left_alone(etcd):
         await election.register(etcd, key, value, lease)
     kv = await etcd.get(key)
     assert (kv.value, kv.lease) == (static, 0)
+
+
+@pytest.mark.parametrize("holder_ttl", [None, 3600])
+async def test_a_leader_key_no_instance_could_hold_is_taken_over(etcd, holder_ttl):
+    """A leader key without a lease, or on a lease longer than any instance asks for, would
+    keep every instance standing by for ever: the claimant is told, and wins."""
+    lease = 0 if holder_ttl is None else await etcd.grant(holder_ttl)
+    await etcd.txn([], [put(LEADER, b"forged\n\x1b[2J", lease)])
+    usurpers: list[tuple[bytes, str]] = []
+    with trio.fail_after(10):
+        async with election.session(etcd, 10) as mine:
+            fence = await election.claim(etcd, LEADER, b"me", mine,
+                                         usurper=lambda holder, why: usurpers.append((holder, why)))
+    assert fence > 0
+    assert usurpers == [(b"forged\n\x1b[2J", "without a lease" if holder_ttl is None
+                         else "on a lease granted for 3600 s, more than any instance asks for")]

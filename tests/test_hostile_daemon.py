@@ -140,3 +140,15 @@ async def test_an_unreadable_bgp_configuration_changes_no_as(etcd, start_daemon)
         while {p.get("asNumber") for p in (await peers()).values()} != {65002} or len(
                 await peers()) != 2:
             await trio.sleep(0.1)
+
+
+async def test_a_leader_key_without_a_lease_does_not_stop_every_instance(etcd, start_daemon):
+    """A leader key written by hand without a lease is no leader: the daemon warns, counts it,
+    takes the key and converges the cluster."""
+    await seed(etcd, per_zone=4)
+    await simulate.put_all(etcd, {"/rrwatch/v1/leader": b"someone"})
+    daemon = start_daemon()
+    await daemon.wait_for_log("the leader key is held by someone without a lease")
+    await converged(etcd)
+    await wait_until(lambda: daemon.metrics().get("rrwatch_leader_key_takeovers_total") == 1)
+    assert daemon.leading()
