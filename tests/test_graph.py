@@ -219,17 +219,21 @@ def test_renders_one_node_per_speaker_and_one_edge_per_session(graphviz, topolog
 AWKWARD = ['quo"te', "back\\slash", "trailing\\", 'both\\"', "node", "a.b-c", "x -- y", "b{r}"]
 
 
-def awkward_state() -> ClusterState:
-    """The awkward names as clients of one RR, in a zone with an awkward name too."""
-    zone = 'z"1\\'
+def clients_of_one_rr(names: list[str], zone: str, rr: str = "rr") -> ClusterState:
+    """`names` as clients of one RR named `rr`, all in `zone`."""
     nodes = [Node(name, 1, {ZONE_LABEL: zone}, ipv4=IPv4Address(0x0A000001 + i))
-             for i, name in enumerate(AWKWARD)]
-    nodes.append(Node("rr", 1, {ZONE_LABEL: zone, RR_LABEL.key: RR_LABEL.value},
+             for i, name in enumerate(names)]
+    nodes.append(Node(rr, 1, {ZONE_LABEL: zone, RR_LABEL.key: RR_LABEL.value},
                       ipv4=IPv4Address("10.0.1.1"), cluster_id="224.0.0.1"))
     state = state_of(nodes)
     state.set_bgp(BgpConfig(mesh_enabled=False))
     state.put_peer(Peer("clients", 1, False, {"peerSelector": f"has({RR_LABEL.key})"}))
     return state
+
+
+def awkward_state() -> ClusterState:
+    """The awkward names as clients of one RR, in a zone with an awkward name too."""
+    return clients_of_one_rr(AWKWARD, 'z"1\\')
 
 
 def test_awkward_names_are_quoted():
@@ -279,15 +283,7 @@ UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 def control_state() -> ClusterState:
     """The names as clients of one RR, in a zone whose name holds a NUL, an ESC and a lone
     surrogate (a label value's JSON may hold one; a key cannot)."""
-    zone = "z\x00\x1b\ud800"
-    nodes = [Node(name, 1, {ZONE_LABEL: zone}, ipv4=IPv4Address(0x0A000001 + i))
-             for i, name in enumerate(CONTROL)]
-    nodes.append(Node("rr\x1b", 1, {ZONE_LABEL: zone, RR_LABEL.key: RR_LABEL.value},
-                      ipv4=IPv4Address("10.0.1.1"), cluster_id="224.0.0.1"))
-    state = state_of(nodes)
-    state.set_bgp(BgpConfig(mesh_enabled=False))
-    state.put_peer(Peer("clients", 1, False, {"peerSelector": f"has({RR_LABEL.key})"}))
-    return state
+    return clients_of_one_rr(CONTROL, "z\x00\x1b\ud800", rr="rr\x1b")
 
 
 def test_control_characters_are_escaped_in_dot():
