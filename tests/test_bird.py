@@ -197,8 +197,9 @@ def test_a_node_claiming_a_hosts_address_leaves_the_host_its_sessions(claimed):
     assert rendered.refused == {"thief": f"{claimed} is the address of RR host {claimed}"}
 
 
-@pytest.mark.xfail(reason="rrwatch/model.py (d6e2570) withdraws a registration once any node "
-                          "claims its address, so the node still takes the host's sessions")
+@pytest.mark.xfail(reason="open: the model refuses a registration while a node claims its "
+                          "address (issue 20 item 3), so a later claim withdraws the host's peer; "
+                          "first-claim-wins needs create revisions in the model")
 def test_a_node_claiming_a_registered_address_later_leaves_the_host_its_sessions():
     """Through the model: a node put after the host's registration does not take it over."""
     s = state()
