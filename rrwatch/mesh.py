@@ -18,6 +18,7 @@ Cost: O(zones + route reflectors) per call, thanks to the model's per-zone candi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import math
@@ -29,7 +30,17 @@ import attrs
 
 from rrwatch.calico import OWNED_PEER_PREFIX
 from rrwatch.model import CLIENT_LABEL_PREFIX, ClusterState, RRLabel
-from rrwatch.selector import And, Compare, Has, Not, Or, Selector, SelectorError, render
+from rrwatch.selector import (
+    And,
+    Compare,
+    Has,
+    Not,
+    Or,
+    Selector,
+    SelectorError,
+    parse,
+    render,
+)
 
 TOPOLOGIES = ("simple", "zoned", "multi")
 # Cluster-ID templates are tried for indexes 1, 2, ... up to this many.
@@ -305,10 +316,32 @@ def desired(state: ClusterState, policy: Policy) -> Mesh:
     if len(state.zones) > policy.max_zones:
         problems.append(f"{len(state.zones)} zones, more than the {policy.max_zones} allowed"
                         " (policy.max_zones): the smallest have no RRs of their own")
-    problems += (f"BGPPeer {name} carries rrwatch's ownership label without its name prefix"
-                 f" {OWNED_PEER_PREFIX!r}: it is someone else's, left alone"
-                 for name, peer in sorted(state.peers.items()) if peer.disowned)
+    for name, peer in sorted(state.peers.items()):
+        if peer.disowned:
+            problems.append(f"BGPPeer {name} carries rrwatch's ownership label without its name"
+                            f" prefix {OWNED_PEER_PREFIX!r}: it is someone else's, left alone")
+        if not peer.owned:
+            problems += (f"BGPPeer {name}: its {field} does not parse ({why}): Calico lets it"
+                         " select nothing" for field in ("nodeSelector", "peerSelector")
+                         if (why := _unparsable(peer.spec.get(field))))
     return Mesh(reflectors, peers, assignment, tuple(problems))
+
+
+@functools.lru_cache(maxsize=256)
+def _why_not(text: str) -> str | None:
+    try:
+        parse(text)
+    except SelectorError as e:
+        return str(e)
+    return None
+
+
+def _unparsable(text: object) -> str | None:
+    """Why a foreign BGPPeer's selector field does not parse, or None (absent, or fine).
+    Cached: the same few peers are checked at every plan."""
+    if text in (None, ""):
+        return None
+    return _why_not(text) if isinstance(text, str) else "not a string"
 
 
 def _host_peers(state: ClusterState, peers: dict, problems: list[str]) -> None:

@@ -9,7 +9,7 @@ parentheses. Literals have no escapes. `==`, `in`, `contains`, `starts with`, `e
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -139,7 +139,15 @@ def render(selector: Selector) -> str:
     return str(selector)
 
 
+# Calico's validator refuses longer selectors. Nesting is bounded too, so that neither parsing
+# nor matching a hostile selector ("!!!!…" or "((((…") can run out of stack.
+MAX_LENGTH = 1024
+MAX_DEPTH = 64
+
+
 def parse(text: str) -> Selector:
+    if len(text) > MAX_LENGTH:
+        raise SelectorError(f"longer than {MAX_LENGTH} characters")
     parser = _Parser(text)
     if not parser.rest():
         return All()
@@ -153,6 +161,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        self.depth = 0
 
     def error(self, message: str) -> SelectorError:
         return SelectorError(f"{message} at column {self.pos + 1} of {self.text!r}")
@@ -172,6 +181,15 @@ class _Parser:
         if not self.take(token):
             raise self.error(f"expected {token!r}")
 
+    def nested(self, parse: Callable[[], Selector]) -> Selector:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"nested more than {MAX_DEPTH} deep")
+        try:
+            return parse()
+        finally:
+            self.depth -= 1
+
     def or_expr(self) -> Selector:
         operands = [self.and_expr()]
         while self.take("||"):
@@ -186,9 +204,9 @@ class _Parser:
 
     def operation(self) -> Selector:
         if self.take("!"):
-            return Not(self.operation())
+            return Not(self.nested(self.operation))
         if self.take("("):
-            inner = self.or_expr()
+            inner = self.nested(self.or_expr)
             self.expect(")")
             return inner
         if self.take("has("):

@@ -20,6 +20,7 @@ from rrwatch.mesh import Policy, desired
 from rrwatch.model import BgpConfig, ClusterState, Node, Peer, RRLabel
 from rrwatch.plan import DeletePeer, Planner, PutPeer
 from rrwatch.settings import Live, Settings, overlay
+from rrwatch.verify import verify
 from tests import strategies as s
 from tests.helpers import converge, state_of
 
@@ -342,3 +343,16 @@ def test_an_unreadable_bgp_configuration_keeps_the_last_good_one_and_holds_host_
     assert {p.spec["asNumber"] for n, p in state.peers.items()
             if n.startswith("rrwatch-host-")} == {65002}
     assert isinstance(state.peers["rrwatch-host-192-0-2-8"], Peer)
+
+
+@pytest.mark.parametrize("selector", ["has(", "(" * 5000 + "all()" + ")" * 5000, "!" * 900 + "all()"])
+def test_a_foreign_peer_whose_selector_does_not_parse_is_reported(selector):
+    """A foreign BGPPeer with a selector that does not parse (broken, or nested to exhaust
+    the stack) is named in the plan's problems, and verify says it configures nothing."""
+    state = state_of(zone_nodes("a", 3))
+    calico.apply(state, calico.PEERS + "broken", calico.dumps(
+        {"kind": "BGPPeer", "metadata": {"name": "broken"},
+         "spec": {"nodeSelector": selector, "peerSelector": "all()"}}), 1)
+    mesh = desired(state, Policy())
+    assert any(p.startswith("BGPPeer broken: its nodeSelector does not parse") for p in mesh.problems)
+    assert any("broken" in p and "configures nothing" in p for p in verify(state).problems)
