@@ -317,7 +317,7 @@ OPTIONS = (
            "most RRs as a fraction of a zone's eligible nodes, whatever the policy object says",
            "F"),
     Option("max_zones", "policy.max_zones", ("RRWATCH_MAX_ZONES",),
-           _at_least(int, 1), "64",
+           _at_least(int, 1), "16",
            "most zones that get RRs of their own, whatever the policy object says",
            "N"),
     Option("debounce", "reconcile.debounce", ("RRWATCH_DEBOUNCE",),

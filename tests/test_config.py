@@ -372,7 +372,7 @@ def test_local_bounds_on_the_policy_object():
     values from the environment, a flag and the file's array."""
     defaults = load({})
     assert (defaults.policy_object, defaults.max_rr_fraction, defaults.max_zones) == (
-        True, 0.5, 64)
+        True, 0.5, 16)
     assert defaults.rr_host_prefixes == ()
     config = load({"RRWATCH_POLICY_OBJECT": "false", "RRWATCH_MAX_RR_FRACTION": "0.25",
                    "RRWATCH_MAX_ZONES": "8",
