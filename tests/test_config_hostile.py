@@ -118,7 +118,9 @@ START_CASES: dict[str, tuple[Callable[..., dict[str, str]], str]] = {
     "bird-include-escape": (lambda tmp, pki: {"RRWATCH_BIRD_INCLUDE": "/etc/\x1b[2Jx"},
                             "RRWATCH_BIRD_INCLUDE: '/etc/\\x1b[2Jx' holds"),
     "selector-nested-deeply": (lambda tmp, pki: {"RRWATCH_EXCLUDE": "(" * DEEP},
-                               "RRWATCH_EXCLUDE: the selector is nested too deeply"),
+                               "RRWATCH_EXCLUDE: longer than 1024 characters"),
+    "selector-nested-in-1024": (lambda tmp, pki: {"RRWATCH_EXCLUDE": "!" * 1000 + "all()"},
+                                "RRWATCH_EXCLUDE: nested more than 64 deep"),
 }
 
 
