@@ -12,12 +12,13 @@ import os
 
 import trio
 
-from rrwatch import calico, config
+from rrwatch import config
+from rrwatch.core import calico
+from rrwatch.core.plan import Planner
+from rrwatch.daemon.live import Live
+from rrwatch.daemon.reconciler import write_request
+from rrwatch.daemon.records import load
 from rrwatch.etcd import Etcd, EtcdError, get, mod_is
-from rrwatch.plan import Planner
-from rrwatch.reconcile import write_request
-from rrwatch.settings import Live
-from rrwatch.watch import load
 
 
 async def reconcile(etcd: Etcd, live: Live) -> int:

@@ -35,11 +35,14 @@ import attrs
 import trio
 
 from bench.daemon import Baseline, Rrwatch
-from rrwatch import calico, config, local_etcd, pki, simulate, verify
+from rrwatch import config
+from rrwatch.core import calico, edits
+from rrwatch.core import sessions as verify
+from rrwatch.core.mesh import desired
+from rrwatch.daemon.live import Live
+from rrwatch.daemon.records import load
 from rrwatch.etcd import Etcd, EtcdError, delete, prefix_end, put
-from rrwatch.mesh import desired
-from rrwatch.settings import Live
-from rrwatch.watch import load
+from rrwatch.testing import local_etcd, pki, simulate
 
 ZONES = ("a", "b", "c")
 DEBOUNCE = 0.1  # rrwatch's default
@@ -293,7 +296,7 @@ class Bench:
         kv = await self.etcd.get(key)
         obj = json.loads(kv.value)
         obj["metadata"]["labels"]["rack"] = f"bench-{time.monotonic_ns()}"
-        value = calico.dumps(obj)
+        value = edits.dumps(obj)
         sent = time.time()
         result = await self.etcd.txn([], [put(key, value)])
         acked = time.time()

@@ -1,5 +1,5 @@
 import sys
 
-from rrwatch.cli import main
+from rrwatch.cli.main import main
 
 sys.exit(main())

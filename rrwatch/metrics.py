@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from rrwatch import bird
-from rrwatch.config import ConfigError
+from rrwatch.errors import ConfigError
+from rrwatch.host import birdc as bird
 
 if TYPE_CHECKING:
-    from rrwatch.bird import BirdKeeper
-    from rrwatch.daemon import Daemon
+    from rrwatch.daemon.run import Daemon
+    from rrwatch.host.keeper import BirdKeeper
 
 _COUNTERS = (
     # (metric, help, which stats object, attribute)

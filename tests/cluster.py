@@ -8,12 +8,14 @@ from collections.abc import Callable
 
 import trio
 
-from rrwatch import calico, config, simulate
+from rrwatch import config
+from rrwatch.core import calico
+from rrwatch.core.model import CLIENT_LABEL_PREFIX
+from rrwatch.core.plan import Planner
+from rrwatch.daemon.live import Live
+from rrwatch.daemon.records import load
 from rrwatch.etcd import Etcd, EtcdError
-from rrwatch.model import CLIENT_LABEL_PREFIX
-from rrwatch.plan import Planner
-from rrwatch.settings import Live
-from rrwatch.watch import load
+from rrwatch.testing import simulate
 
 ZONES = ("a", "b", "c")
 RR_LABEL = "calico-route-reflector"

@@ -16,9 +16,9 @@ from hypothesis import settings
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from rrwatch import local_etcd
-from rrwatch import pki as pki_mod
 from rrwatch.etcd import Etcd
+from rrwatch.testing import local_etcd
+from rrwatch.testing import pki as pki_mod
 from rrwatch.tls import TlsFiles
 
 # No per-example deadline: hypothesis's default (200 ms) is a timing assertion, and fails

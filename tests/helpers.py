@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from rrwatch.mesh import Policy
-from rrwatch.model import ClusterState, Node
-from rrwatch.plan import Limits, Planner, outcome
+from rrwatch.core.model import ClusterState, Node
+from rrwatch.core.plan import Limits, Planner, outcome
+from rrwatch.core.policy import Policy
 from tests.strategies import RR_LABEL, ZONE_LABEL
 
 

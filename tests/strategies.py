@@ -6,9 +6,9 @@ import ipaddress
 
 from hypothesis import strategies as st
 
-from rrwatch import calico
-from rrwatch.mesh import Policy
-from rrwatch.model import CLIENT_LABEL_PREFIX, Node, Reflector, RRLabel
+from rrwatch.core import calico, edits
+from rrwatch.core.model import CLIENT_LABEL_PREFIX, Node, Reflector, RRLabel
+from rrwatch.core.policy import Policy
 
 RR_LABEL = RRLabel("calico-route-reflector", "")
 ZONE_LABEL = "zone"
@@ -68,7 +68,7 @@ TOPOLOGIES = st.sampled_from(["simple", "zoned", "multi"])
 @st.composite
 def policies(draw, topology: st.SearchStrategy[str] = TOPOLOGIES) -> Policy:
     """Policies of every topology; `role` labels drive the prefer and exclude selectors."""
-    from rrwatch.selector import parse
+    from rrwatch.core.selector import parse
 
     low = draw(st.integers(0, 4))
     return Policy(
@@ -97,7 +97,7 @@ def node_json(node: Node, *, extra_labels: dict[str, str] | None = None) -> byte
     labels = {**node.labels, **(extra_labels or {})}
     if labels:
         metadata["labels"] = dict(sorted(labels.items()))
-    return calico.dumps({
+    return edits.dumps({
         "kind": "Node",
         "apiVersion": "projectcalico.org/v3",
         "metadata": metadata,
@@ -116,7 +116,7 @@ label_sets = st.dictionaries(selector_labels, st.sampled_from(["", "x", "y1", "x
 
 
 def selectors():
-    from rrwatch import selector as sel
+    from rrwatch.core import selector as sel
 
     leaves = st.one_of(
         st.builds(sel.All),

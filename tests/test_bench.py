@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from bench.baseline import reconcile
 from bench.run import percentile
-from rrwatch import config, simulate
-from rrwatch.plan import Planner
-from rrwatch.settings import Live
-from rrwatch.watch import load
+from rrwatch import config
+from rrwatch.core.plan import Planner
+from rrwatch.daemon.live import Live
+from rrwatch.daemon.records import load
+from rrwatch.testing import simulate
 
 
 def test_percentiles_are_nearest_rank():

@@ -11,8 +11,10 @@ import pytest
 import trio
 import trio.testing
 
-from rrwatch import bird
-from rrwatch.model import ClusterState, Node, Peer, Reflector, RRLabel
+from rrwatch.core import bird_config
+from rrwatch.core.model import ClusterState, Node, Peer, Reflector, RRLabel
+from rrwatch.host import birdc
+from rrwatch.host.keeper import BirdKeeper
 
 HOST4, HOST6 = "10.0.0.9", "fd00::9"
 
@@ -45,7 +47,7 @@ def blocks(text: str) -> dict[str, str]:
 
 
 def test_sessions_follow_the_records_pointing_at_the_host():
-    found, sessions, _ = bird.sessions(state(), [HOST4, HOST6])
+    found, sessions, _ = bird_config.sessions(state(), [HOST4, HOST6])
     assert found == {HOST4: "224.0.0.9", HOST6: "224.0.0.9"}
     by_address = {s.address: s for s in sessions}
     # IPv4: the three nodes the BGPPeer selects, and the other host; IPv6: every node (global).
@@ -59,7 +61,7 @@ def test_sessions_follow_the_records_pointing_at_the_host():
 
 
 def test_render_puts_cluster_id_on_client_sessions_only():
-    text = bird.render(state(), [HOST4, HOST6]).text
+    text = bird_config.render(state(), [HOST4, HOST6]).text
     b = blocks(text)
     assert "router id 10.0.0.9;" in text
     assert "local 10.0.0.9 as 64512;" in text and "local fd00::9 as 64512;" in text
@@ -69,24 +71,24 @@ def test_render_puts_cluster_id_on_client_sessions_only():
 
 
 def test_a_host_without_cluster_id_takes_every_peer_as_client_under_its_router_id():
-    b = blocks(bird.render(state(host_cluster=None), [HOST4]).text)
+    b = blocks(bird_config.render(state(host_cluster=None), [HOST4]).text)
     assert all("rr client;" in block and "cluster id" not in block for block in b.values())
 
 
 def test_nothing_to_render_until_the_host_is_registered():
-    assert bird.render(state(), ["10.0.0.77"]) is None
-    only_v4 = bird.render(state(), [HOST4, "fd00::77"]).text
+    assert bird_config.render(state(), ["10.0.0.77"]) is None
+    only_v4 = bird_config.render(state(), [HOST4, "fd00::77"]).text
     assert "rrwatch_v6" not in only_v4 and "router id 10.0.0.9;" in only_v4
 
 
 def test_a_change_leaves_the_other_sessions_byte_identical():
     """BIRD restarts only the protocols whose text changed."""
     s = state()
-    before = blocks(bird.render(s, [HOST4, HOST6]).text)
+    before = blocks(bird_config.render(s, [HOST4, HOST6]).text)
     s.put_node(Node("node-2", 2, {"peers": "yes"}, ipaddress.IPv4Address("10.0.0.2"),
                     ipaddress.IPv6Address("fd00::2"), cluster_id="224.0.0.9"))
     s.put_node(Node("node-5", 2, {"peers": "yes"}, ipaddress.IPv4Address("10.0.0.5"), None))
-    after = blocks(bird.render(s, [HOST4, HOST6]).text)
+    after = blocks(bird_config.render(s, [HOST4, HOST6]).text)
     changed = {name for name in before if before[name] != after.get(name)}
     assert changed == {"peer4_10_0_0_2", "peer6_fd00__2"}  # now in the host's cluster
     assert after.keys() - before.keys() == {"peer4_10_0_0_5"}
@@ -96,7 +98,7 @@ def test_a_change_leaves_the_other_sessions_byte_identical():
 def test_no_session_when_the_peer_names_another_as():
     s = state(other_host=False)
     s.put_peer(Peer("to-host", 2, True, {"peerIP": HOST4, "asNumber": 65000}))
-    _, sessions, _ = bird.sessions(s, [HOST4])
+    _, sessions, _ = bird_config.sessions(s, [HOST4])
     assert sessions == []  # the nodes would open sessions in AS 65000; BIRD here is in 64512
 
 
@@ -104,9 +106,9 @@ def test_names_are_never_bird_syntax():
     """A node's name is only ever text inside quotes, with anything but [A-Za-z0-9._-] replaced."""
     s = state(other_host=False)
     s.put_node(Node('a"b\n}', 1, {"peers": "yes"}, ipaddress.IPv4Address("10.0.0.5"), None))
-    text = bird.render(s, [HOST4]).text
+    text = bird_config.render(s, [HOST4]).text
     assert 'description "node a?b??";' in text
-    assert bird.protocol_name("::ffff:10.0.0.1") == "peer6___ffff_10_0_0_1"
+    assert bird_config.protocol_name("::ffff:10.0.0.1") == "peer6___ffff_10_0_0_1"
 
 
 # -- hostile records: each session is checked before rendering -----------------------------------
@@ -127,8 +129,8 @@ BAD_NODES = {
 }
 
 
-def good_sessions() -> list[bird.Session]:
-    return bird.render(state(), [HOST4, HOST6]).sessions
+def good_sessions() -> list[bird_config.Session]:
+    return bird_config.render(state(), [HOST4, HOST6]).sessions
 
 
 @pytest.mark.parametrize("bad", BAD_NODES.values(), ids=BAD_NODES.keys())
@@ -137,7 +139,7 @@ def test_a_bad_node_gets_no_session_and_the_others_still_render(bad):
     renders as it would without it."""
     s = state()
     s.put_node(bad)
-    rendered = bird.render(s, [HOST4, HOST6])
+    rendered = bird_config.render(s, [HOST4, HOST6])
     assert rendered.sessions == good_sessions()
     assert list(rendered.refused) == ["bad"]
     assert "node bad" not in rendered.text and "evil" not in rendered.text
@@ -149,7 +151,7 @@ def test_the_reason_names_the_bad_value():
     for case, bad in BAD_NODES.items():
         s = state()
         s.put_node(bad)
-        reasons[case] = bird.render(s, [HOST4]).refused["bad"]
+        reasons[case] = bird_config.render(s, [HOST4]).refused["bad"]
     assert reasons["as-0"] == "AS 0 is outside 1..4294967295"
     assert reasons["as-trans"] == "AS 23456 is AS_TRANS, not a real AS"
     assert reasons["link-local"] == "fe80::1 is link-local"  # refused in IPv4 too: a bad record
@@ -160,7 +162,7 @@ def test_a_node_under_the_global_as_is_checked_against_it():
     """A node without its own AS (None) takes the global one, which is not a problem of its."""
     s = state()
     s.put_node(Node("plain", 1, {"peers": "yes"}, V4("10.0.0.5"), None, asn=None))
-    rendered = bird.render(s, [HOST4])
+    rendered = bird_config.render(s, [HOST4])
     assert not rendered.refused and "10.0.0.5" in {x.address for x in rendered.sessions}
 
 
@@ -169,7 +171,7 @@ def test_two_nodes_claiming_one_address_both_get_no_session():
     either might reach the other: neither gets one, both are reported, the rest render."""
     s = state(other_host=False)
     s.put_node(Node("copy", 1, {"peers": "yes"}, V4("10.0.0.2"), V6("fd00::22")))
-    rendered = bird.render(s, [HOST4, HOST6])
+    rendered = bird_config.render(s, [HOST4, HOST6])
     addresses = {x.address for x in rendered.sessions}
     assert "10.0.0.2" not in addresses and "fd00::2" not in addresses
     assert {"10.0.0.1", "10.0.0.3", "fd00::1", "fd00::3", "fd00::4"} <= addresses
@@ -192,7 +194,7 @@ def test_a_node_claiming_a_hosts_address_leaves_the_host_its_sessions(claimed):
     s = state()
     s.put_node(Node("thief", 1, {"peers": "yes"}, V4(claimed), None))
     in_force(s, claimed)  # registered first; see the next test for the model's judgement
-    rendered = bird.render(s, [HOST4, HOST6])
+    rendered = bird_config.render(s, [HOST4, HOST6])
     assert rendered.sessions == good_sessions()
     assert rendered.refused == {"thief": f"{claimed} is the address of RR host {claimed}"}
 
@@ -204,7 +206,7 @@ def test_a_node_claiming_a_registered_address_later_leaves_the_host_its_sessions
     """Through the model: a node put after the host's registration does not take it over."""
     s = state()
     s.put_node(Node("thief", 1, {"peers": "yes"}, V4(HOST4), None))
-    rendered = bird.render(s, [HOST4, HOST6])
+    rendered = bird_config.render(s, [HOST4, HOST6])
     assert rendered.sessions == good_sessions()
 
 
@@ -213,7 +215,7 @@ def test_a_node_named_like_a_host_does_not_replace_it():
     refused, and the host's sessions stay its own."""
     s = state()
     s.put_node(Node("host/10.0.0.8", 1, {"peers": "yes"}, V4("10.0.0.6"), None, asn=65000))
-    rendered = bird.render(s, [HOST4, HOST6])
+    rendered = bird_config.render(s, [HOST4, HOST6])
     assert rendered.sessions == good_sessions()
     assert list(rendered.refused) == ["host/10.0.0.8"]
 
@@ -222,7 +224,7 @@ def test_another_host_with_an_address_bird_refuses_is_reported():
     """A registration of an address no neighbour can have costs that session only."""
     s = state()
     in_force(s, "fe80::8")
-    rendered = bird.render(s, [HOST4, HOST6])
+    rendered = bird_config.render(s, [HOST4, HOST6])
     assert rendered.sessions == good_sessions()
     assert rendered.refused == {"host/fe80::8": "fe80::8 is link-local"}
 
@@ -250,7 +252,7 @@ async def test_bird_accepts_the_rendering_with_bad_nodes(bad, tmp_path):
     s = everything_at_once() if bad is None else state()
     if bad is not None:
         s.put_node(bad)
-    rendered = bird.render(s, [HOST4, HOST6])
+    rendered = bird_config.render(s, [HOST4, HOST6])
     assert rendered.refused
     path = tmp_path / "bird.conf"
     path.write_text(rendered.text)
@@ -271,20 +273,20 @@ SHOW_PROTOCOLS = [
 
 
 def test_reply_parsing_follows_codes_and_continuations():
-    reply = bird.parse_reply(SHOW_PROTOCOLS)
+    reply = birdc.parse_reply(SHOW_PROTOCOLS)
     assert [code for code, _ in reply] == [2002, 1002, 1002, 1002, 0]
     assert reply[2] == (1002, "peer4_10_99_0_1 BGP        ---        up     2026-11-22 00:33:41"
                               "  Established   ")
 
 
 def test_a_reply_cut_short_is_an_error():
-    with pytest.raises(bird.BirdError):
-        bird.parse_reply(SHOW_PROTOCOLS[:3])
+    with pytest.raises(birdc.BirdError):
+        birdc.parse_reply(SHOW_PROTOCOLS[:3])
 
 
 def test_session_states_whatever_the_time_format():
-    protocols = [bird.Protocol(*line.split(None, 4)[:2], line.split()[3], line.split(None, 4)[4])
-                 for _, line in bird.parse_reply(SHOW_PROTOCOLS)[1:-1]]
+    protocols = [birdc.Protocol(*line.split(None, 4)[:2], line.split()[3], line.split(None, 4)[4])
+                 for _, line in birdc.parse_reply(SHOW_PROTOCOLS)[1:-1]]
     assert [p.established for p in protocols] == [False, True, False]
 
 
@@ -318,7 +320,7 @@ async def test_bad_neighbours_are_logged_once_per_change_and_never_block(tmp_pat
     evil = 'evil\n2026-01-01 forged line\x1b[2J'
     s.put_node(Node(evil, 1, {"peers": "yes"}, V4("10.0.0.5"), None, asn=0))
     watcher = FakeWatcher(s)
-    keeper = bird.BirdKeeper(watcher, str(tmp_path / "bird.conf"), str(tmp_path / "ctl"),
+    keeper = BirdKeeper(watcher, str(tmp_path / "bird.conf"), str(tmp_path / "ctl"),
                              [HOST4, HOST6], debounce=0)
     applied = []
 
@@ -366,7 +368,7 @@ async def test_many_bad_neighbours_are_named_in_a_bounded_number_of_lines(tmp_pa
     for i in range(1000):
         s.put_node(Node(f"bad-{i:04}", 1, {"peers": "yes"}, V4(f"10.1.{i // 250}.{i % 250 + 1}"),
                         None, asn=23456))
-    keeper = bird.BirdKeeper(FakeWatcher(s), str(tmp_path / "bird.conf"), str(tmp_path / "ctl"),
+    keeper = BirdKeeper(FakeWatcher(s), str(tmp_path / "bird.conf"), str(tmp_path / "ctl"),
                              [HOST4], debounce=0)
 
     async def apply(text: str) -> bool:

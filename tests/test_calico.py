@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rrwatch import calico, simulate
-from rrwatch.model import CLIENT_LABEL_PREFIX, ClusterState, RRLabel, client_labels
+from rrwatch.core import calico, edits
+from rrwatch.core.model import CLIENT_LABEL_PREFIX, ClusterState, RRLabel, client_labels
+from rrwatch.testing import simulate
 from tests import strategies as s
 
 KEY = calico.NODES + "node-1"
@@ -96,11 +97,11 @@ def test_promote_then_demote_gives_back_the_original_bytes(node, foreign, value)
     client = attrs.evolve(node, cluster_id=None,
                           labels={k: v for k, v in node.labels.items() if k != label.key})
     raw = s.node_json(client, extra_labels={k: v for k, v in foreign.items() if k != label.key})
-    promoted = calico.edit_node(raw, label, "224.0.0.7")
+    promoted = edits.edit_node(raw, label, "224.0.0.7")
     parsed = calico.parse_node(KEY[: len(calico.NODES)] + node.name, promoted, 2)
     assert parsed.cluster_id == "224.0.0.7" and label.on(parsed)
     assert not client_labels(parsed)
-    assert calico.edit_node(promoted, label, None, client_labels(client)) == raw
+    assert edits.edit_node(promoted, label, None, client_labels(client)) == raw
 
 
 @given(s.nodes(), st.frozensets(st.sampled_from(["224.0.0.1", "224.0.0.2", "224.0.0.9"])))
@@ -109,7 +110,7 @@ def test_client_labels_are_set_exactly_and_nothing_else_changes(node, clusters):
     label = RRLabel("calico-route-reflector", "")
     wanted = frozenset(CLIENT_LABEL_PREFIX + c for c in clusters)
     raw = s.node_json(attrs.evolve(node, cluster_id=None))
-    parsed = calico.parse_node(calico.NODES + node.name, calico.edit_node(raw, label, None, wanted),
+    parsed = calico.parse_node(calico.NODES + node.name, edits.edit_node(raw, label, None, wanted),
                                2)
     assert client_labels(parsed) == wanted
     assert {k: v for k, v in parsed.labels.items() if k not in wanted and k != label.key} == {
@@ -124,7 +125,7 @@ def test_edit_keeps_unknown_fields_and_places_cluster_id_in_go_order():
     raw = (b'{"kind":"Node","metadata":{"name":"node-1","uid":"u","annotations":{"a":"b"},'
            b'"zzz":1},"spec":{"bgp":{"asNumber":1,"ipv4Address":"10.0.0.1","extra":true},'
            b'"future":{}},"status":{}}')
-    edited = calico.edit_node(raw, RRLabel("rr", "true"), "224.0.0.1")
+    edited = edits.edit_node(raw, RRLabel("rr", "true"), "224.0.0.1")
     assert edited == (
         b'{"kind":"Node","metadata":{"name":"node-1","uid":"u","labels":{"rr":"true"},'
         b'"annotations":{"a":"b","rrwatch.io/rr-label":"rr"},"zzz":1},'
@@ -136,7 +137,7 @@ def test_edit_keeps_unknown_fields_and_places_cluster_id_in_go_order():
 def test_dumps_escapes_like_go():
     """HTML-sensitive characters and line separators are escaped as Go's encoder does."""
     escaped = b'{"s":"a\\u0026b\\u003cc\\u003e\\u2028\xc3\xa9"}'
-    assert calico.dumps({"s": "a&b<c>\u2028é"}) == escaped
+    assert edits.dumps({"s": "a&b<c>\u2028é"}) == escaped
 
 
 @given(st.fixed_dictionaries({}, optional={
@@ -145,7 +146,7 @@ def test_dumps_escapes_like_go():
 def test_peer_round_trip(spec):
     """A peer rrwatch creates parses back as owned, with the same spec; uid and time set."""
     now = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
-    raw = calico.new_peer("rrwatch-x", spec, now=now)
+    raw = edits.new_peer("rrwatch-x", spec, now=now)
     peer = calico.parse_peer(calico.PEERS + "rrwatch-x", raw, 9)
     assert peer.owned and peer.spec == spec and peer.revision == 9
     metadata = json.loads(raw)["metadata"]
@@ -155,10 +156,10 @@ def test_peer_round_trip(spec):
 
 def test_peer_edit_keeps_fields_others_added():
     """Updating an owned peer changes rrwatch's fields and keeps a password someone added."""
-    raw = calico.new_peer("rrwatch-x", {"nodeSelector": "a == 'b'", "peerSelector": "c == 'd'"})
+    raw = edits.new_peer("rrwatch-x", {"nodeSelector": "a == 'b'", "peerSelector": "c == 'd'"})
     obj = json.loads(raw)
     obj["spec"]["password"] = {"secretKeyRef": {"name": "bgp", "key": "pw"}}
-    edited = json.loads(calico.edit_peer(calico.dumps(obj), {"nodeSelector": "all()",
+    edited = json.loads(edits.edit_peer(edits.dumps(obj), {"nodeSelector": "all()",
                                                              "peerIP": "10.0.0.9"}))
     assert edited["spec"] == {"nodeSelector": "all()", "peerIP": "10.0.0.9",
                               "password": {"secretKeyRef": {"name": "bgp", "key": "pw"}}}

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import serialization
 
 from rrwatch import certs
 from rrwatch.certs import WARN_DAYS, CertReport, check, covers, server_names
-from rrwatch.local_etcd import free_port
-from rrwatch.pki import issue, make_ca, write_pem
+from rrwatch.testing.local_etcd import free_port
+from rrwatch.testing.pki import issue, make_ca, write_pem
 from rrwatch.tls import PEM_LIMIT, TlsFiles
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)

@@ -8,10 +8,11 @@ import os
 
 import pytest
 
-from rrwatch import cli
-from rrwatch.config import EX_CONFIG, OPTIONS, ConfigError, load
-from rrwatch.model import RRLabel
-from rrwatch.pki import issue, make_ca, write_pem
+from rrwatch.cli import main as cli
+from rrwatch.config import OPTIONS, load
+from rrwatch.core.model import RRLabel
+from rrwatch.errors import ConfigError, ExitStatus
+from rrwatch.testing.pki import issue, make_ca, write_pem
 from rrwatch.tls import TlsFiles
 
 
@@ -97,7 +98,7 @@ def test_every_option_has_a_flag(capsys):
 def test_cli_config_error_is_one_line_and_exit_78(monkeypatch, capsys):
     """A config problem ends `rrwatch run` with one line on stderr and status 78."""
     monkeypatch.setenv("ROUTE_REFLECTOR_RATIO", "lots")
-    assert cli.main(["run"]) == EX_CONFIG
+    assert cli.main(["run"]) == ExitStatus.CONFIG
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ROUTE_REFLECTOR_RATIO" in err and "Traceback" not in err
 
@@ -152,7 +153,7 @@ def test_tls_failure_is_one_line_and_exit_78(tmp_path, monkeypatch, capsys, case
         monkeypatch.delenv(name)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
-    assert cli.main(["run"]) == EX_CONFIG
+    assert cli.main(["run"]) == ExitStatus.CONFIG
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert blame in err and reason in err and "Traceback" not in err
@@ -342,7 +343,7 @@ def test_cli_reads_the_config_flag(tmp_path, monkeypatch, capsys):
         monkeypatch.delenv(name)
     path = tmp_path / "rrwatch.toml"
     path.write_text("[policy]\nratio = 7\n")
-    assert cli.main(["run", "--config", str(path)]) == EX_CONFIG
+    assert cli.main(["run", "--config", str(path)]) == ExitStatus.CONFIG
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{path}: policy.ratio: 7 is not in (0, 1]" in err
 

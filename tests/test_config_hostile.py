@@ -14,7 +14,8 @@ import pytest
 import trio
 
 from rrwatch import tls as tls_mod
-from rrwatch.config import EX_CONFIG, FILE_LIMIT, OPTIONS, ConfigError, load
+from rrwatch.config import FILE_LIMIT, OPTIONS, load
+from rrwatch.errors import ConfigError, ExitStatus
 from rrwatch.tls import TlsFiles
 
 DEEP = 10_000
@@ -23,7 +24,7 @@ NESTED_INLINE = "a = " + "{a = " * DEEP + "1" + "}" * DEEP + "\n"
 # One rrwatch run in a child: its address space is capped, so that a read without end fails
 # there (as a MemoryError) rather than taking the test machine's memory with it.
 _CAPPED = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30));"
-           " from rrwatch.cli import main; sys.exit(main(sys.argv[1:]))")
+           " from rrwatch.cli.main import main; sys.exit(main(sys.argv[1:]))")
 
 
 def rrwatch_run(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -130,7 +131,7 @@ def test_hostile_config_is_one_line_and_exit_78(tmp_path, pki, case):
     that says why; no traceback, no hang, no unbounded read."""
     make_env, reason = START_CASES[case]
     result = rrwatch_run(make_env(tmp_path, pki))
-    assert result.returncode == EX_CONFIG, result.stderr[-2000:]
+    assert result.returncode == ExitStatus.CONFIG, result.stderr[-2000:]
     assert result.stderr.count("\n") == 1, result.stderr[-2000:]
     assert result.stderr.startswith("rrwatch: configuration: ")
     assert reason in result.stderr

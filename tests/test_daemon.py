@@ -6,8 +6,9 @@ import json
 
 import trio
 
-from rrwatch import calico, simulate
+from rrwatch.core import calico, edits
 from rrwatch.etcd import Compacted, Etcd, EtcdError, put
+from rrwatch.testing import simulate
 from tests.cluster import (
     CONVERGE,
     FOREIGN_PEER,
@@ -27,7 +28,7 @@ async def test_converges_and_keeps_foreign_bytes(etcd, start_daemon):
     seeded = await seed(etcd)
     bad = {
         calico.NODES + "garbage": b"{not json",
-        calico.NODES + "no-bgp": calico.dumps(
+        calico.NODES + "no-bgp": edits.dumps(
             {"kind": "Node", "apiVersion": "projectcalico.org/v3",
              "metadata": {"name": "no-bgp"}, "spec": {}}),
     }
@@ -110,7 +111,7 @@ async def test_scaling_follows_the_ratio_make_before_break(etcd, start_daemon):
         obj = json.loads(data[key])
         obj["spec"]["bgp"].pop("ipv4Address")
         obj["spec"]["bgp"].pop("ipv6Address")
-        start = (await etcd.txn([], [put(key, calico.dumps(obj))])).revision
+        start = (await etcd.txn([], [put(key, edits.dumps(obj))])).revision
         end, data = await converged(etcd)
         assert victim not in rr_names(data)
         history = await node_history(etcd, start, end)

@@ -7,15 +7,20 @@ import json
 import pytest
 import trio
 
-from rrwatch import calico, election, simulate
-from rrwatch.election import Fence, LostLeadership, SessionLost
+from rrwatch.config.loader import Timing
+from rrwatch.config.settings import Settings
+from rrwatch.core import calico, edits
+from rrwatch.core.model import ClusterState
+from rrwatch.core.plan import Limits
+from rrwatch.core.policy import Policy
+from rrwatch.daemon import election
+from rrwatch.daemon.election import Fence, LostLeadership, SessionLost
+from rrwatch.daemon.reconciler import Reconciler
+from rrwatch.daemon.records import Records
+from rrwatch.daemon.watcher import Watcher
 from rrwatch.etcd import put
-from rrwatch.mesh import Policy
-from rrwatch.model import ClusterState
-from rrwatch.plan import Limits
-from rrwatch.reconcile import Reconciler, Timing
-from rrwatch.settings import Settings
-from rrwatch.watch import Records, Watcher
+from rrwatch.host import registration
+from rrwatch.testing import simulate
 from tests.strategies import RR_LABEL
 
 LEADER = "/rrwatch/v1/leader"
@@ -197,29 +202,29 @@ async def converge(nursery: trio.Nursery, reconciler: Reconciler, watcher: Watch
 def with_label(value: bytes, key: str, label: str) -> bytes:
     obj = json.loads(value)
     obj["metadata"]["labels"][key] = label
-    return calico.dumps(obj)
+    return edits.dumps(obj)
 
 
 async def test_registration_lives_and_dies_with_its_session(etcd):
-    key, value = calico.registration("10.0.0.9", "224.0.0.9")
+    key, value = edits.registration("10.0.0.9", "224.0.0.9")
     async with election.session(etcd, 30) as lease:
-        await election.register(etcd, key, value, lease)
+        await registration.register(etcd, key, value, lease)
         kv = await etcd.get(key)
         assert (kv.value, kv.lease) == (value, lease)
         async with election.session(etcd, 30) as successor:  # a restart within the TTL
-            await election.register(etcd, key, value, successor)
+            await registration.register(etcd, key, value, successor)
             kv = await etcd.get(key)
             assert kv.lease == successor
         assert await etcd.get(key) is None  # gone with the lease that held it last
 
 
 async def test_a_registration_made_by_hand_is_left_alone(etcd):
-    key, value = calico.registration("fd00::9")
+    key, value = edits.registration("fd00::9")
     assert key == calico.RR_V6 + "fd00::9"
     static = b'{"ip": "fd00::9", "cluster_id": "224.0.0.7"}'
     await etcd.txn([], [put(key, static)])
     async with election.session(etcd, 30) as lease:
-        await election.register(etcd, key, value, lease)
+        await registration.register(etcd, key, value, lease)
     kv = await etcd.get(key)
     assert (kv.value, kv.lease) == (static, 0)
 

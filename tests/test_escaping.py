@@ -12,9 +12,12 @@ import xml.etree.ElementTree as ET
 import pytest
 import trio
 
-from rrwatch import calico, cli, logs, simulate
-from rrwatch.config import EX_CONFIG, ConfigError
+from rrwatch import logs
+from rrwatch.cli import main as cli
+from rrwatch.core import calico
+from rrwatch.errors import ConfigError, ExitStatus
 from rrwatch.etcd import Etcd, put
+from rrwatch.testing import simulate
 from tests.test_topologies import seed as seed_topology
 
 # A name as an attacker writes it: a forged log (or output) line, then "clear the screen".
@@ -101,10 +104,10 @@ def test_config_problems_print_one_line_each(monkeypatch, capsys):
         raise ConfigError(problems)
 
     monkeypatch.setattr(cli.config_mod, "load", load)
-    assert cli.main(["plan"]) == EX_CONFIG
+    assert cli.main(["plan"]) == ExitStatus.CONFIG
     out, err = capsys.readouterr()
     assert (out, err) == ("", "rrwatch: configuration: a\\nrrwatch: forged\\x1b[2J;"
                               " second\\u2028problem\n")
-    assert cli.main(["check"]) == EX_CONFIG
+    assert cli.main(["check"]) == ExitStatus.CONFIG
     out, err = capsys.readouterr()
     assert out.splitlines() == ["FAIL a\\nrrwatch: forged\\x1b[2J", "FAIL second\\u2028problem"]

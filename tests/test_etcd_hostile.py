@@ -18,8 +18,8 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rrwatch import etcd as etcd_module
-from rrwatch.etcd import Etcd, EtcdError, StreamIdle, WatchResponse, get
+from rrwatch.etcd import http, wire
+from rrwatch.etcd import Etcd, EtcdError, StreamIdle, WatchResponse, get, wire
 from tests.strategies import hostile_bytes, hostile_json
 
 TIMEOUT = 1.0  # the client's request and watch timeouts, in seconds
@@ -225,7 +225,7 @@ async def test_an_oversized_reply_is_refused_without_being_read_whole():
     assert "larger than" in str(error)
     await trio.to_thread.run_sync(reply.done.wait, GUARD)
     # What the gateway sent: the cap, plus what the socket buffers held when the client left.
-    assert reply.sent < etcd_module.MAX_REPLY + (32 << 20)
+    assert reply.sent < http.MAX_REPLY + (32 << 20)
 
 
 CREATED = b'{"result":{"header":{"revision":"5"},"created":true}}\n'
@@ -308,26 +308,26 @@ def decoded(decode: Callable[..., object], *args: object) -> None:
 def test_record_decoders_raise_nothing_but_etcd_errors(name, value):
     """Any JSON value, however deep or huge, given to the key-value decoders is decoded or an
     EtcdError."""
-    decoded(getattr(etcd_module, name), value)
+    decoded(getattr(wire, name), value)
 
 
 @given(st.sampled_from(REPLY_DECODERS), hostile_json())
 def test_reply_decoders_raise_nothing_but_etcd_errors(name, value):
     """Any JSON value given to any reply decoder (range, txn, lease replies) is decoded or an
     EtcdError."""
-    decoded(getattr(etcd_module, name), value)
+    decoded(getattr(wire, name), value)
 
 
 @given(hostile_bytes())
 def test_watch_lines_raise_nothing_but_etcd_errors(line):
     """Any bytes as a watch line are a message, an EtcdError value, or a raised EtcdError."""
-    decoded(etcd_module._watch_message, line, "http://gateway")
+    decoded(wire._watch_message, line, "http://gateway")
 
 
 @given(hostile_bytes())
 def test_reply_bytes_raise_nothing_but_etcd_errors(body):
     """Any bytes as a reply body are JSON or an EtcdError."""
-    decoded(etcd_module._json, body)
+    decoded(wire._json, body)
 
 
 LINE = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b""))
@@ -338,7 +338,7 @@ def test_lines_come_out_as_they_went_in_however_the_bytes_are_cut(lines, cut):
     """Splitting a stream into lines gives back its lines whatever the read sizes."""
     data = b"".join(line + b"\n" for line in lines)
     chunks = [data[i:i + cut] for i in range(0, len(data), cut)]
-    assert list(etcd_module._lines(chunks, 40)) == lines
+    assert list(wire._lines(chunks, 40)) == lines
 
 
 @given(st.lists(LINE, max_size=4), st.integers(41, 200), st.integers(1, 50))
@@ -349,5 +349,5 @@ def test_a_line_past_the_cap_is_an_etcd_error(before, size, cut):
     chunks = [data[i:i + cut] for i in range(0, len(data), cut)]
     out = []
     with pytest.raises(EtcdError):
-        out.extend(etcd_module._lines(chunks, 40))
+        out.extend(wire._lines(chunks, 40))
     assert out == before

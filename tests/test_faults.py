@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
-from rrwatch import calico, local_etcd, simulate
+from rrwatch.core import calico, edits
 from rrwatch.etcd import Etcd, EtcdError, delete, mod_is, put
+from rrwatch.testing import local_etcd, simulate
 from tests.cluster import (
     FOREIGN_PEER,
     FOREIGN_PEER_VALUE,
@@ -95,7 +96,7 @@ class Writers:
         else:
             obj = json.loads(current.value)
             obj["metadata"]["labels"]["edited"] = str(self.writes)
-            await self._txn(key, current.mod_revision, calico.dumps(obj), tracked=True)
+            await self._txn(key, current.mod_revision, edits.dumps(obj), tracked=True)
 
     async def meddle(self) -> None:
         """Change what rrwatch owns: RR label and cluster ID of a node, or an owned BGPPeer."""
@@ -113,7 +114,7 @@ class Writers:
                 labels[RR_LABEL] = ""  # half a promotion: the label without an ID
             else:
                 bgp["routeReflectorClusterID"] = "224.0.0.99"
-            await self._txn(key, current.mod_revision, calico.dumps(obj), tracked=True)
+            await self._txn(key, current.mod_revision, edits.dumps(obj), tracked=True)
             return
         _, peers = await self.etcd.snapshot([calico.PEERS])
         owned = [kv for kv in peers if b"rrwatch" in kv.value]
@@ -125,7 +126,7 @@ class Writers:
         else:
             obj = json.loads(peer.value)
             obj["spec"]["peerSelector"] = "all()"
-            await self._txn(peer.key, peer.mod_revision, calico.dumps(obj), tracked=False)
+            await self._txn(peer.key, peer.mod_revision, edits.dumps(obj), tracked=False)
 
 
 async def assert_desired(etcd: Etcd, writers: Writers | None = None, env: dict | None = None

@@ -13,11 +13,12 @@ from ipaddress import IPv4Address, IPv6Address
 import attrs
 import pytest
 
-from rrwatch.graph import HOSTS, GraphvizMissing, dot, svg
-from rrwatch.logs import printable
-from rrwatch.mesh import TOPOLOGIES, Policy
-from rrwatch.model import BgpConfig, ClusterState, Node, Peer, Reflector
-from rrwatch.verify import Fabric, fabric
+from rrwatch.cli.graphviz import GraphvizMissing, svg
+from rrwatch.core.dot import HOSTS, dot
+from rrwatch.core.model import BgpConfig, ClusterState, Node, Peer, Reflector
+from rrwatch.core.policy import TOPOLOGIES, Policy
+from rrwatch.core.sessions import Fabric, fabric
+from rrwatch.core.text import printable
 from tests.helpers import converge, state_of
 from tests.strategies import RR_LABEL, ZONE_LABEL
 

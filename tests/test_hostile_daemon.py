@@ -6,7 +6,8 @@ import json
 
 import trio
 
-from rrwatch import calico, simulate
+from rrwatch.core import calico, edits
+from rrwatch.testing import simulate
 from tests.cluster import (
     CONVERGE,
     OWNER,
@@ -54,7 +55,7 @@ async def test_a_labelled_peer_outside_the_name_prefix_is_left_alone(etcd, start
     """A ToR uplink copied with rrwatch's ownership label is reported, never deleted."""
     await seed(etcd, per_zone=4)
     tor = calico.PEERS + "tor-uplink"
-    value = calico.dumps({"kind": "BGPPeer", "apiVersion": "projectcalico.org/v3",
+    value = edits.dumps({"kind": "BGPPeer", "apiVersion": "projectcalico.org/v3",
                           "metadata": {"name": "tor-uplink", "labels": OWNER},
                           "spec": {"peerIP": "192.0.2.1", "asNumber": 65000}})
     await simulate.put_all(etcd, {tor: value})

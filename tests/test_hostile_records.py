@@ -14,13 +14,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rrwatch import calico
 from rrwatch.config import load
-from rrwatch.mesh import Policy, desired
-from rrwatch.model import BgpConfig, ClusterState, Node, Peer, RRLabel
-from rrwatch.plan import DeletePeer, Planner, PutPeer
-from rrwatch.settings import Live, Settings, overlay
-from rrwatch.verify import verify
+from rrwatch.config.settings import Settings, overlay
+from rrwatch.core import calico, edits
+from rrwatch.core.mesh import desired
+from rrwatch.core.model import BgpConfig, ClusterState, Node, Peer, RRLabel
+from rrwatch.core.plan import DeletePeer, Planner, PutPeer
+from rrwatch.core.policy import Policy
+from rrwatch.core.reachability import verify
+from rrwatch.daemon.live import Live
 from tests import strategies as s
 from tests.helpers import converge, state_of
 
@@ -141,7 +143,7 @@ def test_numbers_python_writes_are_kept_exactly(number):
     """A float as the encoder writes it is read, and written back, unchanged."""
     value = node_value({"ipv4Address": "10.0.0.1"}, x=number)
     assert calico.parse_node(KEY, value, 1).ipv4 == ipaddress.IPv4Address("10.0.0.1")
-    assert json.loads(calico.edit_node(value, RRLabel("rr", ""), None))["metadata"]["x"] == number
+    assert json.loads(edits.edit_node(value, RRLabel("rr", ""), None))["metadata"]["x"] == number
 
 
 # -- registrations -------------------------------------------------------------------------------
@@ -165,7 +167,7 @@ def host_state(*nodes: Node, prefixes: str = "") -> ClusterState:
 
 
 def register(state: ClusterState, ip: str) -> str:
-    key, value = calico.registration(ip)
+    key, value = edits.registration(ip)
     calico.apply(state, key, value, 1)
     return key
 
@@ -272,11 +274,11 @@ def test_demotion_removes_only_the_label_rrwatch_set():
     """After the RR label changes from a= to b=, a demotion removes the b= label rrwatch set and
     the stale a= label it set before, but a node's own label with key a stays."""
     node = s.node_json(Node("n1", 1, {"a": "mine"}, ipaddress.IPv4Address("10.0.0.1")))
-    promoted = calico.edit_node(node, RRLabel("b", ""), "224.0.0.1")
+    promoted = edits.edit_node(node, RRLabel("b", ""), "224.0.0.1")
     assert json.loads(promoted)["metadata"]["annotations"] == {calico.LABEL_ANNOTATION: "b"}
-    demoted = calico.edit_node(promoted, RRLabel("a", "x"), None)
+    demoted = edits.edit_node(promoted, RRLabel("a", "x"), None)
     assert demoted == node
-    relabelled = calico.edit_node(promoted, RRLabel("c", ""), "224.0.0.1")
+    relabelled = edits.edit_node(promoted, RRLabel("c", ""), "224.0.0.1")
     labels = json.loads(relabelled)["metadata"]["labels"]
     assert labels == {"a": "mine", "c": ""}
 
@@ -309,7 +311,7 @@ def test_nodes_bird_would_refuse_are_never_rrs(bgp):
 def test_a_labelled_peer_outside_the_prefix_is_reported_and_never_deleted():
     """A ToR uplink copied with rrwatch's label is not rrwatch's: no op touches it, and the
     plan's problems name it."""
-    value = calico.new_peer("tor-uplink", {"peerIP": "192.0.2.1", "asNumber": 65000})
+    value = edits.new_peer("tor-uplink", {"peerIP": "192.0.2.1", "asNumber": 65000})
     state = state_of(zone_nodes("a", 3))
     calico.apply(state, calico.PEERS + "tor-uplink", value, 1)
     peer = state.peers["tor-uplink"]
@@ -345,14 +347,16 @@ def test_an_unreadable_bgp_configuration_keeps_the_last_good_one_and_holds_host_
     assert isinstance(state.peers["rrwatch-host-192-0-2-8"], Peer)
 
 
-@pytest.mark.parametrize("selector", ["has(", "(" * 5000 + "all()" + ")" * 5000, "!" * 900 + "all()"])
+@pytest.mark.parametrize("selector",
+                         ["has(", "(" * 5000 + "all()" + ")" * 5000, "!" * 900 + "all()"])
 def test_a_foreign_peer_whose_selector_does_not_parse_is_reported(selector):
     """A foreign BGPPeer with a selector that does not parse (broken, or nested to exhaust
     the stack) is named in the plan's problems, and verify says it configures nothing."""
     state = state_of(zone_nodes("a", 3))
-    calico.apply(state, calico.PEERS + "broken", calico.dumps(
+    calico.apply(state, calico.PEERS + "broken", edits.dumps(
         {"kind": "BGPPeer", "metadata": {"name": "broken"},
          "spec": {"nodeSelector": selector, "peerSelector": "all()"}}), 1)
     mesh = desired(state, Policy())
-    assert any(p.startswith("BGPPeer broken: its nodeSelector does not parse") for p in mesh.problems)
+    assert any(p.startswith("BGPPeer broken: its nodeSelector does not parse")
+               for p in mesh.problems)
     assert any("broken" in p and "configures nothing" in p for p in verify(state).problems)

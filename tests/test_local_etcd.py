@@ -10,7 +10,7 @@ import etcd3gw
 import pytest
 import requests
 
-from rrwatch.local_etcd import LocalEtcd, start_cluster
+from rrwatch.testing.local_etcd import LocalEtcd, start_cluster
 from rrwatch.tls import session as tls_session
 
 

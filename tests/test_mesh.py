@@ -12,16 +12,10 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from rrwatch.mesh import (
-    Assignment,
-    Policy,
-    PolicyError,
-    choose_reflectors,
-    client_label,
-    desired,
-)
-from rrwatch.model import CLIENT_LABEL_PREFIX, Node, client_labels
-from rrwatch.selector import parse, render
+from rrwatch.core.mesh import Assignment, choose_reflectors, client_label, desired
+from rrwatch.core.model import CLIENT_LABEL_PREFIX, Node, client_labels
+from rrwatch.core.policy import Policy, PolicyError
+from rrwatch.core.selector import parse, render
 from tests import strategies as s
 from tests.helpers import converge, state_of
 
@@ -295,7 +289,7 @@ def test_zoned_topology_peers_per_zone_with_a_fallback():
 
 def test_registered_hosts_are_peered_by_ip_with_the_configured_as():
     """Each registration becomes a global peerIP BGPPeer; IPv6 in brackets with the port."""
-    from rrwatch.model import BgpConfig, Reflector
+    from rrwatch.core.model import BgpConfig, Reflector
 
     state = state_of([])
     state.set_bgp(BgpConfig(asn=65001))
@@ -342,7 +336,7 @@ def test_peer_names_are_valid_and_distinct_per_zone(nodes, policy, hosts, odd_zo
 
 def test_a_host_address_ending_in_colons_gives_a_valid_name():
     """fd00:: (a valid host address) does not give a name ending in '-'."""
-    from rrwatch.model import Reflector
+    from rrwatch.core.model import Reflector
 
     state = state_of([])
     state.put_reflector(Reflector("/calico/bgp/v1/rr_v6/fd00::", 1, ipaddress.ip_address("fd00::")))

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rrwatch.notify import Notifier
+from rrwatch.sdnotify import Notifier
 
 
 @pytest.fixture

@@ -18,9 +18,10 @@ import attrs
 import pytest
 import trio
 
-from rrwatch import calico, local_etcd, simulate
+from rrwatch.core import calico
 from rrwatch.etcd import Etcd
-from rrwatch.pki import SERVER_SANS, Pki, issue, make_ca, write_pem
+from rrwatch.testing import local_etcd, simulate
+from rrwatch.testing.pki import SERVER_SANS, Pki, issue, make_ca, write_pem
 from rrwatch.tls import TlsFiles
 from rrwatch.tls import session as tls_session
 from tests.cluster import read_cluster, settled

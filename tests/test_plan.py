@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rrwatch.mesh import desired
-from rrwatch.model import CLIENT_LABEL_PREFIX, Peer, client_labels
-from rrwatch.plan import (
+from rrwatch.core.mesh import desired
+from rrwatch.core.model import CLIENT_LABEL_PREFIX, Peer, client_labels
+from rrwatch.core.plan import (
     DeletePeer,
     Limits,
     Plan,
@@ -140,7 +140,7 @@ def test_a_converged_state_plans_nothing(nodes, policy):
 def test_an_unreadable_owned_peer_is_left_alone_and_does_not_stall_the_break_phase():
     """A desired peer whose stored value cannot be read is blocked, not created over and over,
     so the break phase still runs."""
-    from rrwatch import calico
+    from rrwatch.core import calico
 
     state = state_of([])
     state.put_peer(Peer("rrwatch-old", 5, owned=True, spec={}))
@@ -165,8 +165,8 @@ def test_a_zone_that_gains_rrs_keeps_its_fallback_until_the_break_phase():
 
     import attrs
 
-    from rrwatch.model import Node
-    from rrwatch.selector import parse
+    from rrwatch.core.model import Node
+    from rrwatch.core.selector import parse
 
     policy = attrs.evolve(POLICY, topology="zoned", exclude=parse("role == 'db'"))
     nodes = [Node(f"{z}{i}", 1, {"zone": z, **({"role": "db"} if z == "b" else {})},

@@ -8,10 +8,12 @@ import attrs
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from rrwatch.mesh import Policy, desired
-from rrwatch.model import BgpConfig, Node
-from rrwatch.plan import Limits, Planner, outcome
-from rrwatch.verify import FAMILIES, fabric, verify
+from rrwatch.core.mesh import desired
+from rrwatch.core.model import BgpConfig, Node
+from rrwatch.core.plan import Limits, Planner, outcome
+from rrwatch.core.policy import Policy
+from rrwatch.core.reachability import verify
+from rrwatch.core.sessions import FAMILIES, fabric
 from tests import strategies as s
 from tests.helpers import converge, state_of
 from tests.test_mesh import fresh

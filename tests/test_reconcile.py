@@ -6,11 +6,12 @@ from __future__ import annotations
 import base64
 import json
 
-from rrwatch import calico, simulate
+from rrwatch.core import calico
+from rrwatch.core.model import RRLabel
+from rrwatch.core.plan import DeletePeer, PutPeer, SetNode
+from rrwatch.daemon.reconciler import BATCH, BATCH_BYTES, _chunks, batches, write_request
 from rrwatch.etcd import KV
-from rrwatch.model import RRLabel
-from rrwatch.plan import DeletePeer, PutPeer, SetNode
-from rrwatch.reconcile import BATCH, BATCH_BYTES, _chunks, batches, write_request
+from rrwatch.testing import simulate
 
 RR = RRLabel("calico-route-reflector", "")
 NODE = calico.NODES + "node-a-00001"

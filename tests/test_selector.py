@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 
-from rrwatch.selector import SelectorError, parse, render
+from rrwatch.core.selector import SelectorError, parse, render
 from tests import strategies as s
 
 

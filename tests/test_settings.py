@@ -6,10 +6,11 @@ import ipaddress
 
 import pytest
 
-from rrwatch import calico
 from rrwatch.config import load
-from rrwatch.model import Node
-from rrwatch.settings import Live, Settings, overlay
+from rrwatch.config.settings import Settings, overlay
+from rrwatch.core import calico
+from rrwatch.core.model import Node
+from rrwatch.daemon.live import Live
 
 KEY = "/rrwatch/v1/policy"
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rrwatch.config import EX_CONFIG, OPTIONS
+from rrwatch.config import OPTIONS
+from rrwatch.errors import ExitStatus
 
 SYSTEMD = Path(__file__).parent.parent / "systemd"
 HARDENING = (SYSTEMD / "rrwatch.service.d" / "hardening.conf").read_text()
@@ -95,7 +96,7 @@ def test_verify_reads_the_drop_in(tmp_path):
 def test_config_errors_are_not_restarted():
     """The unit's RestartPreventExitStatus is the status configuration problems exit with."""
     unit = (SYSTEMD / "rrwatch.service").read_text()
-    assert re.findall(r"^RestartPreventExitStatus=(.*)$", unit, re.M) == [str(EX_CONFIG)]
+    assert re.findall(r"^RestartPreventExitStatus=(.*)$", unit, re.M) == [str(ExitStatus.CONFIG)]
 
 
 def test_example_environment_names_only_known_settings():

@@ -9,9 +9,10 @@ from collections import Counter
 import pytest
 import trio
 
-from rrwatch import calico, simulate
+from rrwatch.core import calico, edits
+from rrwatch.core.model import CLIENT_LABEL_PREFIX
 from rrwatch.etcd import Compacted, Etcd, EtcdError
-from rrwatch.model import CLIENT_LABEL_PREFIX
+from rrwatch.testing import simulate
 from tests.cluster import settled
 
 ZONES = ("a", "b", "c")
@@ -122,10 +123,10 @@ async def test_verify_fails_a_hand_made_calico_2735_layout(etcd, rrwatch):
         half = "one" if index < 2 else "two"
         value = json.loads(simulate.node_value(name, "a", index, labels={"half": half}))
         del value["spec"]["bgp"]["ipv6Address"]  # IPv4 only, like the cluster
-        items[calico.NODES + name] = calico.dumps(value)
+        items[calico.NODES + name] = edits.dumps(value)
     for half, ip in (("one", "10.200.0.1"), ("two", "10.200.0.2")):
         items[calico.RR_V4 + ip] = json.dumps({"ip": ip, "cluster_id": "224.0.0.1"}).encode()
-        items[calico.PEERS + f"half-{half}"] = calico.dumps({
+        items[calico.PEERS + f"half-{half}"] = edits.dumps({
             "kind": "BGPPeer", "apiVersion": "projectcalico.org/v3",
             "metadata": {"name": f"half-{half}"},
             "spec": {"nodeSelector": f"half == '{half}'", "peerIP": ip, "asNumber": 65010}})

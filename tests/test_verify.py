@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rrwatch import verify as verify_module
-from rrwatch.model import BgpConfig, Node, Peer, Reflector
-from rrwatch.verify import Verdict, fabric, unreachable, verify
+from rrwatch.core import reachability, sessions
+from rrwatch.core.model import BgpConfig, Node, Peer, Reflector
+from rrwatch.core.reachability import Verdict, unreachable, verify
+from rrwatch.core.sessions import fabric
 from tests.helpers import state_of
 
 RR = "calico-route-reflector"
@@ -425,9 +426,9 @@ def test_lines_name_pairs_and_truncate():
 
 def test_propagation_that_does_not_settle_is_an_error(monkeypatch):
     """The worklist has a bound, and passing it raises ConvergenceError naming the origin."""
-    monkeypatch.setattr(verify_module, "_CHANGES_PER_SESSION", 0)
+    monkeypatch.setattr(reachability, "_CHANGES_PER_SESSION", 0)
     state = build([node("n1", 1), node("n2", 2)], mesh=True)
-    with pytest.raises(verify_module.ConvergenceError, match="route from n1"):
+    with pytest.raises(reachability.ConvergenceError, match="route from n1"):
         unreachable(fabric(state, 4), group=False)
 
 
@@ -510,7 +511,7 @@ def test_hostile_sessions_are_symmetric_and_never_with_self(state):
 def test_hosts_have_sessions_only_with_neighbours_that_pass_every_check(state):
     """A host's neighbours: hosts at their registered addresses, and nodes whose records pass
     every check, each address one speaker's."""
-    refusals = verify_module.host_refusals(state)
+    refusals = sessions.host_refusals(state)
     for family in (4, 6):
         fab = fabric(state, family, hosts_only=True)
         for host in (n for n, s in fab.speakers.items() if not s.node):
@@ -518,7 +519,7 @@ def test_hosts_have_sessions_only_with_neighbours_that_pass_every_check(state):
             assert not {n for n in near if fab.speakers[n].node} & refusals.keys()
             addresses = [fab.speakers[n].address for n in near | {host}]
             assert len(addresses) == len(set(addresses))
-            assert all(fab.speakers[n].node or n == verify_module.HOST_PREFIX + str(
+            assert all(fab.speakers[n].node or n == sessions.HOST_PREFIX + str(
                 fab.speakers[n].address) for n in near)
 
 
@@ -533,11 +534,11 @@ def test_twin_grouping_equals_brute_force(state):
 def test_mesh_nodes_and_clients_of_the_same_rrs_are_twins():
     """Nodes of one mesh are adjacent twins; clients of the same RRs are twins apart."""
     meshed = fabric(build([node(f"n{i}", i) for i in range(1, 6)], mesh=True), 4)
-    net = verify_module._net(meshed, None, everyone=False)
-    assert [len(g) for g in verify_module._twins(net)] == [5]
+    net = reachability._net(meshed, None, everyone=False)
+    assert [len(g) for g in reachability._twins(net)] == [5]
     clients = fabric(multi_state(12, rrs=3, k=1), 4)
-    net = verify_module._net(clients, None, everyone=False)
-    assert sorted(len(g) for g in verify_module._twins(net)) == [4, 4, 4]
+    net = reachability._net(clients, None, everyone=False)
+    assert sorted(len(g) for g in reachability._twins(net)) == [4, 4, 4]
 
 
 def test_twin_grouping_equals_brute_force_on_a_large_layout():

@@ -10,12 +10,16 @@ from collections.abc import Callable
 
 import trio
 
-from rrwatch import calico, config, simulate
-from rrwatch.etcd import KV, Backoff, Etcd
-from rrwatch.model import ClusterState
-from rrwatch.settings import Live
+from rrwatch import config
+from rrwatch.core import calico
+from rrwatch.core.model import ClusterState
+from rrwatch.daemon.live import Live
+from rrwatch.daemon.records import Records, drift, load
+from rrwatch.daemon.watcher import Watcher
+from rrwatch.etcd import KV, Etcd
+from rrwatch.retry import Backoff
+from rrwatch.testing import simulate
 from rrwatch.tls import session as tls_session
-from rrwatch.watch import Records, Watcher, drift, load
 from tests.strategies import RR_LABEL
 
 

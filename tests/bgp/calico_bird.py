@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from rrwatch.selector import parse
+from rrwatch.core.selector import parse
 
 NODES = "/calico/resources/v3/projectcalico.org/nodes/"
 PEERS = "/calico/resources/v3/projectcalico.org/bgppeers/"

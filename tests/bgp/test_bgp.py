@@ -13,18 +13,21 @@ import time
 import pytest
 import trio
 
-from rrwatch import bird, calico, simulate
+from rrwatch.core import bird_config, calico, edits
+from rrwatch.core.reachability import verify
+from rrwatch.core.sessions import HOST_PREFIX, fabric
+from rrwatch.daemon.live import Live
+from rrwatch.daemon.records import load
 from rrwatch.etcd import Etcd
-from rrwatch.settings import Live
-from rrwatch.verify import HOST_PREFIX, fabric, verify
-from rrwatch.watch import load
+from rrwatch.host import keeper
+from rrwatch.testing import simulate
 from tests import cluster
 from tests.bgp import calico_bird
 from tests.bgp.lab import Lab, Speaker
 
 ZONES = ("a", "b", "c")
 PER_ZONE = 4
-BGP_CONFIG = calico.dumps({
+BGP_CONFIG = edits.dumps({
     "kind": "BGPConfiguration", "apiVersion": "projectcalico.org/v3",
     "metadata": {"name": "default", "uid": "5e0c", "creationTimestamp": "2024-05-01T12:00:00Z"},
     "spec": {"nodeToNodeMeshEnabled": False, "asNumber": 64512}})
@@ -67,7 +70,7 @@ def configure_nodes(lab: Lab, data: dict[str, bytes], names: list[str]) -> None:
         text = calico_bird.config(records, name, speaker.prefixes)
         if speaker.proc is None:
             speaker.start(text)
-        elif bird.read_file(speaker.config_path) != text:
+        elif keeper.read_file(speaker.config_path) != text:
             speaker.configure(text)
 
 
@@ -165,7 +168,7 @@ async def test_every_node_hears_every_prefix(topology, hosts, lab, etcd, start_d
     configure_nodes(lab, await etcd_data(etcd), nodes)
     joined = await until_complete(lab, nodes, speakers)
     for speaker in host_speakers:  # rrwatch gave the RR hosts a session with it by itself
-        assert bird.protocol_name(joiner.ipv4) in speaker.sessions()
+        assert bird_config.protocol_name(joiner.ipv4) in speaker.sessions()
 
     # An RR speaker dies: the others keep every route (k >= 2).
     state = await snapshot_state(etcd, env)
@@ -216,7 +219,7 @@ async def wait_registered(etcd: Etcd, count: int) -> None:
 async def wait_rendered(speaker: Speaker, nodes: list[str]) -> None:
     """Until rrwatch has written a configuration with a session to every node."""
     with trio.fail_after(cluster.CONVERGE):
-        while (bird.read_file(speaker.config_path) or "").count("description \"node ") \
+        while (keeper.read_file(speaker.config_path) or "").count("description \"node ") \
                 < 2 * len(nodes):
             await trio.sleep(0.05)
 
@@ -243,11 +246,11 @@ def hand_node(speaker: Speaker, labels: dict[str, str], cluster: str = "") -> tu
     obj["metadata"]["labels"].update(labels)
     if cluster:
         obj["spec"]["bgp"]["routeReflectorClusterID"] = cluster
-    return key, calico.dumps(obj)
+    return key, edits.dumps(obj)
 
 
 def hand_peer(name: str, spec: dict) -> tuple[str, bytes]:
-    return calico.PEERS + name, calico.dumps({
+    return calico.PEERS + name, edits.dumps({
         "kind": "BGPPeer", "apiVersion": "projectcalico.org/v3",
         "metadata": {"name": name, "uid": name, "creationTimestamp": "2024-05-01T12:00:00Z"},
         "spec": spec})
@@ -299,7 +302,7 @@ async def test_rrs_sharing_a_cluster_id_with_split_clients_is_predicted(rrs, lab
         names += ["rr1", "rr2"]
     else:
         for rr in (rr1, rr2):
-            rr.start(bird.render(state, [rr.ipv4]).text)  # rrwatch's own rendering
+            rr.start(bird_config.render(state, [rr.ipv4]).text)  # rrwatch's own rendering
     configure_nodes(lab, data, names)
     speakers = [c.name for c in clients] + ["rr1", "rr2"]
     await wait_established(lab, speakers, session_count(state))
@@ -361,23 +364,23 @@ async def test_a_configuration_bird_rejects_is_never_applied(lab, etcd, start_da
         while up(host) < 4:
             await trio.sleep(0.05)
     await until_metric(daemon, "rrwatch_bird_config_current", 1)
-    good = bird.read_file(host.config_path)
+    good = keeper.read_file(host.config_path)
 
     include.write_text("this is not BIRD syntax;\n")
     await simulate.put_all(etcd, dict([node_record(nodes[2], "a", 2)]))
     await until_metric(daemon, "rrwatch_bird_configs_rejected_total", 1)
     assert daemon.metrics()["rrwatch_bird_config_current"] == 0
-    assert bird.read_file(host.config_path) == good
+    assert keeper.read_file(host.config_path) == good
     assert "rejected the new configuration" in daemon.log()
     assert up(host) == 4  # still running the last good configuration
-    assert bird.protocol_name(nodes[2].ipv4) not in host.sessions()
+    assert bird_config.protocol_name(nodes[2].ipv4) not in host.sessions()
     assert not [f for f in (tmp_path / "lab" / "rrhost").iterdir() if f.name.startswith(".")]
 
     include.write_text("# fixed\n")
     joiner = lab.add("node-a-3")
     await simulate.put_all(etcd, dict([node_record(joiner, "a", 3)]))
     await until_metric(daemon, "rrwatch_bird_config_current", 1)
-    assert {bird.protocol_name(n.ipv4) for n in (nodes[2], joiner)} <= host.sessions().keys()
+    assert {bird_config.protocol_name(n.ipv4) for n in (nodes[2], joiner)} <= host.sessions().keys()
     assert daemon.metrics()["rrwatch_bird_configs_rejected_total"] == 1
 
 
@@ -397,7 +400,7 @@ def bad_node(name: str, index: int, *, ipv4: str, ipv6: str, asn: int | None = N
     obj = json.loads(simulate.node_value(name, "a", index, ipv4=ipv4, ipv6=ipv6))
     if asn is not None:
         obj["spec"]["bgp"] = {"asNumber": asn, **obj["spec"]["bgp"]}
-    return calico.NODES + name, calico.dumps(obj)
+    return calico.NODES + name, edits.dumps(obj)
 
 
 async def test_a_bad_node_never_freezes_the_rr_hosts_bird(lab, etcd, start_daemon):
@@ -430,14 +433,14 @@ async def test_a_bad_node_never_freezes_the_rr_hosts_bird(lab, etcd, start_daemo
     await cluster.settled(etcd, env)
     configure_nodes(lab, await etcd_data(etcd), [joiner.name])
     with trio.fail_after(ROUTES):
-        while host.sessions().get(bird.protocol_name(joiner.ipv4)) != "Established":
+        while host.sessions().get(bird_config.protocol_name(joiner.ipv4)) != "Established":
             await trio.sleep(0.05)
     await until_metric(daemon, "rrwatch_bird_config_current", 1)
     await until_metric(daemon, "rrwatch_bird_bad_neighbours", 3)
 
     sessions = host.sessions()
     for n in [*nodes, joiner]:
-        assert sessions[bird.protocol_name(n.ipv4)] == "Established"
+        assert sessions[bird_config.protocol_name(n.ipv4)] == "Established"
     metrics = daemon.metrics()
     assert metrics.get("rrwatch_bird_configs_rejected_total") == 0
     named = {s.labels["name"]: s.labels["reason"] for s in daemon.samples()
@@ -445,7 +448,7 @@ async def test_a_bad_node_never_freezes_the_rr_hosts_bird(lab, etcd, start_daemo
     assert named == {"bad-any": ":: is the unspecified address",
                      "bad-as": "AS 0 is outside 1..4294967295",
                      "bad-link-local": "fe80::1 is link-local"}
-    text = bird.read_file(host.config_path)
+    text = keeper.read_file(host.config_path)
     assert all(f"10.99.0.{i}" not in text for i in (200, 201, 202))
     log = daemon.log()
     assert "no session with 'bad-as': AS 0 is outside 1..4294967295" in log

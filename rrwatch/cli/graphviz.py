@@ -1,0 +1,32 @@
+"""Rendering DOT text to SVG with Graphviz's `dot`, when it is installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+
+class GraphvizMissing(RuntimeError):
+    """Graphviz's `dot` program is not on PATH."""
+
+
+def svg(dot_text: str, *, engine: str | None = None, timeout: float = 60) -> bytes:
+    """Render DOT as SVG with Graphviz; `engine` picks the layout (`-K`: dot, fdp, neato, …).
+
+    Blocks for as long as Graphviz runs (at most `timeout` seconds): from trio, call it in a
+    thread.
+    """
+    program = shutil.which("dot")
+    if program is None:
+        raise GraphvizMissing("Graphviz is not installed (no `dot` on PATH); "
+                              "install it, or print DOT instead of SVG")
+    args = [program, "-Tsvg", *([f"-K{engine}"] if engine else [])]
+    try:
+        done = subprocess.run(args, input=dot_text.encode(), capture_output=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"Graphviz took longer than {timeout:g} s") from None
+    if done.returncode != 0:
+        reason = done.stderr.decode(errors="replace").strip() or f"exit status {done.returncode}"
+        raise RuntimeError(f"Graphviz failed: {reason}")
+    return done.stdout

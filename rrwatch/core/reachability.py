@@ -1,0 +1,312 @@
+"""Reachability: given the records in etcd, does every node's route reach every other node?
+
+Pure code. The nodes, BGPPeers, external RR registrations and BGP configuration say which BGP
+sessions come up (both ends must configure one); a simulation of route propagation per address
+family, with RFC 4456 reflection, Calico's client rule and BIRD's per-session cluster IDs, says
+who hears whose route. That is the check calico issue 2735 shows is needed: an RR never passes a
+reflection from an RR of its own cluster ID to its clients, so the clients of one cluster must
+all peer with every one of its RRs.
+
+Speed: a non-RR node whose sessions are all iBGP ("silent") never passes on a learned route, so
+the simulation leaves silent receivers out and reads their result off their neighbours at the
+end; and silent nodes with the same neighbours ("twins": clients of the same RRs, or nodes of
+one mesh) are interchangeable, so one origin stands for all of its twins.
+`unreachable(..., group=False)` is the plain simulation that tests hold these shortcuts against.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+
+import attrs
+
+from rrwatch.core.model import ClusterState
+from rrwatch.core.sessions import FAMILIES, Fabric, Speaker, _fabric, _peering
+
+# Route changes allowed per session before propagation counts as oscillating. Without MED it
+# should always settle, in a few changes per session; the bound only guarantees an end.
+_CHANGES_PER_SESSION = 100
+
+
+class ConvergenceError(RuntimeError):
+    """Route propagation did not settle within its bound."""
+
+
+@attrs.frozen
+class Verdict:
+    """The outcome of `verify`: configuration problems, and who does not hear whom."""
+
+    problems: tuple[str, ...]
+    unreachable: Mapping[tuple[int, str | None], tuple[tuple[str, str], ...]]
+    scenarios: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.unreachable
+
+    def lines(self, limit: int = 20) -> list[str]:
+        """A human report: problems, then per failing case a header and its first pairs."""
+        out = [f"problem: {problem}" for problem in self.problems]
+        for (family, failed), pairs in sorted(
+            self.unreachable.items(), key=lambda item: (item[0][0], item[0][1] or "")
+        ):
+            case = f"IPv{family}" if failed is None else f"IPv{family} without {failed}"
+            out.append(f"{case}: {len(pairs)} unreachable (origin -> receiver)")
+            out.extend(f"  {origin} -> {receiver}" for origin, receiver in pairs[:limit])
+            if len(pairs) > limit:
+                out.append(f"  ... and {len(pairs) - limit} more")
+        return out
+
+
+def verify(state: ClusterState, failures: int = 0) -> Verdict:
+    """Check every family that has speakers; with failures=1, also without each RR in turn."""
+    if failures not in (0, 1):
+        raise ValueError(f"failures must be 0 or 1, not {failures}")
+    peering = _peering(state)
+    problems = set(peering.problems)
+    found = {}
+    scenarios = 0
+    for family in FAMILIES:
+        fab, more = _fabric(state, family, peering)
+        problems.update(more)
+        if not fab.speakers:
+            continue
+        for failed in [None, *sorted(fab.reflectors)] if failures else [None]:
+            scenarios += 1
+            pairs = unreachable(fab, failed)
+            if pairs:
+                found[(family, failed)] = tuple(pairs)
+    return Verdict(tuple(sorted(problems)), found, scenarios)
+
+
+# -- propagation ---------------------------------------------------------------------------------
+
+# A path as one tuple: (len(AS path), 1 if learned over iBGP, len(cluster list), neighbour's
+# address, neighbour, AS path, cluster list). The first four are the preference, lowest best, so
+# min() over paths is best-path selection. The originator is the simulation's one origin.
+Path = tuple[int, int, int, int, int, tuple[int, ...], tuple[str, ...]]
+LOCAL: Path = (-1, 0, 0, -1, -1, (), ())
+
+
+@attrs.define
+class _Net:
+    """One scenario of a fabric as integer-indexed lists, for the simulation."""
+
+    names: list[str]
+    speakers: list[Speaker]
+    near: list[frozenset[str]]  # per speaker: the names of its neighbours
+    silent: list[bool]  # a non-RR node with only iBGP sessions: never passes a route on
+    links: list[list[tuple[int, bool]]]  # per speaker: (neighbour, iBGP), the ones to simulate
+    clients: list[frozenset[int]]  # per RR speaker: its iBGP clients
+    bound: int
+
+
+def _net(fab: Fabric, failed: str | None, everyone: bool) -> _Net:
+    """Index the fabric without `failed`; links to silent speakers only if `everyone`."""
+    names = sorted(n for n in fab.speakers if n != failed)
+    index = {name: i for i, name in enumerate(names)}
+    speakers = [fab.speakers[name] for name in names]
+    near = [fab.sessions[name] for name in names]
+    if failed is not None:
+        near = [n - {failed} if failed in n else n for n in near]
+    by_as: dict[int, set[str]] = {}
+    for s in speakers:
+        by_as.setdefault(s.asn, set()).add(s.name)
+    silent = [s.node and not s.reflector and near[i] <= by_as[s.asn]
+              for i, s in enumerate(speakers)]
+    loud = frozenset(name for name, quiet in zip(names, silent, strict=True) if not quiet)
+    links, clients = [], []
+    for i, s in enumerate(speakers):
+        # Silent speakers only ever announce their own route, to those that pass it on.
+        mine = sorted(index[m] for m in (near[i] if everyone else near[i] & loud))
+        links.append([(j, speakers[j].asn == s.asn) for j in mine])
+        # Over every neighbour, silent ones too: a route a silent client sends is reflected.
+        clients.append(frozenset(
+            j for j in map(index.__getitem__, near[i]) if s.reflector
+            and speakers[j].asn == s.asn and _known(s, speakers[j]) != s.cluster_id))
+    bound = _CHANGES_PER_SESSION * (sum(map(len, links)) + 1)
+    return _Net(names, speakers, near, silent, links, clients, bound)
+
+
+def _known(at: Speaker, neighbour: Speaker) -> str | None:
+    """The cluster ID that `at` configures for `neighbour` (Calico's template).
+
+    A Calico node knows the cluster IDs of nodes only; an external host knows everyone's.
+    """
+    return neighbour.cluster_id if neighbour.node or not at.node else None
+
+
+def _propagate(net: _Net, origin: int) -> dict[int, Path]:
+    """Announce one route from `origin`; the best path of each speaker that has one."""
+    best = {origin: LOCAL}
+    rib: dict[int, dict[int, Path]] = {}  # receiver -> sender -> path (adj-rib-in)
+    queue, queued = deque([origin]), {origin}
+    budget = net.bound
+    while queue:
+        s = queue.popleft()
+        queued.discard(s)
+        path = best.get(s)
+        for n, ibgp in net.links[s]:
+            if n == origin:
+                continue  # ORIGINATOR_ID: a speaker drops its own route
+            out = _export(net, s, path, n, ibgp) if path is not None else None
+            if out is not None and not _accepts(net, n, s, out):
+                out = None
+            heard = rib.setdefault(n, {})
+            if heard.get(s) == out:
+                continue
+            budget -= 1
+            if budget < 0:
+                raise ConvergenceError(
+                    f"route from {net.names[origin]} still changing after {net.bound} updates")
+            if out is None:
+                del heard[s]
+            else:
+                heard[s] = out
+            new = min(heard.values()) if heard else None
+            if new != best.get(n):
+                if new is None:
+                    del best[n]
+                else:
+                    best[n] = new
+                if n not in queued:
+                    queue.append(n)
+                    queued.add(n)
+    return best
+
+
+def _cid(net: _Net, s: int, n: int) -> str:
+    """The cluster ID that speaker `s` uses on its session with `n`.
+
+    BIRD keeps one per session: `rr cluster id`, which Calico's template (and rrwatch's, on RR
+    hosts) sets on client sessions only; any other session uses the router ID.
+    """
+    speaker = net.speakers[s]
+    if n in net.clients[s]:
+        return speaker.cluster_id  # type: ignore[return-value]  # clients only on RRs
+    return "router/" + speaker.name
+
+
+def _export(net: _Net, s: int, path: Path, n: int, ibgp: bool) -> Path | None:
+    """What speaker `s` advertises to neighbour `n` of its best path (None: nothing).
+
+    iBGP to iBGP follows BIRD (proto/bgp/attrs.c): reflect only to or from a client; never
+    over a session whose cluster ID the path already carries; prepend the source session's
+    cluster ID, and the target session's when it differs.
+    """
+    source = path[4]
+    if source == n:
+        return None
+    speaker = net.speakers[s]
+    internal = source >= 0 and path[1] == 1  # learned over iBGP
+    if internal and ibgp:
+        if source not in net.clients[s] and n not in net.clients[s]:
+            return None  # from a non-client: to clients only
+        out, came = _cid(net, s, n), _cid(net, s, source)
+        if out in path[6]:
+            return None
+        clusters = (came, *path[6]) if out == came else (out, came, *path[6])
+        return (len(path[5]), 1, len(clusters), int(speaker.address), s, path[5], clusters)
+    if ibgp:
+        return (len(path[5]), 1, len(path[6]), int(speaker.address), s, path[5], path[6])
+    as_path = (speaker.asn, *path[5])
+    return (len(as_path), 0, 0, int(speaker.address), s, as_path, ())
+
+
+def _accepts(net: _Net, r: int, s: int, path: Path) -> bool:
+    """Does speaker `r` keep `path` from neighbour `s`? Not with its own AS in the AS path, nor
+    with its session's cluster ID in the cluster list."""
+    if net.speakers[r].asn in path[5]:
+        return False
+    return not (path[1] == 1 and _cid(net, r, s) in path[6])
+
+
+def _feeds_silent(net: _Net, s: int, path: Path | None) -> bool:
+    """Would speaker `s` advertise `path` to a silent neighbour (which would keep it)?
+
+    A silent node is a Calico node without a cluster ID, so every RR takes it for a client
+    (session cluster ID: the RR's own); and it shares the AS of `s`, which has already dropped
+    any path that loops through that AS.
+    """
+    if path is None:
+        return False
+    if path[4] < 0 or path[1] == 0:
+        return True
+    speaker = net.speakers[s]
+    return speaker.reflector and speaker.cluster_id not in path[6]
+
+
+# -- who misses whose route ----------------------------------------------------------------------
+
+
+def unreachable(fab: Fabric, failed: str | None = None, *, group: bool = True
+                ) -> list[tuple[str, str]]:
+    """Sorted (origin, receiver) pairs of Calico nodes where the receiver lacks the route.
+
+    `failed` names a speaker to take out first. `group=False` simulates every origin with every
+    speaker, without the silent-receiver and twin shortcuts.
+    """
+    if failed is not None and failed not in fab.speakers:
+        raise ValueError(f"{failed} is not a speaker of the IPv{fab.family} fabric")
+    if not group:
+        return _brute_force(_net(fab, failed, everyone=True))
+    net = _net(fab, failed, everyone=False)
+    names = net.names
+    loud = [i for i, s in enumerate(net.speakers) if s.node and not net.silent[i]]
+    # Silent receivers that hear from the same loud neighbours hear the same routes.
+    classes: dict[tuple[int, ...], list[int]] = {}
+    for i, silent in enumerate(net.silent):
+        if silent:
+            classes.setdefault(tuple(j for j, _ in net.links[i]), []).append(i)
+
+    pairs = []
+    origins = [[i] for i in loud] + _twins(net)
+    for members in origins:
+        origin = members[0]
+        best = _propagate(net, origin)
+        missed = {t for t in loud if t != origin and t not in best}
+        neighbours = net.near[origin]
+        for feeders, receivers in classes.items():
+            if not any(_feeds_silent(net, j, best.get(j)) for j in feeders):
+                # A silent origin reaches its own neighbours directly.
+                missed.update(t for t in receivers if t != origin and names[t] not in neighbours)
+        # A twin hears what its representative hears outside the group; inside, all or none.
+        outside = missed.difference(members)
+        inside_ok = any(t not in missed for t in members[1:])
+        for member in members:
+            lost = outside if inside_ok else outside.union(t for t in members if t != member)
+            pairs.extend((names[member], names[t]) for t in lost)
+    return sorted(pairs)
+
+
+def _twins(net: _Net) -> list[list[int]]:
+    """The silent nodes in groups of twins: same AS and neighbours, adjacent or not.
+
+    Swapping two twins maps the fabric onto itself. Being silent, neither passes a route on, and
+    a neighbour of the origin always prefers the origin's own announcement, so no tie-break on
+    their addresses ever matters: each twin hears what the other hears. (A node cannot have
+    twins of both kinds.)
+    """
+    apart: dict[tuple[frozenset[str], int], list[int]] = {}  # same neighbours, not adjacent
+    for i, s in enumerate(net.speakers):
+        if net.silent[i]:
+            apart.setdefault((net.near[i], s.asn), []).append(i)
+    groups = []
+    adjacent: dict[tuple[frozenset[str], int], list[int]] = {}  # same neighbours and self
+    for (near, asn), members in apart.items():
+        if len(members) > 1:
+            groups.append(members)
+        else:
+            adjacent.setdefault((near | {net.names[members[0]]}, asn), []).append(members[0])
+    return groups + list(adjacent.values())
+
+
+def _brute_force(net: _Net) -> list[tuple[str, str]]:
+    nodes = [i for i, s in enumerate(net.speakers) if s.node]
+    pairs = []
+    for origin in nodes:
+        best = _propagate(net, origin)
+        pairs.extend((net.names[origin], net.names[t]) for t in nodes
+                     if t != origin and t not in best)
+    return sorted(pairs)

@@ -1,0 +1,265 @@
+"""Which BGP sessions the records configure: confd's reading of nodes, BGPPeers, the
+BGPConfiguration and RR host registrations, as one fabric per address family."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping, Set
+
+import attrs
+
+from rrwatch.core import calico
+from rrwatch.core.model import ClusterState, IPAddress
+from rrwatch.core.selector import SelectorError, parse
+from rrwatch.core.validate import address_problem, claim_problems, speaker_problem
+
+HOST_PREFIX = "host/"  # external RR speakers are "host/<ip>"; node names cannot hold a slash
+FAMILIES = (4, 6)
+
+
+@attrs.frozen
+class Speaker:
+    """A BGP speaker of one family: a Calico node, or an external RR host (node=False)."""
+
+    name: str
+    asn: int
+    cluster_id: str | None  # None: not a route reflector
+    node: bool
+    address: IPAddress
+
+    @property
+    def reflector(self) -> bool:
+        return self.cluster_id is not None
+
+
+@attrs.frozen
+class Fabric:
+    """The speakers of one address family and the sessions between them (symmetric, no self).
+
+    `refused`: per RR host, the neighbours it has no session with because their records fail a
+    check (`host_refusals`), each with why; the node that claims a host's address among them.
+    """
+
+    family: int
+    speakers: Mapping[str, Speaker]
+    sessions: Mapping[str, frozenset[str]]
+    refused: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)
+    reflectors: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
+
+    @reflectors.default
+    def _reflectors(self) -> frozenset[str]:
+        return frozenset(name for name, s in self.speakers.items() if s.reflector)
+
+    def __attrs_post_init__(self) -> None:
+        if self.speakers.keys() != self.sessions.keys():
+            raise ValueError("every speaker needs an entry in sessions, and only speakers")
+
+    def reflectors_of(self, name: str) -> frozenset[str]:
+        """The neighbours of `name` that are route reflectors."""
+        return self.sessions[name] & self.reflectors
+
+
+def fabric(state: ClusterState, family: int, *, hosts_only: bool = False) -> Fabric:
+    """The sessions that the records in `state` bring up in one address family (4 or 6).
+
+    `hosts_only`: only the sessions with registered RR hosts, at a cost in proportion to the
+    nodes (the node-to-node mesh alone would cost their square).
+    """
+    return _fabric(state, family, _peering(state, hosts_only))[0]
+
+
+# -- sessions ------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Peering:
+    """What BGPPeers and the mesh make each node configure, before families are known."""
+
+    by_name: Mapping[str, set[str]]  # node -> nodes it configures sessions to
+    by_ip: Mapping[str, list[tuple[IPAddress, int | None, str]]]  # node -> (peerIP, AS, peer)
+    problems: tuple[str, ...]
+    unfit: Mapping[str, str]  # node -> why RR hosts give it no session (host_refusals)
+
+
+def _peering(state: ClusterState, hosts_only: bool = False) -> _Peering:
+    nodes = state.nodes
+    by_name: dict[str, set[str]] = {name: set() for name in nodes}
+    by_ip: dict[str, list[tuple[IPAddress, int | None, str]]] = {}
+    problems = []
+    matched: dict[str, frozenset[str]] = {}  # each selector text is evaluated once
+
+    def select(text: str) -> frozenset[str]:
+        if text not in matched:
+            selector = parse(text)
+            matched[text] = frozenset(n for n, node in nodes.items()
+                                      if selector.matches(node.labels))
+        return matched[text]
+
+    for peer in sorted(state.peers.values(), key=lambda p: p.name):
+        if hosts_only and not peer.spec.get("peerIP"):
+            continue
+        try:
+            local, remote, address, asn, reverse = _ends(peer.spec, select, nodes.keys())
+        except (SelectorError, ValueError) as e:
+            reason = e.reason if isinstance(e, calico.BadRecord) else e
+            problems.append(f"BGPPeer {peer.name}: {reason}; it configures nothing")
+            continue
+        for name in local:
+            by_name[name].update(remote)
+            if address is not None:
+                by_ip.setdefault(name, []).append((address, asn, peer.name))
+        if reverse:
+            for name in remote:
+                by_name[name].update(local)
+    if state.bgp.mesh_enabled and not hosts_only:
+        # Route reflectors leave the node-to-node mesh.
+        mesh = {name for name, node in nodes.items() if node.cluster_id is None}
+        for name in mesh:
+            by_name[name].update(mesh)
+    unfit = host_refusals(state) if state.reflectors else {}
+    return _Peering(by_name, by_ip, tuple(problems), unfit)
+
+
+def host_refusals(state: ClusterState) -> dict[str, str]:
+    """The nodes that RR hosts give no session, each with why: the node's AS or an address of
+    it cannot be a neighbour's, an address of it is a registered host's, or another node
+    claims that address too (then neither gets one). The node is refused in both families: its
+    record is bad, and which of its values are right cannot be told.
+
+    A host renders its BIRD from these records, and BIRD refuses a whole configuration over one
+    bad neighbour; so checking each neighbour first keeps one record from blocking the others.
+    """
+    owners = {r.ip: f"RR host {r.ip}" for r in state.reflectors.values()}
+    out = claim_problems(((name, ip) for name, node in state.nodes.items()
+                          for ip in (node.ipv4, node.ipv6) if ip is not None), owners)
+    for name, node in state.nodes.items():
+        if name.startswith(HOST_PREFIX):
+            out[name] = "a name of that form stands for a registered RR host"
+        elif why := speaker_problem(node.asn, (node.ipv4, node.ipv6)):
+            out[name] = why  # the record's own fault first: it may explain a shared address
+    return out
+
+
+def _ends(
+    spec: Mapping[str, object], select: Callable[[str], frozenset[str]], names: Set[str]
+) -> tuple[frozenset[str], frozenset[str], IPAddress | None, int | None, bool]:
+    """A BGPPeer's nodes, the nodes and address they peer with, its AS, and reverse peering."""
+    node, node_selector = _text(spec, "node"), _text(spec, "nodeSelector")
+    peer_selector, peer_ip = _text(spec, "peerSelector"), _text(spec, "peerIP")
+    if node or node_selector:
+        local = frozenset(n for n in (node,) if n in names)
+        local |= select(node_selector) if node_selector else frozenset()
+    else:
+        local = frozenset(names)  # a global peer
+    remote = select(peer_selector) if peer_selector else frozenset()
+    address = _peer_address(peer_ip) if peer_ip else None
+    reverse = bool(peer_selector) and _text(spec, "reversePeering") != "Manual"
+    asn = calico.as_number("asNumber", spec.get("asNumber"))
+    return local, remote, address, asn, reverse
+
+
+def _text(spec: Mapping[str, object], field: str) -> str:
+    """A string field; absent and empty are the same, as for Go's omitempty."""
+    value = spec.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{field} is not a string: {value!r}")
+    return value
+
+
+def _peer_address(text: str) -> IPAddress:
+    """The address of a peerIP: `a.b.c.d`, `a.b.c.d:port` or `[v6]:port` (the port is ignored)."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]")
+        port = port[1:] if port.startswith(":") else "?"
+    else:
+        host, _, port = text.rpartition(":")
+    if port.isdigit():
+        try:
+            return ipaddress.ip_address(host)
+        except ValueError:
+            pass
+    raise ValueError(f"peerIP {text!r} is not an address, address:port or [address]:port")
+
+
+def _fabric(state: ClusterState, family: int, peering: _Peering) -> tuple[Fabric, set[str]]:
+    # Registered hosts first: a host always owns its registered address, and its name.
+    speakers: dict[str, Speaker] = {}
+    at: dict[IPAddress, str] = {}
+    for reflector in state.reflectors.values():
+        if reflector.ip.version == family:
+            name = HOST_PREFIX + str(reflector.ip)
+            # BIRD's cluster ID defaults to the router ID: unique to the host.
+            cluster = name if reflector.cluster_id is None else reflector.cluster_id
+            speakers.setdefault(name, Speaker(name, state.bgp.asn, cluster, False, reflector.ip))
+            at[reflector.ip] = name
+    hosts = frozenset(speakers)
+    refused: dict[str, dict[str, str]] = {host: {} for host in hosts}
+    problems = set()
+    nodes: dict[str, Speaker] = {}
+    for name, node in state.nodes.items():
+        address = node.ipv4 if family == 4 else node.ipv6
+        if address is None:
+            continue
+        owner = at.get(address)
+        if owner in hosts or name.startswith(HOST_PREFIX):
+            # It would take a host's place: left out, and a bad record for the host it
+            # imitates and for every host it means to peer with.
+            why = peering.unfit.get(name, f"{address} is the address of RR host {address}")
+            problems.add(f"node {name!r}: {why}; left out of IPv{family}")
+            for host in (owner, name, *(at.get(a) for a, _, _ in peering.by_ip.get(name, ()))):
+                if host in hosts:
+                    refused[host][name] = why
+            continue
+        asn = state.bgp.asn if node.asn is None else node.asn
+        nodes[name] = Speaker(name, asn, node.cluster_id, True, address)
+        at.setdefault(address, name)  # among nodes, the first keeps a shared address here
+    speakers.update(nodes)
+
+    configured: dict[str, set[str]] = {}
+    for name in nodes:
+        mine = peering.by_name[name] & nodes.keys()
+        for address, asn, peer in peering.by_ip.get(name, ()):
+            target = at.get(address)
+            if target is None:
+                continue  # a router rrwatch knows nothing of: not part of the check
+            if asn is not None and asn != speakers[target].asn:
+                problems.add(f"BGPPeer {peer}: asNumber {asn}, but {target} is in AS "
+                             f"{speakers[target].asn}; no session")
+                continue
+            mine.add(target)
+        mine.discard(name)  # a node never peers with itself
+        configured[name] = mine
+
+    # An RR host refuses a neighbour whose record fails a check (host_refusals), and another
+    # host whose registered address could not be a neighbour's.
+    unfit_hosts = {h: why for h in hosts if (why := address_problem(speakers[h].address))}
+    problems.update(f"{h}: {why}; no session with the other RR hosts"
+                    for h, why in unfit_hosts.items() if len(hosts) > 1)
+    sessions: dict[str, frozenset[str]] = {}
+    for host in hosts:
+        # rrwatch renders a host's BIRD with every node that peers with it, and the other hosts.
+        mine = set()
+        for a, theirs in configured.items():
+            if host in theirs:
+                if a in peering.unfit:
+                    refused[host][a] = peering.unfit[a]
+                    problems.add(f"node {a!r}: {peering.unfit[a]}; no session with {host}")
+                else:
+                    mine.add(a)
+        for other in hosts - {host}:
+            if other in unfit_hosts or host in unfit_hosts:
+                if other in unfit_hosts:
+                    refused[host][other] = unfit_hosts[other]
+            else:
+                mine.add(other)
+        sessions[host] = frozenset(mine)
+    for name, mine in configured.items():
+        sessions[name] = frozenset(b for b in mine if name in (
+            sessions[b] if b in hosts else configured[b]))
+    return Fabric(family, speakers, sessions, refused), problems

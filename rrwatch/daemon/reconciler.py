@@ -1,0 +1,283 @@
+"""Turns model changes into writes: debounce, plan, apply the operations as guarded transactions.
+
+Operations go to etcd in batches of up to 127 per transaction, each write guarded by the
+revision it was planned from, so that a first start on a large `multi` cluster (a write per
+node) costs a few hundred round trips, not tens of thousands.
+
+The model is only ever updated by the watch, including with our own writes: after writing, the
+reconciler waits until the model has seen them before it plans again, so it never plans twice
+from the same stale view. A write that loses its guard is not retried: the transaction reads
+the record as it now is, the reconciler waits for the model to catch up with that, and plans
+again from the truth. Every write is also fenced by the leader key (election.py); a fenced
+write raises LostLeadership and ends the run at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from rrwatch.config.loader import Timing
+from rrwatch.core import edits as calico
+from rrwatch.core.mesh import Mesh
+from rrwatch.core.model import RRLabel
+from rrwatch.core.plan import DeletePeer, Op, Plan, Planner, PutPeer, SetNode
+from rrwatch.daemon.election import Fence, LostLeadership
+from rrwatch.daemon.watcher import Watcher
+from rrwatch.etcd import KV, Etcd, EtcdError, delete, get, mod_is, put
+
+if TYPE_CHECKING:
+    from rrwatch.config.settings import Settings
+
+log = logging.getLogger("rrwatch.reconcile")
+
+# After a write etcd could not take, wait this long before planning again.
+RETRY_AFTER = 1.0
+# The longest wait for the model to show our writes, or a record that beat one of them.
+CATCH_UP = 5.0
+# etcd's default --max-txn-ops, 128, limits the compares and each branch of a transaction: a
+# batch of 127 writes leaves room for the fence's compare, and for reading the fence key too
+# when the transaction fails. A transaction's values (base64, as sent) are kept to about
+# BATCH_BYTES, well under etcd's default 1.5 MiB request limit.
+BATCH = 127
+BATCH_BYTES = 512 * 1024
+
+
+@attrs.define
+class ReconcileStats:
+    plans: int = 0
+    writes: int = 0
+    conflicts: int = 0  # writes that lost their guard to someone else's change
+    fenced: int = 0  # writes rejected because another instance leads now
+    errors: int = 0
+    pending: int = 0  # writes the last plan wanted
+    converged_at: float = 0.0  # wall-clock time of the last plan that wanted none
+
+
+class Reconciler:
+    def __init__(
+        self,
+        etcd: Etcd,
+        watcher: Watcher,
+        settings: Callable[[], Settings],
+        timing: Timing = Timing(),
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        self._etcd = etcd
+        self._watcher = watcher
+        self._settings = settings  # the policy and limits in force, read at each plan
+        self._planner = Planner(settings().policy)
+        self._timing = timing
+        self._dry_run = dry_run
+        self.stats = ReconcileStats()
+        self._reported: tuple[str, ...] = ()
+        self._converged_at = -1  # the model version last found to need no writes
+        self._converged = trio.Event()
+
+    def plan(self) -> Plan:
+        settings = self._settings()
+        if settings.policy != self._planner.policy:
+            self._planner = Planner(settings.policy)  # a new policy: plan from scratch
+        mesh, plan = self._planner.plan(self._watcher.state)
+        if settings.held is not None:  # logged where the settings were taken
+            return Plan()
+        self._report(mesh, plan)
+        return plan
+
+    async def run(self, fence: Fence | None) -> None:
+        """Plan and write for as long as `fence` holds; None only with dry_run."""
+        if fence is None and not self._dry_run:
+            raise ValueError("only a dry run may go without a fence")
+        # What happened before we started is unknown: give sessions a full settle time.
+        settle_until = trio.current_time() + self._timing.settle
+        while True:
+            version = self._watcher.version
+            started = time.perf_counter()
+            plan = self.plan()
+            log.debug("planned at revision %d in %.2f ms: %d to make, %d to break",
+                      self._watcher.newest, (time.perf_counter() - started) * 1000,
+                      len(plan.make), len(plan.brk))
+            self.stats.plans += 1
+            self.stats.pending = len(plan.make) + len(plan.brk)
+            wait_until = math.inf
+            if not plan:
+                self.stats.converged_at = time.time()
+                self._converged_at = version
+                self._converged.set()
+                self._converged = trio.Event()
+            elif self._dry_run:
+                for op in plan.make + plan.brk:
+                    log.info("would %s", op)
+            elif plan.make:
+                landed = await self.apply(self._settings().limits.step(plan.make), fence)
+                if landed:  # new sessions: the break phase waits a settle time from now
+                    settle_until = trio.current_time() + self._timing.settle
+                if landed is not None:
+                    continue  # plan again from the model, which now holds what happened
+                wait_until = trio.current_time() + RETRY_AFTER
+            elif plan.brk:
+                if trio.current_time() < settle_until:
+                    wait_until = settle_until
+                elif await self.apply(self._settings().limits.step(plan.brk), fence) is not None:
+                    continue
+                else:
+                    wait_until = trio.current_time() + RETRY_AFTER
+            with trio.move_on_at(wait_until):
+                await self._watcher.wait_change(version)
+                await trio.sleep(self._timing.debounce)
+
+    async def wait_converged(self, version: int) -> None:
+        """Return once a plan made from model version `version` or later needed no writes."""
+        while self._converged_at < version:
+            await self._converged.wait()
+
+    async def apply(self, ops: tuple[Op, ...], fence: Fence) -> int | None:
+        """Apply ops as fenced writes; how many landed, None when etcd failed. Return once the
+        model has seen the writes that landed and the records that beat the others (or after
+        CATCH_UP), so that planning again starts from the truth."""
+        written: dict[str, int] = {}
+        beaten: dict[str, KV | None] = {}
+        ok = True
+        for batch in batches(ops):
+            try:
+                landed, lost = await self._write(batch, fence)
+            except EtcdError as e:
+                self.stats.errors += 1
+                log.warning("could not %s%s: %s", batch[0],
+                            f" and {len(batch) - 1} more" if len(batch) > 1 else "", e)
+                ok = False
+                break  # etcd is unwell: the rest would fail too
+            for revision in sorted(set(landed.values())):  # a line per transaction
+                ops = [op for op in batch if landed.get(op.key) == revision]
+                more = f" and {len(ops) - 1} more" if len(ops) > 1 else ""
+                log.info("%s%s (revision %d)", ops[0], more, revision)
+                if more:
+                    log.debug("revision %d: %s", revision, "; ".join(map(str, ops)))
+            for op in batch:
+                if op.key in lost:
+                    log.info("%s: %s changed since planned; will plan again", op, op.key)
+            self.stats.writes += len(landed)
+            self.stats.conflicts += len(lost)
+            written.update(landed)
+            beaten.update(lost)
+        with trio.move_on_after(CATCH_UP):
+            await self._watcher.wait_seen(written)
+            for key, current in beaten.items():
+                await self._watcher.wait_key(key, current)
+        return len(written) if ok else None
+
+    async def _write(
+        self, ops: tuple[Op, ...], fence: Fence
+    ) -> tuple[dict[str, int], dict[str, KV | None]]:
+        """A batch in one fenced transaction (more if its values are large), each write guarded
+        by the revision it was planned from: (key -> revision written, key -> record now for
+        the ops a change beat).
+
+        Edits of stored JSON need the records as planned from: the watch's recent values have
+        those of records that just changed, and the others are read first, in one transaction
+        too. An op whose record changed since the plan is left out. If a record changes before
+        the write, nothing in the batch lands: the next plan starts from the truth.
+        """
+        current: dict[str, KV] = {}
+        reads = []
+        for op in ops:
+            if _edits(op):
+                kv = self._watcher.recent(op.key)  # the value a fresh event brought
+                if kv is not None and kv.mod_revision == op.revision:
+                    current[op.key] = kv
+                else:
+                    reads.append(get(op.key))
+        if reads:
+            current.update((await self._etcd.txn([], reads)).kvs)
+        lost: dict[str, KV | None] = {}
+        requests: list[tuple[Op, dict]] = []
+        for op in ops:
+            # The policy this op was planned with: the planner is replaced on a new policy.
+            request = write_request(op, current.get(op.key), self._planner.policy.rr_label)
+            if request is None:
+                lost[op.key] = current.get(op.key)
+            else:
+                requests.append((op, request))
+        landed: dict[str, int] = {}
+        for chunk in _chunks(requests):
+            written, beaten = await self._txn(chunk, fence)
+            landed.update(written)
+            lost.update(beaten)
+        return landed, lost
+
+    async def _txn(
+        self, requests: list[tuple[Op, dict]], fence: Fence
+    ) -> tuple[dict[str, int], dict[str, KV | None]]:
+        ops = [op for op, _ in requests]
+        result = await self._etcd.txn(
+            [mod_is(op.key, op.revision or 0) for op in ops] + [fence.compare],
+            [request for _, request in requests],
+            [get(op.key) for op in ops] + [get(fence.key)])
+        if result.succeeded:
+            return dict.fromkeys((op.key for op in ops), result.revision), {}
+        if not fence.holds(result.kvs):
+            self.stats.fenced += 1
+            raise LostLeadership(f"write to {ops[0].key} fenced off: another instance leads"
+                                 " now")
+        lost = {}
+        for op in ops:
+            now = result.kvs.get(op.key)
+            if (now.mod_revision if now else 0) != (op.revision or 0):
+                lost[op.key] = now
+        return {}, lost
+
+    def _report(self, mesh: Mesh, plan: Plan) -> None:
+        """Log what keeps the mesh from being complete, once each time it changes."""
+        reported = mesh.problems + tuple(
+            f"BGPPeer {name} exists without rrwatch's ownership label, or cannot be read: leaving"
+            " it alone, and the mesh incomplete" for name in plan.blocked)
+        if reported != self._reported:
+            for problem in reported:
+                log.warning("%s", problem)
+            self._reported = reported
+
+
+def batches(ops: tuple[Op, ...]) -> list[tuple[Op, ...]]:
+    """The ops in order, at most BATCH at a time."""
+    return [ops[i:i + BATCH] for i in range(0, len(ops), BATCH)]
+
+
+def _chunks(requests: list[tuple[Op, dict]]) -> list[list[tuple[Op, dict]]]:
+    """The requests in order, split so that each transaction carries at most about
+    BATCH_BYTES of values (nodes with large annotations could otherwise pass etcd's limit)."""
+    out: list[list[tuple[Op, dict]]] = []
+    size = 0
+    for op, request in requests:
+        cost = len(request.get("request_put", {}).get("value", ""))
+        if not out or (out[-1] and size + cost > BATCH_BYTES):
+            out.append([])
+            size = 0
+        out[-1].append((op, request))
+        size += cost
+    return out
+
+
+def _edits(op: Op) -> bool:
+    """The op rewrites a stored value, so it needs that value as planned from."""
+    return isinstance(op, SetNode) or (isinstance(op, PutPeer) and op.revision is not None)
+
+
+def write_request(op: Op, current: KV | None, rr_label: RRLabel) -> dict | None:
+    """The etcd request that carries out `op` on the record as it is now (`current`, read when
+    the op edits stored JSON); None when that record changed since the plan was made."""
+    if isinstance(op, DeletePeer):
+        return delete(op.key)
+    if isinstance(op, PutPeer) and op.revision is None:
+        return put(op.key, calico.new_peer(op.name, op.spec))
+    if current is None or current.mod_revision != op.revision:
+        return None
+    if isinstance(op, SetNode):
+        return put(op.key, calico.edit_node(current.value, rr_label, op.cluster, op.clients))
+    return put(op.key, calico.edit_peer(current.value, op.spec))

@@ -1,0 +1,2 @@
+"""RR host mode: the host's registration, BIRD's control socket, and the keeper of BIRD's
+configuration."""
