@@ -1,26 +1,21 @@
-"""Prometheus metrics, read from the daemon's own counters and model at scrape time.
+"""Prometheus metrics, made from one frozen Status at scrape time.
 
-The HTTP server runs in prometheus-client's thread. A scrape reads integers that the trio thread
-updates, and copies of the model's small per-zone indexes (a dict or set copy is atomic under
-the GIL), so no lock is needed and the daemon does no work between scrapes.
+The HTTP server runs in prometheus-client's thread. A scrape asks for a Status (the daemon makes
+it on its trio thread, and asks BIRD for its sessions meanwhile on an RR host) and renders it;
+nothing here touches the daemon's live objects, and the daemon does no work between scrapes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import heapq
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from rrwatch.errors import ConfigError
-from rrwatch.host import birdc as bird
-
-if TYPE_CHECKING:
-    from rrwatch.daemon.run import Daemon
-    from rrwatch.host.keeper import BirdKeeper
+from rrwatch.status import BirdStatus, Status
 
 _COUNTERS = (
     # (metric, help, which stats object, attribute)
@@ -52,46 +47,46 @@ _COUNTERS = (
 
 
 class _Collector:
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
+    def __init__(self, source: Callable[[], Status | None]) -> None:
+        self._source = source
 
     def collect(self) -> Iterator[Metric]:
-        daemon = self._daemon
-        stats = {"watch": daemon.watcher.stats, "reconcile": daemon.reconciler.stats,
-                 "daemon": daemon.stats, "tls": daemon.tls.stats if daemon.tls else None}
+        status = self._source()
+        if status is None:  # the daemon is stopping
+            return
+        stats = status.stats
         yield GaugeMetricFamily("rrwatch_leader", "1 while this instance leads and writes",
-                                value=int(daemon.leading))
+                                value=int(status.leading))
         for name, help_text, source, attribute in _COUNTERS:
-            if stats[source] is not None:
+            if source in stats:
                 yield CounterMetricFamily(f"rrwatch_{name}", help_text,
-                                          value=getattr(stats[source], attribute))
-        reconcile = daemon.reconciler.stats
+                                          value=stats[source][attribute])
+        reconcile = stats["reconcile"]
         yield GaugeMetricFamily("rrwatch_pending_changes",
                                 "Writes the last plan wanted (0 when the mesh is as it should be)",
-                                value=reconcile.pending)
+                                value=reconcile["pending"])
         yield GaugeMetricFamily("rrwatch_last_reconcile_timestamp_seconds",
                                 "When a plan last found etcd holding the desired mesh (0: never)",
-                                value=reconcile.converged_at)
+                                value=reconcile["converged_at"])
         yield GaugeMetricFamily("rrwatch_bad_records_current",
                                 "Records skipped now because their value cannot be used",
-                                value=len(daemon.watcher.bad))
+                                value=status.bad_records)
         yield GaugeMetricFamily("rrwatch_policy_object",
                                 "1 while a policy object in etcd is in force",
-                                value=int(daemon.live.from_object))
-        yield from _zones(daemon)
-        if daemon.tls is not None and (days := daemon.tls.days_left()) is not None:
+                                value=int(status.policy_object))
+        yield from _zones(status)
+        if status.tls_expiry_days is not None:
             yield GaugeMetricFamily("rrwatch_tls_cert_expiry_days",
                                     "Days until the etcd client certificate in use expires",
-                                    value=days)
-        if daemon.bird is not None:
-            yield from _bird(daemon.bird)
+                                    value=status.tls_expiry_days)
+        if status.bird is not None:
+            yield from _bird(status.bird)
 
 
-def _zones(daemon: Daemon) -> Iterator[Metric]:
+def _zones(status: Status) -> Iterator[Metric]:
     """Nodes, RRs and clients per zone, as the model has them."""
-    state = daemon.watcher.state
-    speakers = dict(state.speakers)  # zone -> nodes with a BGP address
-    rrs = dict.fromkeys(speakers, 0) | state.reflectors_by_zone()
+    speakers = status.speakers
+    rrs = dict.fromkeys(speakers, 0) | dict(status.reflectors)
     families = {
         "nodes": ("BGP speakers (nodes with a BGP address) per zone", speakers),
         "route_reflectors": ("Nodes with a cluster ID per zone", rrs),
@@ -104,39 +99,33 @@ def _zones(daemon: Daemon) -> Iterator[Metric]:
             family.add_metric([zone], count)
         yield family
     yield GaugeMetricFamily("rrwatch_rr_hosts", "Registered RR hosts (registration keys)",
-                            value=len(state.reflectors))
+                            value=status.rr_hosts)
 
 
-def _bird(keeper: BirdKeeper) -> Iterator[Metric]:
-    """The RR host's BIRD: how its configuration fares, and its sessions, asked at scrape time
-    (this runs in the metrics thread, so the blocking socket costs the daemon nothing)."""
-    stats = keeper.stats
+def _bird(bird: BirdStatus) -> Iterator[Metric]:
+    """The RR host's BIRD: how its configuration fares, and its sessions."""
+    stats = bird.stats
     for name, help_text, value in (
-        ("bird_configs_applied", "BIRD configurations written and loaded", stats.applied),
+        ("bird_configs_applied", "BIRD configurations written and loaded", stats["applied"]),
         ("bird_configs_rejected", "Rendered BIRD configurations that bird -p refused",
-         stats.rejected),
+         stats["rejected"]),
         ("bird_reload_failures", "Times BIRD could not be asked to load its configuration",
-         stats.reload_failures),
+         stats["reload_failures"]),
     ):
         yield CounterMetricFamily(f"rrwatch_{name}", help_text, value=value)
     yield GaugeMetricFamily("rrwatch_bird_config_current",
                             "1 while BIRD runs the configuration the mesh asks for",
-                            value=int(stats.current))
-    yield from _refused(keeper.refused)
-    try:
-        states = {p.name: p for p in bird.protocols(keeper.socket)}
-    except bird.BirdError:
-        states = None
+                            value=int(stats["current"]))
+    yield from _refused(bird.refused)
     yield GaugeMetricFamily("rrwatch_bird_up", "1 if BIRD's control socket answered",
-                            value=int(states is not None))
-    if states is None:
+                            value=int(bird.established is not None))
+    if bird.established is None:
         return
     sessions = GaugeMetricFamily(
         "rrwatch_bird_session_established", "1 while the BGP session is established",
         labels=["protocol", "neighbor", "description"])
-    for name, session in sorted(keeper.peers.items()):
-        up = name in states and states[name].established
-        sessions.add_metric([name, session.address, session.description], int(up))
+    for name, address, description in sorted(bird.sessions):
+        sessions.add_metric([name, address, description], int(name in bird.established))
     yield sessions
 
 
@@ -160,13 +149,15 @@ def _refused(refused: Mapping[str, str]) -> Iterator[Metric]:
 
 
 @contextlib.contextmanager
-def serve(daemon: Daemon, address: tuple[str, int] | None) -> Iterator[None]:
-    """Serve the daemon's metrics on `address` (host, port) for the block; None: not at all."""
+def serve(source: Callable[[], Status | None], address: tuple[str, int] | None
+          ) -> Iterator[None]:
+    """Serve the metrics of the Status `source` gives (None: no metrics now) on `address`
+    (host, port) for the block; None: not at all."""
     if address is None:
         yield
         return
     registry = CollectorRegistry()
-    registry.register(_Collector(daemon))
+    registry.register(_Collector(source))
     try:
         server, thread = start_http_server(address[1], address[0], registry=registry)
     except OSError as e:

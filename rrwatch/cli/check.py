@@ -21,14 +21,9 @@ from rrwatch import certs
 from rrwatch.config import Config
 from rrwatch.core import calico
 from rrwatch.errors import ExitStatus
-from rrwatch.etcd import Etcd, EtcdError, delete, mod_is, prefix_end, put
+from rrwatch.etcd import Code, Etcd, EtcdError, delete, mod_is, prefix_end, put
 
 _PROBE = "rrwatch-permission-check.invalid"  # a name no Calico object has: never written anyway
-
-
-# What etcd says when it wants a user rrwatch cannot be, and when it refuses one.
-_AUTH = ("CommonName of client sending a request against gateway", "user name is empty")
-_REFUSED = ("permission denied",) + _AUTH
 
 
 @attrs.frozen
@@ -66,8 +61,8 @@ def check(config: Config) -> int:
         for problem in report.problems:
             say("FAIL", f"TLS: {problem}")
             status = status or ExitStatus.CONFIG
-        for warning in report.warnings:
-            say("warn", f"TLS: {warning}")
+        for caution in report.warnings:
+            say("warn", f"TLS: {caution}")
         if report.ok:
             say("ok", f"TLS: {config.tls.cert} valid until {report.not_after:%Y-%m-%d} UTC"
                       f" ({report.days_left:.0f} days)")
@@ -75,9 +70,10 @@ def check(config: Config) -> int:
         return status
     reachable = []
     for endpoint in config.etcd_endpoints:
+        warning: str | None = None
         try:  # before connecting: a certificate that does not name the host fails that
-            warning = (config.tls and certs.server_name_warning(endpoint, config.tls,
-                                                                config.etcd_timeout))
+            if config.tls is not None:
+                warning = certs.server_name_warning(endpoint, config.tls, config.etcd_timeout)
         except (OSError, ssl.SSLError, ValueError):
             warning = None  # unreachable: the probe says so
         if warning:
@@ -85,7 +81,8 @@ def check(config: Config) -> int:
         try:
             revision = trio.run(_probe, endpoint, config)
         except EtcdError as e:
-            if any(text in str(e) for text in _AUTH):
+            # A well-formed read refused as an invalid argument: "user name is empty".
+            if e.needs_user or e.code == Code.INVALID_ARGUMENT:
                 say("FAIL", f"{endpoint}: etcd has auth enabled, and ignores client certificate"
                             " names on its JSON gateway, which rrwatch uses: rrwatch needs an"
                             " etcd that authorizes by client certificate alone")
@@ -138,14 +135,14 @@ async def _permissions(endpoint: str, config: Config) -> list[tuple[Grant, str]]
                     # (on two keys: etcd refuses a transaction that writes one key twice).
                     await etcd.txn([mod_is(key, -1)], [put(key, b""), delete(key + "-")])
             except EtcdError as e:
-                if not any(text in str(e) for text in _REFUSED):
+                if not (e.denied or e.needs_user):
                     raise
                 refused.append((grant, str(e)))
         try:
             lease = await etcd.grant(5)
             await etcd.revoke(lease)
         except EtcdError as e:
-            if not any(text in str(e) for text in _REFUSED):
+            if not (e.denied or e.needs_user):
                 raise
             refused.append((Grant("(leases)", True, "leader election"), str(e)))
     finally:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from rrwatch.errors import RrwatchError
 
-class GraphvizMissing(RuntimeError):
+
+class GraphvizMissing(RrwatchError):
     """Graphviz's `dot` program is not on PATH."""
 
 

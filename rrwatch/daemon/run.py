@@ -5,6 +5,7 @@ hears of each step (sd_notify)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -31,9 +32,11 @@ from rrwatch.daemon.watcher import Watcher
 from rrwatch.errors import ConfigError, ExitStatus, leaves
 from rrwatch.etcd import Etcd, EtcdError
 from rrwatch.host import registration
+from rrwatch.host.birdc import BirdError, protocols
 from rrwatch.host.keeper import BirdKeeper
 from rrwatch.retry import Backoff
 from rrwatch.sdnotify import Notifier
+from rrwatch.status import BirdStatus, Status
 
 log = logging.getLogger("rrwatch.daemon")
 
@@ -148,15 +151,42 @@ class Daemon:
             if warning:
                 log.warning("TLS: %s", warning)
 
-    def summary(self) -> str:
-        """One line for systemd's STATUS=: role, and the mesh as the model has it."""
+    def status(self, established: frozenset[str] | None = None) -> Status:
+        """The daemon now, as one frozen value (`established`: the BIRD sessions up, if asked)."""
         state = self.watcher.state
-        speakers = sum(state.speakers.values())
-        rrs = sum(state.reflectors_by_zone().values())
         role = ("dry run" if self.config.dry_run else "leading" if self.leading
                 else "standing by")
-        return (f"{role}; {len(state.speakers)} zones, {rrs} RRs, {speakers - rrs} clients,"
-                f" {len(state.reflectors)} RR host registrations")
+        stats: dict[str, attrs.AttrsInstance | None] = {
+            "watch": self.watcher.stats, "reconcile": self.reconciler.stats, "daemon": self.stats,
+            "tls": self.tls.stats if self.tls else None}
+        return Status(
+            role=role,
+            stats={name: attrs.asdict(value) for name, value in stats.items()
+                   if value is not None},
+            bad_records=len(self.watcher.bad),
+            policy_object=self.live.from_object,
+            speakers=dict(state.speakers),
+            reflectors=state.reflectors_by_zone(),
+            rr_hosts=len(state.reflectors),
+            tls_expiry_days=self.tls.days_left() if self.tls else None,
+            bird=None if self.bird is None else BirdStatus(
+                stats=attrs.asdict(self.bird.stats),
+                refused=dict(self.bird.refused),
+                sessions=tuple((name, s.address, s.description)
+                               for name, s in self.bird.peers.items()),
+                established=established),
+        )
+
+    async def scrape(self) -> Status:
+        """The status for a metrics scrape; on an RR host, with BIRD's sessions, asked of BIRD
+        in a worker thread meanwhile."""
+        established = None
+        if self.bird is not None:
+            with contextlib.suppress(BirdError):
+                up = await trio.to_thread.run_sync(protocols, self.bird.socket,
+                                                   abandon_on_cancel=True)
+                established = frozenset(p.name for p in up if p.established)
+        return self.status(established)
 
     async def reload(self, flags: Mapping[str, Any]) -> None:
         """SIGHUP: read the config again and apply what can change while running: the policy,
@@ -220,16 +250,24 @@ async def serve(config: Config, flags: Mapping[str, Any] | None = None,
         nonlocal ready
         await nursery.start(daemon.run)
         ready = True
-        notifier.ready(daemon.summary())
-        shown = daemon.summary()
+        notifier.ready(shown := daemon.status().summary())
         while True:  # STATUS= follows the role and the mesh, at most once a second
             await trio.sleep(1)
-            if (line := daemon.summary()) != shown:
+            if (line := daemon.status().summary()) != shown:
                 notifier.status(shown := line)
+
+    token = trio.lowlevel.current_trio_token()
+
+    def scrape() -> Status | None:
+        """Runs in the metrics thread: the status, made on the trio thread."""
+        try:
+            return trio.from_thread.run(daemon.scrape, trio_token=token)
+        except (trio.RunFinishedError, trio.Cancelled):
+            return None
 
     signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     with trio.open_signal_receiver(*signals) as received, \
-            metrics.serve(daemon, config.metrics_address):
+            metrics.serve(scrape, config.metrics_address):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(start)  # not awaited: a signal must work before the snapshot
             if notifier.watchdog_interval is not None:
@@ -240,7 +278,7 @@ async def serve(config: Config, flags: Mapping[str, Any] | None = None,
                     notifier.reloading()
                     await daemon.reload(flags or {})
                     if ready:
-                        notifier.ready(daemon.summary())
+                        notifier.ready(daemon.status().summary())
                     continue
                 log.info("%s: stopping", signal.Signals(signum).name)
                 notifier.stopping()

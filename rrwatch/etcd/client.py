@@ -16,7 +16,7 @@ import etcd3gw
 import requests
 import trio
 
-from rrwatch.etcd.errors import EtcdError
+from rrwatch.etcd.errors import Code, EtcdError
 from rrwatch.etcd.http import (
     _BROKEN,
     _OPENING,
@@ -39,10 +39,10 @@ from rrwatch.etcd.wire import (
     _granted_ttl_reply,
     _header_revision,
     _keep_alive_reply,
-    _printable,
     _range_reply,
     _txn_reply,
     prefix_end,
+    refusal,
 )
 from rrwatch.tls import TlsFiles
 from rrwatch.tls import context as tls_context
@@ -139,7 +139,8 @@ class Etcd:
         if status != 200:
             if status in _UNAVAILABLE:
                 self.fail_over(base)
-            raise EtcdError(f"{base}: {_printable(reply)}")
+            message, code = refusal(reply)
+            raise EtcdError(f"{base}: {message}", code=code, http_status=status)
         return reply
 
     async def _call(self, path: str, payload: dict[str, Any], read: Callable[[Any], T],
@@ -236,7 +237,7 @@ class Etcd:
         try:
             await self._post("/lease/revoke", {"ID": lease})
         except EtcdError as e:
-            if "lease not found" not in str(e):
+            if e.code != Code.NOT_FOUND:  # already gone: revoked, or expired
                 raise
 
     @contextlib.asynccontextmanager
@@ -261,7 +262,8 @@ class Etcd:
         with contextlib.ExitStack() as cleanup:
             session = cleanup.enter_context(_session(self._tls))
 
-            def open_stream(exchange: _Exchange) -> tuple[requests.Response, socket.socket]:
+            def open_stream(exchange: _Exchange
+                            ) -> tuple[requests.Response, socket.socket | None]:
                 response = session.post(url, json=request, stream=True,
                                         timeout=(self.timeout, self._watch_timeout))
                 exchange.keep(response)  # closed by `end` if we stop waiting from now on

@@ -245,6 +245,20 @@ def _text(value: Any) -> str:
     return _printable(value) if isinstance(value, str) else _what(value)
 
 
+def refusal(text: str) -> tuple[str, int | None]:
+    """A gateway's error reply: its message and gRPC status code, or the text as it is (and no
+    code) when it is not the gateway's JSON error."""
+    try:
+        reply = json.loads(text)
+    except ValueError:
+        return _printable(text.strip()), None
+    if not isinstance(reply, dict):
+        return _printable(text.strip()), None
+    code = reply.get("code")
+    message = reply.get("message") or reply.get("error") or text
+    return _text(message), code if type(code) is int else None
+
+
 @_decoder
 def _watch_message(line: bytes, url: str) -> WatchResponse | EtcdError:
     """One line of a watch stream. What etcd says to end the stream (an error, a cancel, a
@@ -253,7 +267,9 @@ def _watch_message(line: bytes, url: str) -> WatchResponse | EtcdError:
     if "error" in message:
         error = message["error"]
         text = error.get("message", error) if isinstance(error, dict) else error
-        return EtcdError(f"{url}: watch error: {_text(text)}")
+        code = error.get("grpc_code", error.get("code")) if isinstance(error, dict) else None
+        return EtcdError(f"{url}: watch error: {_text(text)}",
+                         code=code if type(code) is int else None)
     result = _object(message.get("result", {}), "result")
     compacted = _revision(result.get("compact_revision", 0), "compact_revision")
     if _flag(result.get("canceled", False), "canceled"):

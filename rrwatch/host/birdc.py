@@ -8,13 +8,15 @@ from collections.abc import Iterable
 
 import attrs
 
+from rrwatch.errors import RrwatchError
+
 log = logging.getLogger("rrwatch.bird")
 
 
 # -- BIRD's control socket -----------------------------------------------------------------------
 
 
-class BirdError(Exception):
+class BirdError(RrwatchError):
     """BIRD cannot be reached, or it refused a command."""
 
 
