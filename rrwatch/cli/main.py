@@ -6,12 +6,13 @@ import argparse
 import ipaddress
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from rrwatch import config as config_mod
 from rrwatch import logs
-from rrwatch.config import OPTIONS
-from rrwatch.errors import ConfigError, ExitStatus
+from rrwatch.config import OPTIONS, Config
+from rrwatch.errors import ConfigError, ExitStatus, RrwatchError
 
 EPILOG = """\
 configuration: a TOML file (--config, $RRWATCH_CONFIG, or /etc/rrwatch/rrwatch.toml when it
@@ -117,7 +118,11 @@ def _with_options(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "ips", None) and len({ipaddress.ip_address(ip).version
+                                           for ip in args.ips}) < len(args.ips):
+        parser.error("one IPv4 and one IPv6 address at most")
     verbose = getattr(args, "verbose", False)
     if args.command == "demo":
         logs.setup(verbose=verbose)
@@ -133,9 +138,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(logs.printable(f"FAIL {problem}"))
         else:  # one line, whatever a path or a value in it holds
             print(logs.printable(f"rrwatch: configuration: {e}"), file=sys.stderr)
-        return ExitStatus.CONFIG
+        return e.status
     logs.setup(verbose=verbose, fmt=config.log_format)
+    try:
+        return _command(args, config, flags)
+    except RrwatchError as e:  # a failure the command did not report itself
+        print(logs.printable(f"rrwatch: {e}"), file=sys.stderr)
+        return e.status
+    except BrokenPipeError:  # `rrwatch status | head`: the reader has gone; nothing to say
+        # Python would fail once more at exit, flushing into the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitStatus.FAILED
 
+
+def _command(args: argparse.Namespace, config: Config, flags: Mapping[str, Any]) -> int:
     from rrwatch.cli import commands
 
     if args.command == "run":
@@ -155,9 +171,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rrwatch.cli.check import check
 
         return check(config)
-    if len({ipaddress.ip_address(ip).version for ip in args.ips}) < len(args.ips):
-        print("rrwatch: one IPv4 and one IPv6 address at most", file=sys.stderr)
-        return 2
     return commands.registration(config, args.ips,
                                  cluster_id=getattr(args, "host_cluster_id", None) or "",
                                  remove=args.command == "unregister")
