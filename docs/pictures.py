@@ -17,14 +17,15 @@ import time
 
 import trio
 
-from rrwatch import calico, local_etcd, pki, simulate
+from rrwatch.core import calico, edits
 from rrwatch.etcd import Etcd
+from rrwatch.testing import local_etcd, pki, simulate
 
 TOPOLOGIES = ("simple", "zoned", "multi")
 ZONES = ("a", "b", "c")
 PER_ZONE = 6
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "img")
-MESH_OFF = calico.dumps({
+MESH_OFF = edits.dumps({
     "kind": "BGPConfiguration", "apiVersion": "projectcalico.org/v3",
     "metadata": {"name": "default", "uid": "5d2e", "creationTimestamp": "2024-05-01T12:00:00Z"},
     "spec": {"nodeToNodeMeshEnabled": False, "asNumber": 64512},

@@ -21,12 +21,15 @@ from rrwatch.core.model import RRLabel
 from rrwatch.core.policy import TOPOLOGIES
 from rrwatch.core.selector import Selector, SelectorError
 from rrwatch.core.selector import parse as parse_selector
-from rrwatch.etcd import MAX_LEASE_TTL
 from rrwatch.logs import FORMATS
 
 _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?{_NAME}$")
 _LABEL_VALUE = re.compile(rf"^({_NAME})?$")
+
+# The longest lease an instance asks for (RRWATCH_LEASE_TTL's bound): a leader key on a longer
+# one was not put there by rrwatch.
+MAX_LEASE_TTL = 300
 
 
 def _endpoints(text: str) -> tuple[str, ...]:
@@ -69,7 +72,7 @@ def _finite(text: str) -> float:
     return value
 
 
-def _at_least(parse: Callable[[str], Any], low: int, high: float = math.inf
+def _at_least(parse: Callable[[str], Any], low: float, high: float = math.inf
               ) -> Callable[[str], Any]:
     def check(text: str) -> Any:
         value = parse(text)
@@ -371,5 +374,6 @@ def text_of(value: Any, option: Option) -> str:
         return str(value)
     if option.many and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return ",".join(value)
-    kind = {list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+    kinds: dict[type, str] = {list: "an array", dict: "a table"}
+    kind = kinds.get(type(value), type(value).__name__)
     raise ValueError(f"{kind} is not a value of this key")

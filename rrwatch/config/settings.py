@@ -11,15 +11,16 @@ policy before it in force.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import attrs
 
-from rrwatch.config import LIMIT_FIELDS, OPTIONS, POLICY_FIELDS, Config, text_of
+from rrwatch.config.loader import Config
+from rrwatch.config.options import LIMIT_FIELDS, OPTIONS, POLICY_FIELDS, text_of
 from rrwatch.core import calico
 from rrwatch.core.model import ClusterState, Network, RRLabel, foreign_label
 from rrwatch.core.plan import Limits
 from rrwatch.core.policy import Policy, PolicyError
+from rrwatch.core.selector import Selector
 
 log = logging.getLogger("rrwatch.settings")
 
@@ -45,7 +46,7 @@ class Settings:
         return cls(policy, config.limits, config.zone_label, config.rr_host_prefixes)
 
     @property
-    def shape(self) -> tuple[Any, ...]:
+    def shape(self) -> tuple[str, RRLabel, Selector | None, Selector | None]:
         """What the model's indexes depend on: a change re-indexes every node."""
         p = self.policy
         return self.zone_label, p.rr_label, p.exclude, p.prefer

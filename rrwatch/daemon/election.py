@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Callable
 import attrs
 import trio
 
+from rrwatch.config.options import MAX_LEASE_TTL
 from rrwatch.etcd import (
-    MAX_LEASE_TTL,
     Compare,
     Etcd,
     EtcdError,

@@ -2,7 +2,7 @@
 HTTP exchanges with a total deadline (`http`), the client for unary calls, pages, leases and
 fail-over (`client`), and the watch stream reader (`stream`). Its public names are here."""
 
-from rrwatch.etcd.client import MAX_LEASE_TTL, Etcd
+from rrwatch.etcd.client import Etcd
 from rrwatch.etcd.errors import Code, Compacted, EtcdError, StreamIdle
 from rrwatch.etcd.stream import MAX_LINE, WatchStream
 from rrwatch.etcd.wire import (
@@ -20,7 +20,7 @@ from rrwatch.etcd.wire import (
 )
 
 __all__ = [
-    "Code", "Compacted", "Compare", "Etcd", "EtcdError", "Event", "KV", "MAX_LEASE_TTL", "MAX_LINE",
+    "Code", "Compacted", "Compare", "Etcd", "EtcdError", "Event", "KV", "MAX_LINE",
     "StreamIdle", "TxnResult", "WatchResponse", "WatchStream", "created_at", "delete", "get",
     "mod_is", "prefix_end", "put",
 ]

@@ -49,11 +49,6 @@ from rrwatch.tls import context as tls_context
 
 log = logging.getLogger("rrwatch.etcd")
 
-# The longest lease an instance asks for (RRWATCH_LEASE_TTL's bound): a leader key on a longer
-# one was not put there by rrwatch.
-MAX_LEASE_TTL = 300
-
-
 # Refusals that mean this member cannot serve now (etcd3gw's ConnectionFailedError and
 # ConnectionTimeoutError): try the next endpoint.
 _UNAVAILABLE = {503, 408, 504}

@@ -9,15 +9,25 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import attrs
 import trio
 
 from rrwatch.core.bird_config import Session, render
-from rrwatch.daemon.watcher import Watcher
+from rrwatch.core.model import ClusterState
 from rrwatch.host.birdc import BirdError, configure
 
 log = logging.getLogger("rrwatch.bird")
+
+
+class Model(Protocol):
+    """What the keeper reads: the watcher's model, and a way to wait for it to change."""
+
+    state: ClusterState
+    version: int
+
+    async def wait_change(self, version: int) -> None: ...
 
 
 # -- keeping BIRD in step ------------------------------------------------------------------------
@@ -42,7 +52,7 @@ class BirdKeeper:
     # (BIRD not running yet, an include file being fixed).
     RETRY = 10.0
 
-    def __init__(self, watcher: Watcher, config_path: str, socket_path: str,
+    def __init__(self, watcher: Model, config_path: str, socket_path: str,
                  addresses: Sequence[str], *, include: str = "", debounce: float = 0.1,
                  dry_run: bool = False) -> None:
         self._watcher = watcher
