@@ -10,8 +10,9 @@ writes fail atomically in etcd, whatever that process believes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import attrs
 import trio
@@ -27,7 +28,7 @@ from rrwatch.etcd import (
     mod_is,
     put,
 )
-from rrwatch.retry import Backoff
+from rrwatch.retry import Backoff, until_ok
 
 log = logging.getLogger("rrwatch.election")
 
@@ -66,7 +67,8 @@ async def session(etcd: Etcd, ttl: int) -> AsyncIterator[int]:
         async with trio.open_nursery() as nursery:
 
             async def keep() -> None:
-                lost.append(await _keep_alive(etcd, lease, granted + ttl))
+                lost.append(await keep_alive(functools.partial(etcd.keep_alive, lease),
+                                             granted + ttl))
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(keep)
@@ -82,23 +84,30 @@ async def session(etcd: Etcd, ttl: int) -> AsyncIterator[int]:
         raise SessionLost(lost[0])
 
 
-async def _keep_alive(etcd: Etcd, lease: int, expires: float) -> str:
-    """Renew the lease for ever; return why it was lost. It counts as lost when etcd says so,
-    or once a full TTL has passed since the last renewal was sent without another succeeding."""
+async def keep_alive(renew: Callable[[], Awaitable[int]], expires: float) -> str:
+    """Renew a lease that `expires` then, for ever; return why it was lost. `renew()` renews it
+    and returns the TTL it has now, 0 once it has expired or been revoked.
+
+    The TTL is the time to `expires` when this starts. A renewal is sent every third of it, or
+    at expiry if that comes sooner. The lease counts as lost when `renew` says so, or once a full
+    TTL has passed since the last renewal that succeeded was sent: a renewal still hanging then
+    is cut off, and one that fails then is not tried again."""
     ttl = expires - trio.current_time()
     while True:
         await trio.sleep(min(ttl / 3, max(0.0, expires - trio.current_time())))
         sent = trio.current_time()
         with trio.move_on_at(expires):
             try:
-                remaining = await etcd.keep_alive(lease)
+                remaining = await renew()
             except EtcdError as e:
                 log.warning("lease keepalive failed: %s", e)
+                if trio.current_time() < expires:
+                    continue
+            else:
+                if remaining <= 0:
+                    return "the lease expired"
+                expires = sent + remaining
                 continue
-            if remaining <= 0:
-                return "the lease expired"
-            expires = sent + remaining
-            continue
         return f"the lease was not renewed for {ttl:.0f} s"
 
 
@@ -115,8 +124,9 @@ async def claim(etcd: Etcd, key: str, value: bytes, lease: int,
     etcd errors are retried: a blip must not end the session.
     """
     backoff = Backoff()
-    while True:
-        try:
+
+    async def attempt() -> int:
+        while True:
             result = await etcd.txn([created_at(key, 0)], [put(key, value, lease)], [get(key)])
             if result.succeeded:
                 return result.revision
@@ -137,9 +147,9 @@ async def claim(etcd: Etcd, key: str, value: bytes, lease: int,
             waiting(holder.value)
             await until_changed(etcd, key, holder.mod_revision, recheck=etcd.timeout * 2)
             backoff.reset()
-        except EtcdError as e:
-            log.warning("campaign for %s: %s; retrying", key, e)
-            await backoff.sleep()
+
+    return await until_ok(attempt, backoff, errors=EtcdError,
+                          failed=lambda e: log.warning("campaign for %s: %s; retrying", key, e))
 
 
 async def _not_a_leader(etcd: Etcd, lease: int) -> str | None:

@@ -14,10 +14,11 @@ write raises LostLeadership and ends the run at once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -96,7 +97,7 @@ class Reconciler:
         if fence is None and not self._dry_run:
             raise ValueError("only a dry run may go without a fence")
         # What happened before we started is unknown: give sessions a full settle time.
-        settle_until = trio.current_time() + self._timing.settle
+        settle = Settle(self._timing.settle)
         while True:
             version = self._watcher.version
             started = time.perf_counter()
@@ -112,26 +113,25 @@ class Reconciler:
                 self._converged_at = version
                 self._converged.set()
                 self._converged = trio.Event()
-            elif self._dry_run:
+            elif self._dry_run or fence is None:  # (no fence only in a dry run)
                 for op in plan.make + plan.brk:
                     log.info("would %s", op)
             elif plan.make:
                 landed = await self.apply(self._settings().limits.step(plan.make), fence)
                 if landed:  # new sessions: the break phase waits a settle time from now
-                    settle_until = trio.current_time() + self._timing.settle
+                    settle.restart()
                 if landed is not None:
                     continue  # plan again from the model, which now holds what happened
                 wait_until = trio.current_time() + RETRY_AFTER
             elif plan.brk:
-                if trio.current_time() < settle_until:
-                    wait_until = settle_until
+                if not settle.over():
+                    wait_until = settle.until
                 elif await self.apply(self._settings().limits.step(plan.brk), fence) is not None:
                     continue
                 else:
                     wait_until = trio.current_time() + RETRY_AFTER
-            with trio.move_on_at(wait_until):
-                await self._watcher.wait_change(version)
-                await trio.sleep(self._timing.debounce)
+            await pause(functools.partial(self._watcher.wait_change, version),
+                        self._timing.debounce, until=wait_until)
 
     async def wait_converged(self, version: int) -> None:
         """Return once a plan made from model version `version` or later needed no writes."""
@@ -155,11 +155,11 @@ class Reconciler:
                 ok = False
                 break  # etcd is unwell: the rest would fail too
             for revision in sorted(set(landed.values())):  # a line per transaction
-                ops = [op for op in batch if landed.get(op.key) == revision]
-                more = f" and {len(ops) - 1} more" if len(ops) > 1 else ""
-                log.info("%s%s (revision %d)", ops[0], more, revision)
+                done = [op for op in batch if landed.get(op.key) == revision]
+                more = f" and {len(done) - 1} more" if len(done) > 1 else ""
+                log.info("%s%s (revision %d)", done[0], more, revision)
                 if more:
-                    log.debug("revision %d: %s", revision, "; ".join(map(str, ops)))
+                    log.debug("revision %d: %s", revision, "; ".join(map(str, done)))
             for op in batch:
                 if op.key in lost:
                     log.info("%s: %s changed since planned; will plan again", op, op.key)
@@ -242,6 +242,33 @@ class Reconciler:
             for problem in reported:
                 log.warning("%s", problem)
             self._reported = reported
+
+
+class Settle:
+    """The gate of the break phase: old sessions are broken only `seconds` after new ones
+    were last made (`restart`), so that the new ones are up first. It starts closed, for what
+    happened before it was made is unknown."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.until = trio.current_time() + seconds
+
+    def restart(self) -> None:
+        """New sessions were made just now."""
+        self.until = trio.current_time() + self.seconds
+
+    def over(self) -> bool:
+        """Whether old sessions may be broken now."""
+        return trio.current_time() >= self.until
+
+
+async def pause(changed: Callable[[], Awaitable[None]], debounce: float, *,
+                until: float = math.inf) -> None:
+    """Return `debounce` seconds after `changed()` returns, so that a burst of changes makes one
+    plan, or at `until` if that comes first."""
+    with trio.move_on_at(until):
+        await changed()
+        await trio.sleep(debounce)
 
 
 def batches(ops: tuple[Op, ...]) -> list[tuple[Op, ...]]:

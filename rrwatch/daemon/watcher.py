@@ -18,9 +18,10 @@ layers make sure a stream never hangs or silently falls behind (etcd-notes.md):
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import attrs
 import trio
@@ -29,7 +30,7 @@ from rrwatch.core import calico
 from rrwatch.daemon.records import Records, drift, key_revisions, load
 from rrwatch.errors import leaves
 from rrwatch.etcd import KV, Compacted, Etcd, EtcdError, StreamIdle, WatchResponse
-from rrwatch.retry import Backoff
+from rrwatch.retry import Backoff, every, forever, until_ok
 
 log = logging.getLogger("rrwatch.watch")
 
@@ -106,19 +107,15 @@ class Watcher:
                     nursery.start_soon(self._anti_entropy)
             except* _Resync as group:
                 self.stats.resyncs += 1
-                count_drift = not any(e.drift_counted for e in leaves(group))
+                count_drift = not any(isinstance(e, _Resync) and e.drift_counted
+                                      for e in leaves(group))
 
     async def _snapshot(self, count_drift: bool) -> None:
         """Replace the model with a new snapshot, retrying until one loads; with `count_drift`,
         count the keys where the model differed from it."""
-        backoff = self._backoff()
-        while True:
-            try:
-                snapshot = await load(self._etcd, self._records)
-                break
-            except EtcdError as e:
-                log.warning("snapshot failed, retrying: %s", e)
-                await backoff.sleep()
+        snapshot = await until_ok(
+            functools.partial(load, self._etcd, self._records), self._backoff(),
+            errors=EtcdError, failed=lambda e: log.warning("snapshot failed, retrying: %s", e))
         revision = snapshot.revision
         if count_drift:
             self._count_drift(drift(self.revisions, self._deleted, snapshot.revisions, revision))
@@ -148,6 +145,12 @@ class Watcher:
     async def _follow(self, prefix: str) -> None:
         """Follow one prefix, reopening from the right revision after a break."""
         backoff = self._backoff()
+        await forever(functools.partial(self._stream, prefix, backoff), backoff)
+
+    async def _stream(self, prefix: str, backoff: Backoff) -> None:
+        """Follow one prefix until its stream breaks, from the revision after the last one
+        delivered; a silent stream is reopened at once when the model provably holds all of
+        the prefix. Every message resets the backoff."""
         while True:
             resume = self._seen[prefix] + 1
             endpoint = self._etcd.endpoint
@@ -177,7 +180,7 @@ class Watcher:
                 log.warning("watch on %s from revision %d: %s; reconnecting", prefix, resume, e)
             finally:
                 self._open.pop(prefix, None)
-            await backoff.sleep()
+            return
 
     async def _catch_up(self, prefix: str) -> None:
         """After a silent spell, move the prefix's resume point up to now if the model provably
@@ -229,44 +232,26 @@ class Watcher:
             self.bad.pop(key, None)
 
     async def _probe(self) -> None:
-        """Read through the current endpoint now and then; move the streams elsewhere if it
-        fails, or onto it if they are still on one that unary calls have left."""
-        while True:
-            await trio.sleep(self._probe_interval)
-            endpoint = self._etcd.endpoint
-            try:
-                await self._etcd.probe()
-            except EtcdError as e:
-                self.stats.probe_failures += 1
-                log.warning("probe of %s failed: %s; reopening the watches", endpoint, e)
-                self._etcd.fail_over(endpoint)
-                self._streams.cancel()
-                continue
-            if any(used != endpoint for used in self._open.values()):
-                log.info("moving the watches to %s", endpoint)
-                self._streams.cancel()
+        await Probe(self._probe_interval,
+                    endpoint=lambda: self._etcd.endpoint,
+                    read=self._etcd.probe,
+                    fail_over=self._etcd.fail_over,
+                    streams_on=self._open.values,
+                    reopen=lambda: self._streams.cancel(),
+                    stats=self.stats).run()
 
     async def _anti_entropy(self) -> None:
         """Compare the model's key revisions with etcd's now and then; resync on any drift."""
-        while True:
-            await trio.sleep(self._check_interval)
-            if self._open.keys() != set(self._prefixes):
-                continue  # a stream is reopening and will replay what it missed: not drift
-            try:
-                drifted = await self._check()
-            except EtcdError as e:
-                log.warning("anti-entropy check failed: %s", e)
-                continue
-            if drifted:
-                self._count_drift(drifted)
-                raise _Resync(drift_counted=True)
+        # While a stream is reopening, it will replay what it missed: that is not drift.
+        drifted = await anti_entropy(self._check_interval, self._check,
+                                     ready=lambda: self._open.keys() == set(self._prefixes))
+        self._count_drift(drifted)
+        raise _Resync(drift_counted=True)
 
     async def _check(self) -> list[str]:
         revision, fresh = await key_revisions(self._etcd, self._prefixes)
-        drifted = drift(self.revisions, self._deleted, fresh, revision)
-        if drifted:  # events up to `revision` may still be on their way
-            await trio.sleep(DRIFT_GRACE)
-            drifted = drift(self.revisions, self._deleted, fresh, revision)
+        drifted = await confirmed(
+            lambda: drift(self.revisions, self._deleted, fresh, revision))
         self._deleted = {k: r for k, r in self._deleted.items() if r > revision}
         self.stats.checks += 1
         return drifted
@@ -316,8 +301,69 @@ class Watcher:
         while key in self.revisions and key not in self._deleted:
             await self._changed.wait()
 
-    def _seen_for(self, key: str) -> int:
+    def _seen_for(self, key: str) -> float:
         for prefix, revision in self._seen.items():
             if key.startswith(prefix):
                 return revision
         return math.inf  # not watched: nothing to wait for
+
+
+@attrs.define
+class Probe:
+    """Every `interval`, a linearizable read (`read`) through the endpoint that unary calls use
+    now (`endpoint`). A read that fails is counted, that endpoint failed over and every stream
+    reopened (`reopen`): a frozen or partitioned member is left at once. After a read that
+    works, the streams are reopened if any is still on an endpoint that unary calls have left
+    (`streams_on`: the endpoints of the open streams)."""
+
+    interval: float
+    endpoint: Callable[[], str]
+    read: Callable[[], Awaitable[object]]
+    fail_over: Callable[[str], None]
+    streams_on: Callable[[], Iterable[str]]
+    reopen: Callable[[], None]
+    stats: WatchStats
+
+    async def run(self) -> None:
+        await every(self.interval, self.tick)
+
+    async def tick(self) -> None:
+        endpoint = self.endpoint()
+        try:
+            await self.read()
+        except EtcdError as e:
+            self.stats.probe_failures += 1
+            log.warning("probe of %s failed: %s; reopening the watches", endpoint, e)
+            self.fail_over(endpoint)
+            self.reopen()
+            return
+        if any(used != endpoint for used in self.streams_on()):
+            log.info("moving the watches to %s", endpoint)
+            self.reopen()
+
+
+async def anti_entropy(interval: float, check: Callable[[], Awaitable[list[str]]], *,
+                       ready: Callable[[], bool]) -> list[str]:
+    """Every `interval`, while `ready()`, `check()` for drift; the first keys found drifted.
+    A check that fails is logged and made again an interval later."""
+
+    async def tick() -> list[str] | None:
+        if not ready():
+            return None
+        try:
+            return await check() or None
+        except EtcdError as e:
+            log.warning("anti-entropy check failed: %s", e)
+            return None
+
+    return await every(interval, tick)
+
+
+async def confirmed(compare: Callable[[], list[str]], grace: float = DRIFT_GRACE) -> list[str]:
+    """The keys `compare()` finds drifted, and finds again after `grace` seconds: events up to
+    the revision compared with may still have been on their way."""
+    drifted = compare()
+    if drifted:
+        await trio.sleep(grace)
+        drifted = compare()
+    return drifted

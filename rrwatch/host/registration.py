@@ -3,10 +3,11 @@ a registration written by hand is never touched."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from rrwatch.etcd import Etcd, EtcdError, created_at, get, mod_is, put
-from rrwatch.retry import Backoff
+from rrwatch.retry import Backoff, until_ok
 
 log = logging.getLogger("rrwatch.election")
 
@@ -17,24 +18,25 @@ async def register(etcd: Etcd, key: str, value: bytes, lease: int) -> None:
     A registration without a lease was made by hand and is left alone. One on another lease is
     from a previous run of this host (or a twin): it is taken over in place, without a gap.
     """
-    backoff = Backoff()
+    await until_ok(functools.partial(_register, etcd, key, value, lease), Backoff(),
+                   errors=EtcdError,
+                   failed=lambda e: log.warning("registering %s: %s; retrying", key, e))
+
+
+async def _register(etcd: Etcd, key: str, value: bytes, lease: int) -> None:
     while True:
-        try:
-            result = await etcd.txn([created_at(key, 0)], [put(key, value, lease)], [get(key)])
-            holder = result.kvs.get(key)
-            if result.succeeded or (holder is not None and holder.lease == lease):
-                log.info("registered %s", key)
-                return
-            if holder is None:
-                continue
-            if holder.lease == 0:
-                log.warning("%s exists without a lease, so it was made by hand: leaving it alone",
-                            key)
-                return
-            taken = await etcd.txn([mod_is(key, holder.mod_revision)], [put(key, value, lease)])
-            if taken.succeeded:
-                log.info("registered %s, taking it over from lease %x", key, holder.lease)
-                return
-        except EtcdError as e:
-            log.warning("registering %s: %s; retrying", key, e)
-            await backoff.sleep()
+        result = await etcd.txn([created_at(key, 0)], [put(key, value, lease)], [get(key)])
+        holder = result.kvs.get(key)
+        if result.succeeded or (holder is not None and holder.lease == lease):
+            log.info("registered %s", key)
+            return
+        if holder is None:
+            continue
+        if holder.lease == 0:
+            log.warning("%s exists without a lease, so it was made by hand: leaving it alone",
+                        key)
+            return
+        taken = await etcd.txn([mod_is(key, holder.mod_revision)], [put(key, value, lease)])
+        if taken.succeeded:
+            log.info("registered %s, taking it over from lease %x", key, holder.lease)
+            return
