@@ -60,10 +60,10 @@ def check(tls: TlsFiles, now: datetime.datetime | None = None) -> CertReport:
     ca_file, cert_file, key_file = (shown(path) for path in tls.paths)
     problems: list[str] = []
     warnings: list[str] = []
-    cas = _load(tls.ca, problems, x509.load_pem_x509_certificates, "PEM certificate")
+    cas = _load(tls.ca, problems, x509.load_pem_x509_certificates, "PEM certificate") or []
     chain = _load(tls.cert, problems, x509.load_pem_x509_certificates, "PEM certificate")
     key = _load(tls.key, problems, _key, "PEM private key")
-    leaf = chain[0] if chain else None
+    leaf, intermediates = (chain[0], chain[1:]) if chain else (None, [])
 
     if leaf is not None:
         if (reason := _out_of_date(leaf, now)) is not None:
@@ -73,10 +73,10 @@ def check(tls: TlsFiles, now: datetime.datetime | None = None) -> CertReport:
                             "so etcd will refuse it")
         if key is not None and _spki(leaf) != _spki(key):
             problems.append(f"{cert_file}: does not match the private key in {key_file}")
-    anchor = _anchor(leaf, chain[1:], cas) if leaf is not None and cas else None
+    anchor = _anchor(leaf, intermediates, cas) if leaf is not None and cas else None
     if leaf is not None and cas and anchor is None:
         problems.append(f"{cert_file}: not signed by the CA in {ca_file}")
-    for ca in cas or ():
+    for ca in cas:
         if (reason := _out_of_date(ca, now)) is not None:
             # An outdated CA beside valid ones (left over from a rotation) does no harm unless
             # it is the one our certificate hangs from.
@@ -176,15 +176,18 @@ def _anchor(leaf: x509.Certificate, chain: list[x509.Certificate],
     for _ in range(len(chain) + 1):  # bounded: a chain that loops ends here
         if (ca := next((ca for ca in cas if _issued(cert, ca)), None)) is not None:
             return ca
-        if (cert := next((c for c in chain if _issued(cert, c)), None)) is None:
+        if (issuer := next((c for c in chain if _issued(cert, c)), None)) is None:
             return None
+        cert = issuer
     return None
 
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+# What cryptography gives for an iPAddress SAN: a network only where the SAN is malformed.
+_SanIP = Address | ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _names(cert: x509.Certificate) -> tuple[list[str], list[Address]]:
+def _names(cert: x509.Certificate) -> tuple[list[str], list[_SanIP]]:
     """DNS names and IP addresses from the SANs; from the common names only without SANs."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -239,7 +242,10 @@ def fetch_server_cert(endpoint_url: str, tls: TlsFiles | None, timeout: float) -
     context.check_hostname = False  # so that a name mismatch is ours to report
     with socket.create_connection((url.hostname, url.port or 443), timeout=timeout) as sock, \
             context.wrap_socket(sock, server_hostname=url.hostname) as conn:
-        return x509.load_der_x509_certificate(conn.getpeercert(binary_form=True))
+        der = conn.getpeercert(binary_form=True)
+        if der is None:  # no handshake, or no certificate: our contexts require one
+            raise ssl.SSLError("the server presented no certificate")
+        return x509.load_der_x509_certificate(der)
 
 
 def server_name_warning(endpoint_url: str, tls: TlsFiles | None, timeout: float) -> str | None:

@@ -15,6 +15,7 @@ import socket
 import ssl
 import stat
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 import requests
@@ -131,7 +132,7 @@ class _Adapter(requests.adapters.HTTPAdapter):
         self._ssl_context = ssl_context
         super().__init__()
 
-    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         kwargs["socket_options"] = HTTPConnection.default_socket_options + _KEEPALIVE
         if self._ssl_context is not None:
             kwargs["ssl_context"] = self._ssl_context

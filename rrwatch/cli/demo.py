@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
 
 import trio
 
@@ -101,12 +102,16 @@ async def _scenario(endpoint: str, client: TlsFiles) -> None:
 
 async def _drop_address(etcd: Etcd, key: str) -> int:
     current = await etcd.get(key)
+    if current is None:
+        raise RuntimeError(f"{key} is gone: the demo wrote it and nothing else deletes it")
     obj = json.loads(current.value)
     obj["spec"]["bgp"] = {k: v for k, v in obj["spec"]["bgp"].items() if "Address" not in k}
     return (await etcd.txn([], [put(key, edits.dumps(obj))])).revision
 
 
-async def _step(daemon: Daemon, etcd: Etcd, change, keys) -> None:
+async def _step(
+    daemon: Daemon, etcd: Etcd, change: Callable[[], Awaitable[int]], keys: Iterable[str]
+) -> None:
     started = time.monotonic()
     revision = await change()
     await _settled(daemon, dict.fromkeys(keys, revision))
@@ -125,7 +130,8 @@ def _table(daemon: Daemon) -> None:
     print(f"{'zone':<6}{'nodes':>7}{'RRs':>6}  cluster IDs   route reflectors")
     for zone in sorted(nodes):
         rrs = sorted(n for n in state.marked if state.zone_of(state.nodes[n]) == zone)
-        ids = sorted({state.nodes[n].cluster_id for n in rrs})
+        # An RR whose cluster ID has yet to land (marked by its label alone) shows none.
+        ids = sorted({c for n in rrs if (c := state.nodes[n].cluster_id) is not None})
         print(f"{zone:<6}{nodes[zone]:>7}{len(rrs):>6}  {', '.join(ids):<13} {', '.join(rrs)}")
     peers = sorted(p.name for p in state.peers.values() if p.owned)
     print(f"BGPPeers owned by rrwatch: {', '.join(peers)}")

@@ -185,7 +185,7 @@ def load(
         # The default stands in for a bad value, so that later checks still see a whole config.
         values[option.name] = None if option.default is None else option.parse(option.default)
         sources = []
-        if option.name in from_file:
+        if path and option.name in from_file:
             sources.append((f"{shown(path)}: {option.key}", from_file[option.name]))
         sources += [(env, environ[env]) for env in option.env if env in environ]
         if flags.get(option.name) is not None:
@@ -221,7 +221,7 @@ def load(
         policy = Policy(**{field: values[name] for name, field in POLICY_FIELDS.items()})
     except PolicyError as e:
         problems.append(f"route reflector policy: {e}")
-    if problems:
+    if problems or policy is None:  # no policy means a problem says why
         raise ConfigError(problems)
     return Config(
         etcd_endpoints=values["etcd_endpoints"],

@@ -104,7 +104,9 @@ def reading(key: str) -> Iterator[None]:
         raise BadRecord(key, f"cannot be read ({type(e).__name__})") from None
 
 
-def _route(state: ClusterState, key: str) -> tuple[Callable, Callable, Callable] | None:
+def _route(
+    state: ClusterState, key: str
+) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]] | None:
     """The parser for a key, and how to put or remove its value in the model."""
     if key.startswith(NODES):
         return parse_node, state.put_node, functools.partial(state.remove_node, key[len(NODES):])
@@ -170,7 +172,9 @@ def _field(key: str, obj: Mapping[str, Any], name: str, kind: type, default: Any
     return value
 
 
-def _resource(key: str, value: bytes, prefix: str) -> tuple[dict, dict, dict[str, str]]:
+def _resource(
+    key: str, value: bytes, prefix: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """The metadata, spec and labels of a v3 resource, checked against its key."""
     obj = json_object(key, value)
     metadata = _field(key, obj, "metadata", dict, {})
@@ -228,8 +232,9 @@ def _address(key: str, field: str, value: Any, version: int) -> Any:
     return address
 
 
-_FAMILIES = {4: (socket.AF_INET, ipaddress.IPv4Address, 32),
-             6: (socket.AF_INET6, ipaddress.IPv6Address, 128)}
+_FAMILIES: dict[int, tuple[socket.AddressFamily, type[IPAddress], int]] = {
+    4: (socket.AF_INET, ipaddress.IPv4Address, 32),
+    6: (socket.AF_INET6, ipaddress.IPv6Address, 128)}
 
 
 def canonical_address(text: str, version: int) -> IPAddress | None:

@@ -46,13 +46,15 @@ def dumps(obj: Any) -> bytes:
     return text.encode()
 
 
-def _ordered_set(obj: dict, field: str, value: Any, order: tuple[str, ...]) -> dict:
+def _ordered_set(
+    obj: dict[str, Any], field: str, value: Any, order: tuple[str, ...]
+) -> dict[str, Any]:
     """`obj` with `field` set, placed where Go's struct order puts it; unknown fields keep
     their places."""
     if field in obj:
         return {**obj, field: value}
     rank = order.index(field)
-    out: dict = {}
+    out: dict[str, Any] = {}
     for k, v in obj.items():
         if field not in out and k in order and order.index(k) > rank:
             out[field] = value
@@ -61,7 +63,7 @@ def _ordered_set(obj: dict, field: str, value: Any, order: tuple[str, ...]) -> d
     return out
 
 
-def _with_map(metadata: dict, field: str, values: dict[str, str]) -> dict:
+def _with_map(metadata: dict[str, Any], field: str, values: dict[str, str]) -> dict[str, Any]:
     """`metadata` with a string map (labels, annotations) set as Go writes it, or omitted when
     empty."""
     if not values:
@@ -93,7 +95,7 @@ def edit_node(
     return dumps(obj)
 
 
-def _peer_spec(base: Mapping[str, Any], spec: Mapping[str, Any]) -> dict:
+def _peer_spec(base: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in base.items() if k not in PEER_FIELDS}
     for field in PEER_FIELDS:
         if field in spec:

@@ -65,13 +65,14 @@ class Assignment:
         ranked = [rr for _, rr in sorted(zip(
             [_blake2b(head + cluster, digest_size=8).digest() for cluster in self._ids],
             self.reflectors, strict=True))]
-        picked = [next((rr for rr in ranked if rr[1] == zone), None)]
+        own = next((rr for rr in ranked if rr[1] == zone), None)
+        picked = [] if own is None else [own]
         zones = {zone}
         for rr in ranked:
             if rr[1] not in zones:
                 picked.append(rr)
                 zones.add(rr[1])
-        picked = [rr for rr in picked if rr is not None][: self.k]
+        picked = picked[: self.k]
         for rr in ranked:
             if len(picked) >= self.k:
                 break
@@ -156,33 +157,33 @@ def allocate_ids(
     reserved = {r.cluster_id for r in state.reflectors.values() if r.cluster_id}
     ids: dict[str, str] = {}
     for group, (_, members) in sorted(groups.items()):
-        votes = Counter(state.nodes[n].cluster_id for n in members if state.nodes[n].cluster_id)
+        votes = Counter(c for n in members if (c := state.nodes[n].cluster_id))
         for cluster, _ in sorted(votes.items(),
                                  key=lambda kv: (-kv[1], ipaddress.IPv4Address(kv[0]))):
             if cluster not in reserved:
                 ids[group] = cluster
                 reserved.add(cluster)
                 break
-    reserved |= {state.nodes[n].cluster_id for n in state.marked}
+    reserved |= {c for n in state.marked if (c := state.nodes[n].cluster_id) is not None}
     orphans: dict[str, list[str]] = {}  # zone -> IDs its clients name most, lowest first
     for address in sorted(filter(None, map(_ipv4, state.referenced.keys() - reserved))):
         zones = state.referenced[str(address)]
         orphans.setdefault(max(sorted(zones), key=zones.__getitem__), []).append(str(address))
     template = (c for c in map(policy.cluster_id, range(1, policy.id_capacity + 1))
                 if c not in reserved)
-    problems = []
+    problems: list[str] = []
     for group in sorted(groups.keys() - ids.keys()):
         zone, members = groups[group]
         # Prefer an ID whose clients are mostly in this zone; any orphan beats a new ID, which
         # would draw clients away from other RRs.
         inherited = orphans.get(zone) or next((ids for ids in orphans.values() if ids), None)
-        cluster = inherited.pop(0) if inherited else next(template, None)
-        if cluster is None:
+        given = inherited.pop(0) if inherited else next(template, None)
+        if given is None:
             problems.append(f"cluster ID template {policy.cluster_id_template!r} has no free"
                             f" ID left for {', '.join(members)}")
             continue
-        ids[group] = cluster
-        reserved.add(cluster)
+        ids[group] = given
+        reserved.add(given)
     return ids, problems
 
 
@@ -252,7 +253,9 @@ def _unparsable(text: object) -> str | None:
     return _why_not(text) if isinstance(text, str) else "not a string"
 
 
-def _host_peers(state: ClusterState, peers: dict, problems: list[str]) -> None:
+def _host_peers(
+    state: ClusterState, peers: dict[str, Mapping[str, object]], problems: list[str]
+) -> None:
     """A global peerIP BGPPeer per registered RR host, with the cluster's AS; the refused
     registrations as problems. While the BGPConfiguration cannot be read, the AS is not known:
     host peers stay as they are, and none is added."""
@@ -272,7 +275,7 @@ def _host_peers(state: ClusterState, peers: dict, problems: list[str]) -> None:
 
 
 def _zoned_peers(
-    state: ClusterState, policy: Policy, served: set[str], peers: dict
+    state: ClusterState, policy: Policy, served: set[str], peers: dict[str, Mapping[str, object]]
 ) -> list[str]:
     """Per zone with RRs, its clients peer with its RRs; per zone without, with all RRs.
 

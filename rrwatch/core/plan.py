@@ -11,6 +11,7 @@ fails and the plan is made again from the next event.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TypeGuard
 
 import attrs
 
@@ -150,17 +151,17 @@ def make_plan(state: ClusterState, mesh: Mesh, clients: Iterable[str] | None = N
 
     live = {state.nodes[n].cluster_id for n in state.marked} - {None}
     for name in sorted(state.nodes if clients is None else clients):
-        node = state.nodes.get(name)
-        if node is None or name in mesh.reflectors or name in state.marked:
+        client = state.nodes.get(name)
+        if client is None or name in mesh.reflectors or name in state.marked:
             continue
-        want, have = mesh.client_labels(state, name), client_labels(node)
+        want, have = mesh.client_labels(state, name), client_labels(client)
         if want == have:
             continue
         keep = {lab for lab in have - want if lab[len(CLIENT_LABEL_PREFIX):] in live}
         if want | keep != have:
-            make.append(SetNode(name, node.revision, None, frozenset(want | keep)))
+            make.append(SetNode(name, client.revision, None, frozenset(want | keep)))
         else:
-            brk.append(SetNode(name, node.revision, None, want))
+            brk.append(SetNode(name, client.revision, None, want))
 
     blocked = []
     for name, spec in sorted(mesh.peers.items()):
@@ -226,7 +227,7 @@ class Planner:
     def plan(self, state: ClusterState) -> tuple[Mesh, Plan]:
         mesh = desired(state, self.policy)
         key = (mesh.assignment, frozenset(mesh.reflectors))
-        live = frozenset(state.nodes[n].cluster_id for n in state.marked) - {None}
+        live = frozenset(c for n in state.marked if (c := state.nodes[n].cluster_id) is not None)
         changed = state.take_changed()
         if key != self._key:
             self._key, self._make, self._brk = key, {}, {}
@@ -253,5 +254,5 @@ class Planner:
         return mesh, plan
 
 
-def _client_op(op: Op) -> bool:
+def _client_op(op: Op) -> TypeGuard[SetNode]:
     return isinstance(op, SetNode) and op.why == "peer"

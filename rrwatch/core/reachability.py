@@ -183,8 +183,8 @@ def _cid(net: _Net, s: int, n: int) -> str:
     hosts) sets on client sessions only; any other session uses the router ID.
     """
     speaker = net.speakers[s]
-    if n in net.clients[s]:
-        return speaker.cluster_id  # type: ignore[return-value]  # clients only on RRs
+    if speaker.cluster_id is not None and n in net.clients[s]:  # only RRs have clients
+        return speaker.cluster_id
     return "router/" + speaker.name
 
 
@@ -260,7 +260,7 @@ def unreachable(fab: Fabric, failed: str | None = None, *, group: bool = True
         if silent:
             classes.setdefault(tuple(j for j, _ in net.links[i]), []).append(i)
 
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     origins = [[i] for i in loud] + _twins(net)
     for members in origins:
         origin = members[0]
@@ -304,7 +304,7 @@ def _twins(net: _Net) -> list[list[int]]:
 
 def _brute_force(net: _Net) -> list[tuple[str, str]]:
     nodes = [i for i, s in enumerate(net.speakers) if s.node]
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for origin in nodes:
         best = _propagate(net, origin)
         pairs.extend((net.names[origin], net.names[t]) for t in nodes

@@ -259,7 +259,7 @@ class _Parser:
         return frozenset(values)
 
 
-def _flatten(kind: type, operands: list[Selector]) -> tuple[Selector, ...]:
+def _flatten(kind: type[And] | type[Or], operands: list[Selector]) -> tuple[Selector, ...]:
     """(a && b) && c is a && b && c: one canonical shape for each meaning of the text."""
     out: list[Selector] = []
     for operand in operands:

@@ -224,12 +224,12 @@ def _fabric(state: ClusterState, family: int, peering: _Peering) -> tuple[Fabric
     configured: dict[str, set[str]] = {}
     for name in nodes:
         mine = peering.by_name[name] & nodes.keys()
-        for address, asn, peer in peering.by_ip.get(name, ()):
+        for address, peer_asn, peer in peering.by_ip.get(name, ()):
             target = at.get(address)
             if target is None:
                 continue  # a router rrwatch knows nothing of: not part of the check
-            if asn is not None and asn != speakers[target].asn:
-                problems.add(f"BGPPeer {peer}: asNumber {asn}, but {target} is in AS "
+            if peer_asn is not None and peer_asn != speakers[target].asn:
+                problems.add(f"BGPPeer {peer}: asNumber {peer_asn}, but {target} is in AS "
                              f"{speakers[target].asn}; no session")
                 continue
             mine.add(target)
@@ -238,7 +238,7 @@ def _fabric(state: ClusterState, family: int, peering: _Peering) -> tuple[Fabric
 
     # An RR host refuses a neighbour whose record fails a check (host_refusals), and another
     # host whose registered address could not be a neighbour's.
-    unfit_hosts = {h: why for h in hosts if (why := address_problem(speakers[h].address))}
+    unfit_hosts = {h: bad for h in hosts if (bad := address_problem(speakers[h].address))}
     problems.update(f"{h}: {why}; no session with the other RR hosts"
                     for h, why in unfit_hosts.items() if len(hosts) > 1)
     sessions: dict[str, frozenset[str]] = {}

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
+import requests.adapters
 import trio
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -154,6 +155,7 @@ def _session(tls: ssl.SSLContext | None) -> requests.Session:
     """A session for etcd (rrwatch.tls) whose connections can be ended from another thread."""
     out = tls_session(tls)
     for adapter in out.adapters.values():
+        assert isinstance(adapter, requests.adapters.HTTPAdapter)  # tls_session mounts these
         adapter.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TlsPool}
     return out
 
