@@ -20,8 +20,7 @@ import trio
 from rrwatch.cli import graphviz
 from rrwatch.config import Config
 from rrwatch.config.settings import Settings, describe
-from rrwatch.core import dot
-from rrwatch.core import edits as calico
+from rrwatch.core import dot, edits
 from rrwatch.core.plan import Planner, outcome
 from rrwatch.core.reachability import Verdict, verify
 from rrwatch.core.sessions import fabric
@@ -30,7 +29,7 @@ from rrwatch.daemon.live import Live
 from rrwatch.daemon.records import Snapshot, load
 from rrwatch.errors import ExitStatus
 from rrwatch.etcd import Etcd, EtcdError, delete, mod_is, put
-from rrwatch.host import birdc as bird
+from rrwatch.host import birdc
 
 
 def plan(config: Config, *, detailed_exitcode: bool = False) -> int:
@@ -138,8 +137,8 @@ def summary(snapshot: Snapshot, settings: Settings, config: Config) -> dict[str,
             report["bird"]["sessions"] = [
                 {"protocol": p.name, "state": p.state, "info": p.info,
                  "established": p.established}
-                for p in bird.protocols(config.bird_socket) if p.proto == "BGP"]
-        except bird.BirdError as e:
+                for p in birdc.protocols(config.bird_socket) if p.proto == "BGP"]
+        except birdc.BirdError as e:
             report["bird"]["error"] = str(e)
     return report
 
@@ -152,7 +151,7 @@ def graph(config: Config, *, fmt: str = "dot", family: int = 4, max_clients: int
         return ExitStatus.UNAVAILABLE
     snapshot, _ = read
     text = dot.dot(snapshot.state, family=family, max_clients=max_clients,
-                         title=f"IPv{family} BGP sessions at etcd revision {snapshot.revision}")
+                   title=f"IPv{family} BGP sessions at etcd revision {snapshot.revision}")
     data = text.encode()
     if fmt == "svg":
         try:
@@ -161,9 +160,9 @@ def graph(config: Config, *, fmt: str = "dot", family: int = 4, max_clients: int
             _say("rrwatch: Graphviz's `dot` is not installed (Debian: apt install graphviz);"
                  " `--format dot` needs nothing", file=sys.stderr)
             return ExitStatus.UNAVAILABLE
-        except RuntimeError as e:
+        except graphviz.GraphvizError as e:
             _say(f"rrwatch: {e}", file=sys.stderr)
-            return ExitStatus.FAILED
+            return e.status
     if out is None:
         sys.stdout.buffer.write(data)
         return ExitStatus.OK
@@ -187,7 +186,7 @@ def registration(config: Config, ips: list[str], *, cluster_id: str = "",
         refused = []
         try:
             for ip in ips:
-                key, value = calico.registration(ip, cluster_id)
+                key, value = edits.registration(ip, cluster_id)
                 current = await etcd.get(key)
                 if current is not None and current.lease:
                     refused.append(f"{key} is held by the lease of a running rrwatch"

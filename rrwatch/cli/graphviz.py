@@ -5,11 +5,17 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from rrwatch.errors import RrwatchError
+from rrwatch.errors import ExitStatus, RrwatchError
 
 
-class GraphvizMissing(RrwatchError):
+class GraphvizError(RrwatchError):
+    """Graphviz failed to render."""
+
+
+class GraphvizMissing(GraphvizError):
     """Graphviz's `dot` program is not on PATH."""
+
+    status = ExitStatus.UNAVAILABLE
 
 
 def svg(dot_text: str, *, engine: str | None = None, timeout: float = 60) -> bytes:
@@ -27,8 +33,8 @@ def svg(dot_text: str, *, engine: str | None = None, timeout: float = 60) -> byt
         done = subprocess.run(args, input=dot_text.encode(), capture_output=True,
                               timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"Graphviz took longer than {timeout:g} s") from None
+        raise GraphvizError(f"Graphviz took longer than {timeout:g} s") from None
     if done.returncode != 0:
         reason = done.stderr.decode(errors="replace").strip() or f"exit status {done.returncode}"
-        raise RuntimeError(f"Graphviz failed: {reason}")
+        raise GraphvizError(f"Graphviz failed: {reason}")
     return done.stdout

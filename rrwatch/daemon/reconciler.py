@@ -25,7 +25,7 @@ import attrs
 import trio
 
 from rrwatch.config.loader import Timing
-from rrwatch.core import edits as calico
+from rrwatch.core import edits
 from rrwatch.core.mesh import Mesh
 from rrwatch.core.model import RRLabel
 from rrwatch.core.plan import DeletePeer, Op, Plan, Planner, PutPeer, SetNode
@@ -302,9 +302,9 @@ def write_request(op: Op, current: KV | None, rr_label: RRLabel) -> dict | None:
     if isinstance(op, DeletePeer):
         return delete(op.key)
     if isinstance(op, PutPeer) and op.revision is None:
-        return put(op.key, calico.new_peer(op.name, op.spec))
+        return put(op.key, edits.new_peer(op.name, op.spec))
     if current is None or current.mod_revision != op.revision:
         return None
     if isinstance(op, SetNode):
-        return put(op.key, calico.edit_node(current.value, rr_label, op.cluster, op.clients))
-    return put(op.key, calico.edit_peer(current.value, op.spec))
+        return put(op.key, edits.edit_node(current.value, rr_label, op.cluster, op.clients))
+    return put(op.key, edits.edit_peer(current.value, op.spec))

@@ -22,7 +22,7 @@ import trio
 from rrwatch import certs, metrics
 from rrwatch import config as config_mod
 from rrwatch.config import Config
-from rrwatch.core import edits as calico
+from rrwatch.core import edits
 from rrwatch.daemon import election
 from rrwatch.daemon.election import Fence, LostLeadership, SessionLost
 from rrwatch.daemon.live import Live
@@ -34,7 +34,7 @@ from rrwatch.etcd import Etcd, EtcdError
 from rrwatch.host import registration
 from rrwatch.host.birdc import BirdError, protocols
 from rrwatch.host.keeper import BirdKeeper
-from rrwatch.retry import Backoff
+from rrwatch.retry import Backoff, forever
 from rrwatch.sdnotify import Notifier
 from rrwatch.status import BirdStatus, Status
 
@@ -98,24 +98,23 @@ class Daemon:
         campaigning: its lease, and the registration on it, stay.
         """
         backoff = Backoff()
-        while True:
-            try:
-                async with election.session(self.etcd, self.config.lease_ttl) as lease:
-                    backoff.reset()
-                    async with trio.open_nursery() as nursery:
-                        for ip in self.config.register_ip:
-                            key, value = calico.registration(ip, self.config.register_cluster_id)
-                            nursery.start_soon(registration.register, self.etcd, key, value, lease)
-                        while True:
-                            try:
-                                await self._lead(lease)
-                            except* LostLeadership as group:
-                                for reason in _reasons(group):
-                                    log.warning("%s; campaigning again", reason)
-            except* (SessionLost, EtcdError) as group:
-                for reason in _reasons(group):
-                    log.warning("%s; campaigning again", reason)
-            await backoff.sleep()
+
+        async def session() -> None:
+            async with election.session(self.etcd, self.config.lease_ttl) as lease:
+                backoff.reset()
+                async with trio.open_nursery() as nursery:
+                    for ip in self.config.register_ip:
+                        key, value = edits.registration(ip, self.config.register_cluster_id)
+                        nursery.start_soon(registration.register, self.etcd, key, value, lease)
+                    while True:
+                        try:
+                            await self._lead(lease)
+                        except* LostLeadership as group:
+                            for reason in _reasons(group):
+                                log.warning("%s; campaigning again", reason)
+
+        await forever(session, backoff, errors=(SessionLost, EtcdError),
+                      failed=lambda e: log.warning("%s; campaigning again", _reason(e)))
 
     async def _lead(self, lease: int) -> None:
         key = self.config.leader_key
@@ -230,7 +229,11 @@ class Daemon:
 
 
 def _reasons(group: BaseExceptionGroup) -> list[str]:
-    return [str(e) or type(e).__name__ for e in leaves(group)]
+    return [_reason(e) for e in leaves(group)]
+
+
+def _reason(e: BaseException) -> str:
+    return str(e) or type(e).__name__
 
 
 # What a reload applies; the rest of the config is read at start only.
