@@ -28,6 +28,7 @@ examples:
   rrwatch status --output json        zones, RRs, clients, sessions; on an RR host, BIRD's
   rrwatch graph --format svg -o mesh.svg
   rrwatch register 10.0.0.5 --id 224.0.0.1  an RR host that runs no rrwatch
+  rrwatch report --node node-7        this node's BGP sessions, from calico-node's BIRDs
   rrwatch demo                        a local TLS etcd, a simulated cluster, the daemon at work
 
 exit status: 0 done; 1 verify or plan found routes that do not reach; 2 plan found changes
@@ -48,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-        return _with_options(sub)
+        return _with_options(sub, name)
 
     run = command("run", "run the daemon in the foreground (systemd runs it so too)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -79,9 +80,18 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("--max-clients", type=int, default=50, metavar="N",
                        help="draw a zone's clients as one node past N (default 50)")
     graph.add_argument("-o", "--out", metavar="FILE", help="write here instead of stdout")
+    report = command("report", "report this node's BGP sessions, as its BIRD has them, in etcd"
+                               " (on every node that may become an RR)")
+    report.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     demo = commands.add_parser("demo", help="run the daemon against a local simulated cluster")
     demo.add_argument("-v", "--verbose", action="store_true", help="log every step of the daemon")
     return parser
+
+
+def _text(flag: object) -> object:
+    """A flag's text; a list option's flags given more than once, joined as in the
+    environment."""
+    return ",".join(flag) if isinstance(flag, list) else flag
 
 
 def _ip(text: str) -> str:
@@ -98,12 +108,16 @@ def _cluster_id(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 cluster ID") from None
 
 
-def _with_options(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The config file, and the config options as flags (over the file and the environment)."""
+def _with_options(command: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The config file, and the config options as flags (over the file and the environment);
+    an option of some commands only is a flag of those only. A list option's flag may be
+    given again for each item."""
     command.add_argument("--config", metavar="PATH",
                          help=f"TOML config file (env {config_mod.FILE_ENV}; default"
                               f" {config_mod.DEFAULT_FILE} when it exists)")
     for option in OPTIONS:
+        if option.commands and name not in option.commands:
+            continue
         text = (f"{option.help} ([{option.key.rpartition('.')[0] or 'top level'}]"
                 f" {option.key.rpartition('.')[2]}; env {', '.join(option.env)};"
                 f" default {option.default or 'none'})")
@@ -113,7 +127,8 @@ def _with_options(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                  default=None, help=text)
         else:
             command.add_argument(option.flag, dest=option.name, metavar=option.metavar,
-                                 default=None, help=text)
+                                 default=None, help=text,
+                                 action="append" if option.many else "store")
     return command
 
 
@@ -129,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rrwatch.cli import demo
 
         return demo.main(verbose=verbose)
-    flags = {o.name: getattr(args, o.name) for o in OPTIONS} | {"config": args.config}
+    flags = {o.name: _text(getattr(args, o.name, None)) for o in OPTIONS} | {"config": args.config}
     try:
         config = config_mod.load(os.environ, flags)
     except ConfigError as e:
@@ -171,6 +186,10 @@ def _command(args: argparse.Namespace, config: Config, flags: Mapping[str, Any])
         from rrwatch.cli.check import check
 
         return check(config)
+    if args.command == "report":
+        from rrwatch.daemon.report import main as report
+
+        return report(config)
     return commands.registration(config, args.ips,
                                  cluster_id=getattr(args, "host_cluster_id", None) or "",
                                  remove=args.command == "unregister")

@@ -61,11 +61,20 @@ class Config:
     max_rr_fraction: float = 0.5
     max_zones: int = 64
     rr_host_prefixes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # `rrwatch report`: the node, its BIRDs' control sockets, and how often to read them.
+    report_node: str = ""  # empty: the host name
+    report_sockets: tuple[str, ...] = ("/var/run/calico/bird.ctl", "/var/run/calico/bird6.ctl")
+    report_interval: float = 2.0
     warnings: tuple[str, ...] = ()  # findings that do not stop rrwatch, one line each
 
     @property
     def leader_key(self) -> str:
         return self.prefix + "leader"
+
+    @property
+    def sessions_prefix(self) -> str:
+        """Where the session reports live: `<prefix>sessions/<speaker>`."""
+        return self.prefix + "sessions/"
 
     @property
     def policy_key(self) -> str:
@@ -249,5 +258,8 @@ def load(
         max_rr_fraction=values["max_rr_fraction"],
         max_zones=values["max_zones"],
         rr_host_prefixes=values["rr_host_prefixes"],
+        report_node=values["report_node"],
+        report_sockets=values["report_sockets"],
+        report_interval=values["report_interval"],
         warnings=tuple(warnings),
     )

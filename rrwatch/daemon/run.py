@@ -200,7 +200,8 @@ class Daemon:
             log.error("reload: %s; keeping the running configuration", "; ".join(e.problems))
             return
         changed = [f.name for f in attrs.fields(Config)
-                   if f.name not in _LIVE and getattr(new, f.name) != getattr(self.config, f.name)]
+                   if f.name not in _LIVE and not f.name.startswith("report_")  # report's own
+                   and getattr(new, f.name) != getattr(self.config, f.name)]
         if (new.tls is None) != (self.config.tls is None):
             changed.append("tls")
             new = attrs.evolve(new, tls=self.config.tls)
