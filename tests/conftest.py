@@ -1,4 +1,5 @@
-"""Fixtures: a real etcd on loopback with mutual TLS, and the real daemon as a subprocess."""
+"""Fixtures: a real etcd on loopback with mutual TLS, and the real daemon as a subprocess; and
+at the end of a run, the skips summed up by reason."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 
 import attrs
@@ -20,6 +22,7 @@ from rrwatch.etcd import Etcd
 from rrwatch.testing import local_etcd
 from rrwatch.testing import pki as pki_mod
 from rrwatch.tls import TlsFiles
+from tests import support
 
 # No per-example deadline: hypothesis's default (200 ms) is a timing assertion, and fails
 # examples on a loaded machine that pass on an idle one.
@@ -36,9 +39,30 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> pki_mod.Pki:
     return pki_mod.make_pki(str(tmp_path_factory.mktemp("pki")))
 
 
+@pytest.fixture(scope="session")
+def etcd_binary() -> str:
+    """The etcd to run; without one, every test that needs etcd is skipped, saying how to get it."""
+    return support.etcd_binary()
+
+
+# The parts some tests need besides etcd. Fixtures, not calls in the test: pytest-trio re-raises
+# a skip from inside an async test without its reason.
+
 @pytest.fixture
-def etcd_server(tmp_path, pki) -> Iterator[local_etcd.LocalEtcd]:
-    [server] = local_etcd.start_cluster(str(tmp_path / "etcd"), pki, 1)
+def bird() -> None:
+    """BIRD 2's `bird` on PATH; else a skip, or a failure under RRWATCH_REQUIRE_BGP."""
+    support.need_bird()
+
+
+@pytest.fixture
+def graphviz() -> None:
+    """Graphviz's `dot` on PATH; else a skip, or a failure under RRWATCH_REQUIRE_GRAPHVIZ."""
+    support.need_graphviz()
+
+
+@pytest.fixture
+def etcd_server(tmp_path, pki, etcd_binary) -> Iterator[local_etcd.LocalEtcd]:
+    [server] = local_etcd.start_cluster(str(tmp_path / "etcd"), pki, 1, binary=etcd_binary)
     try:
         yield server
     finally:
@@ -58,9 +82,9 @@ async def etcd(etcd_server, tls) -> Etcd:
 
 
 @pytest.fixture
-def etcd_cluster(tmp_path, pki) -> Iterator[list[local_etcd.LocalEtcd]]:
+def etcd_cluster(tmp_path, pki, etcd_binary) -> Iterator[list[local_etcd.LocalEtcd]]:
     """Three members on loopback."""
-    members = local_etcd.start_cluster(str(tmp_path / "cluster"), pki, 3)
+    members = local_etcd.start_cluster(str(tmp_path / "cluster"), pki, 3, binary=etcd_binary)
     try:
         yield members
     finally:
@@ -173,3 +197,19 @@ def start_daemon(tmp_path, daemon_env) -> Iterator[Callable[..., DaemonProcess]]
         daemon.stop()
     for daemon in started:  # whatever a test did to it, a daemon never dies of a traceback
         assert "Traceback" not in daemon.log(), daemon.log()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterator[None]:
+    """After pytest's own summary, the skips summed up by reason, one line each: what this
+    machine could not test, and how to get the part it lacks."""
+    yield
+    reasons: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    if reasons:
+        terminalreporter.write_sep("=", "skips by reason")
+        for reason, count in reasons.most_common():
+            terminalreporter.write_line(f"skipped: {count} × {reason}")

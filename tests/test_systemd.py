@@ -10,10 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from rrwatch.config import OPTIONS
 from rrwatch.errors import ExitStatus
+from tests.support import need_systemd_analyze
 
 SYSTEMD = Path(__file__).parent.parent / "systemd"
 HARDENING = (SYSTEMD / "rrwatch.service.d" / "hardening.conf").read_text()
@@ -22,12 +21,7 @@ EXEC_START = "ExecStart=/usr/local/bin/rrwatch run"
 
 def systemd_analyze() -> str:
     """The binary; CI sets RRWATCH_REQUIRE_SYSTEMD so that a missing one fails, not skips."""
-    path = shutil.which("systemd-analyze")
-    if path is None:
-        if os.environ.get("RRWATCH_REQUIRE_SYSTEMD"):
-            pytest.fail("systemd-analyze is missing and RRWATCH_REQUIRE_SYSTEMD is set")
-        pytest.skip("systemd-analyze is missing")
-    return path
+    return need_systemd_analyze()
 
 
 def rrwatch_executable(tmp_path: Path) -> str:

@@ -1,23 +1,31 @@
-"""The lab fixture. Without root, iproute2 or BIRD the suite is skipped, unless
-RRWATCH_REQUIRE_BGP is set (as `.ci/run` does), which makes a missing part a failure."""
+"""The lab fixture. Without root, iproute2 or BIRD the suite is skipped, saying what is missing,
+unless RRWATCH_REQUIRE_BGP is set (as `.ci/run` does), which makes a missing part a failure."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.bgp.lab import Lab, missing
+from tests.support import require
+
+# What each part the lab may lack is, and the Debian package that has it (root: none).
+PARTS = {"root": ("root", None), "ip": ("`ip` (iproute2)", "iproute2"),
+         "bird": ("BIRD 2 (`bird`)", "bird2")}
+
+
+def reason(lacking: list[str]) -> str:
+    """One line: what the lab lacks, and how to get it."""
+    hows = ["run as root"] if "root" in lacking else []
+    if packages := [PARTS[part][1] for part in lacking if PARTS[part][1]]:
+        hows.append("apt install " + " ".join(packages))
+    return f"the BGP lab needs {', '.join(PARTS[part][0] for part in lacking)}: {'; '.join(hows)}"
 
 
 @pytest.fixture
 def lab(tmp_path) -> Iterator[Lab]:
     lacking = missing()
-    if lacking:
-        message = f"the BGP lab needs {', '.join(lacking)}"
-        if os.environ.get("RRWATCH_REQUIRE_BGP"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require(not lacking, reason(lacking), "RRWATCH_REQUIRE_BGP")
     with Lab(str(tmp_path / "lab")) as made:
         yield made

@@ -21,7 +21,7 @@ from rrwatch.daemon.records import load
 from rrwatch.etcd import Etcd
 from rrwatch.host import keeper
 from rrwatch.testing import simulate
-from tests import cluster
+from tests import support
 from tests.bgp import calico_bird
 from tests.bgp.lab import Lab, Speaker
 
@@ -59,7 +59,7 @@ async def add_nodes(lab: Lab, etcd: Etcd) -> list[str]:
 
 
 async def etcd_data(etcd: Etcd) -> dict[str, bytes]:
-    return (await cluster.read_cluster(etcd))[1]
+    return (await support.read_cluster(etcd))[1]
 
 
 def configure_nodes(lab: Lab, data: dict[str, bytes], names: list[str]) -> None:
@@ -143,7 +143,7 @@ async def test_every_node_hears_every_prefix(topology, hosts, lab, etcd, start_d
     if not hosts:
         daemons.append(start_daemon(env))
     await wait_registered(etcd, 2 * hosts)
-    await cluster.settled(etcd, env)
+    await support.settled(etcd, env)
     for speaker in host_speakers:  # rrwatch wrote its BIRD configuration; BIRD starts on it
         await wait_rendered(speaker, nodes)
         speaker.start()
@@ -164,7 +164,7 @@ async def test_every_node_hears_every_prefix(topology, hosts, lab, etcd, start_d
     await simulate.put_all(etcd, dict([node_record(joiner, "a", 9)]))
     nodes.append(joiner.name)
     speakers.append(joiner.name)
-    await cluster.settled(etcd, env)
+    await support.settled(etcd, env)
     configure_nodes(lab, await etcd_data(etcd), nodes)
     joined = await until_complete(lab, nodes, speakers)
     for speaker in host_speakers:  # rrwatch gave the RR hosts a session with it by itself
@@ -208,7 +208,7 @@ async def test_every_node_hears_every_prefix(topology, hosts, lab, etcd, start_d
 
 
 async def wait_registered(etcd: Etcd, count: int) -> None:
-    with trio.fail_after(cluster.CONVERGE):
+    with trio.fail_after(support.CONVERGE):
         while True:
             revision, kvs = await etcd.snapshot(["/calico/bgp/v1/rr_v"])
             if len(kvs) == count:
@@ -218,7 +218,7 @@ async def wait_registered(etcd: Etcd, count: int) -> None:
 
 async def wait_rendered(speaker: Speaker, nodes: list[str]) -> None:
     """Until rrwatch has written a configuration with a session to every node."""
-    with trio.fail_after(cluster.CONVERGE):
+    with trio.fail_after(support.CONVERGE):
         while (keeper.read_file(speaker.config_path) or "").count("description \"node ") \
                 < 2 * len(nodes):
             await trio.sleep(0.05)
@@ -315,7 +315,7 @@ async def test_losing_the_only_rr_of_some_clients_is_predicted(lab, etcd, start_
     env = {**settings("multi"), "RRWATCH_CLIENT_RRS": "1"}
     nodes = await add_nodes(lab, etcd)
     start_daemon(env)
-    await cluster.settled(etcd, env)
+    await support.settled(etcd, env)
     configure_nodes(lab, await etcd_data(etcd), nodes)
     await until_complete(lab, nodes, nodes)
     state = await snapshot_state(etcd, env)
@@ -357,7 +357,7 @@ async def test_a_configuration_bird_rejects_is_never_applied(lab, etcd, start_da
            "RRWATCH_BIRD_INCLUDE": str(include)}
     daemon = start_daemon(env)
     await wait_registered(etcd, 2)
-    await cluster.settled(etcd, env)
+    await support.settled(etcd, env)
     await wait_rendered(host, [n.name for n in nodes[:2]])
     configure_nodes(lab, await etcd_data(etcd), [n.name for n in nodes[:2]])
     with trio.fail_after(ROUTES):
@@ -389,7 +389,7 @@ def up(speaker: Speaker) -> int:
 
 
 async def until_metric(daemon, name: str, value: float) -> None:
-    with trio.fail_after(cluster.CONVERGE):
+    with trio.fail_after(support.CONVERGE):
         while daemon.metrics().get(name) != value:
             await trio.sleep(0.05)
 
@@ -416,7 +416,7 @@ async def test_a_bad_node_never_freezes_the_rr_hosts_bird(lab, etcd, start_daemo
            "RRWATCH_BIRD_CONFIG": host.config_path, "RRWATCH_BIRD_SOCKET": host.socket_path}
     daemon = start_daemon(env)
     await wait_registered(etcd, 2)
-    await cluster.settled(etcd, env)
+    await support.settled(etcd, env)
     await wait_rendered(host, [n.name for n in nodes])
     configure_nodes(lab, await etcd_data(etcd), [n.name for n in nodes])
     with trio.fail_after(ROUTES):
@@ -430,7 +430,7 @@ async def test_a_bad_node_never_freezes_the_rr_hosts_bird(lab, etcd, start_daemo
     ]))
     joiner = lab.add("node-a-2")  # every rendering with it has the bad nodes too
     await simulate.put_all(etcd, dict([node_record(joiner, "a", 2)]))
-    await cluster.settled(etcd, env)
+    await support.settled(etcd, env)
     configure_nodes(lab, await etcd_data(etcd), [joiner.name])
     with trio.fail_after(ROUTES):
         while host.sessions().get(bird_config.protocol_name(joiner.ipv4)) != "Established":

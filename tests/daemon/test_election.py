@@ -21,7 +21,7 @@ from rrwatch.daemon.watcher import Watcher
 from rrwatch.etcd import put
 from rrwatch.host import registration
 from rrwatch.testing import simulate
-from tests.strategies import RR_LABEL
+from tests.support import RR_LABEL
 
 LEADER = "/rrwatch/v1/leader"
 

@@ -78,9 +78,9 @@ def test_compact_makes_old_revision_unreadable(etcd_server, session):
     assert client.get(b"/c") == [b"2"]
 
 
-def test_three_members_survive_losing_one(tmp_path, pki, session):
+def test_three_members_survive_losing_one(tmp_path, pki, session, etcd_binary):
     """A 3-member cluster starts and keeps serving writes after one member is stopped."""
-    members = start_cluster(str(tmp_path / "cluster"), pki, size=3)
+    members = start_cluster(str(tmp_path / "cluster"), pki, size=3, binary=etcd_binary)
     try:
         client_for(members[0], session).put(b"/q", b"before")
         members[0].stop()

@@ -14,9 +14,8 @@ from rrwatch.core.plan import Limits, Planner, outcome
 from rrwatch.core.policy import Policy
 from rrwatch.core.reachability import verify
 from rrwatch.core.sessions import FAMILIES, fabric
-from tests import strategies as s
-from tests.helpers import converge, state_of
-from tests.test_mesh import fresh
+from tests import support as s
+from tests.support import converge, fresh, state_of
 
 STACKS = st.sampled_from([(4,), (6,), (4, 6)])
 

@@ -10,32 +10,9 @@ import pytest
 import trio
 
 from rrwatch.core import calico, edits
-from rrwatch.core.model import CLIENT_LABEL_PREFIX
 from rrwatch.etcd import Compacted, Etcd, EtcdError
 from rrwatch.testing import simulate
-from tests.cluster import settled
-
-ZONES = ("a", "b", "c")
-RR_LABEL = "calico-route-reflector"
-MESH_OFF = simulate.mesh_off(65010)
-# Registered RR hosts, as seed 004 writes them; the IPv4 one claims the template's first ID.
-HOSTS = {
-    calico.RR_V4 + "10.200.0.1": b'{"ip":"10.200.0.1","cluster_id":"224.0.0.1"}',
-    calico.RR_V6 + "fd00:200::1": b'{"ip":"fd00:200::1"}',
-}
-
-
-async def seed(etcd: Etcd, per_zone: int) -> dict[str, bytes]:
-    items = {calico.BGP_CONFIG: MESH_OFF, **HOSTS}
-    for zone in ZONES:
-        items.update(simulate.nodes(zone, range(per_zone)))
-    await simulate.put_all(etcd, items)
-    return items
-
-
-def nodes_of(data: dict[str, bytes]) -> dict[str, dict]:
-    return {key[len(calico.NODES):]: json.loads(value)
-            for key, value in data.items() if key.startswith(calico.NODES)}
+from tests.support import HOSTS, MESH_OFF, ZONES, layout, seed_topology, settled
 
 
 def owned_peers(data: dict[str, bytes]) -> dict[str, dict]:
@@ -48,28 +25,12 @@ def owned_peers(data: dict[str, bytes]) -> dict[str, dict]:
     return out
 
 
-def layout(data: dict[str, bytes]) -> tuple[dict[str, tuple[str, str]], dict[str, set[str]]]:
-    """RRs (name -> zone, cluster ID) and clients (name -> cluster IDs named by their labels)."""
-    reflectors, clients = {}, {}
-    for name, obj in nodes_of(data).items():
-        labels = obj["metadata"].get("labels", {})
-        cluster = obj["spec"]["bgp"].get("routeReflectorClusterID")
-        if cluster:
-            assert labels.get(RR_LABEL) == "", f"{name}: cluster ID without the RR label"
-            reflectors[name] = (labels[simulate.ZONE_LABEL], cluster)
-        else:
-            assert RR_LABEL not in labels, f"{name}: RR label without a cluster ID"
-            clients[name] = {k[len(CLIENT_LABEL_PREFIX):] for k in labels
-                             if k.startswith(CLIENT_LABEL_PREFIX)}
-    return reflectors, clients
-
-
 @pytest.mark.parametrize("topology", ["simple", "zoned", "multi"])
 async def test_topology_converges_and_verifies(etcd, start_daemon, daemon_env, rrwatch,
                                                topology):
     """3 zones × 12 nodes and two registered hosts: the daemon converges to the topology's
     shape, and `rrwatch verify --failures 1` finds every route reaching every node."""
-    seeded = await seed(etcd, per_zone=12)
+    seeded = await seed_topology(etcd, per_zone=12)
     env = {**daemon_env, "ROUTE_REFLECTOR_TOPOLOGY": topology}
     daemon = start_daemon(env)
     data_revision, data = await settled(etcd, env)
@@ -167,7 +128,7 @@ async def test_a_first_start_in_multi_writes_client_labels_in_batches(
         etcd, start_daemon, daemon_env):
     """1,002 nodes in `multi` with no labels yet: every client needs a write, and they go to
     etcd up to 127 to a transaction (200 per step), not one transaction each."""
-    await seed(etcd, per_zone=334)
+    await seed_topology(etcd, per_zone=334)
     env = {**daemon_env, "ROUTE_REFLECTOR_TOPOLOGY": "multi"}
     daemon = start_daemon(env)
     _, data = await settled(etcd, env)
@@ -183,7 +144,7 @@ async def test_a_first_start_in_multi_writes_client_labels_in_batches(
 async def test_a_node_added_to_a_1000_node_multi_cluster_writes_only_that_node(
         etcd, start_daemon, daemon_env):
     """1,002 nodes in `multi`: one more node costs exactly one write, to that node."""
-    await seed(etcd, per_zone=334)
+    await seed_topology(etcd, per_zone=334)
     env = {**daemon_env, "ROUTE_REFLECTOR_TOPOLOGY": "multi"}
     daemon = start_daemon(env)
     before, _ = await settled(etcd, env)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 
 from rrwatch.core.selector import SelectorError, parse, render
-from tests import strategies as s
+from tests import support as s
 
 
 @given(s.selectors(), s.label_sets)

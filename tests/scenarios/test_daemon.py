@@ -9,11 +9,11 @@ import trio
 from rrwatch.core import calico, edits
 from rrwatch.etcd import Compacted, Etcd, EtcdError, put
 from rrwatch.testing import simulate
-from tests.cluster import (
+from tests.support import (
     CONVERGE,
     FOREIGN_PEER,
     FOREIGN_PEER_VALUE,
-    RR_LABEL,
+    RR_KEY,
     converged,
     expected_rrs,
     read_cluster,
@@ -40,7 +40,7 @@ async def test_converges_and_keeps_foreign_bytes(etcd, start_daemon):
     for key, value in {**seeded, **bad}.items():
         if key.removeprefix(calico.NODES) in rrs:
             assert strip_owned(data[key]) == strip_owned(value), key
-            assert json.loads(data[key])["metadata"]["labels"][RR_LABEL] == ""
+            assert json.loads(data[key])["metadata"]["labels"][RR_KEY] == ""
         else:
             assert data[key] == value, f"{key} changed"
     for key in bad:

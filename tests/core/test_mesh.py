@@ -13,24 +13,15 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from rrwatch.core.mesh import Assignment, choose_reflectors, client_label, desired
-from rrwatch.core.model import CLIENT_LABEL_PREFIX, Node, client_labels
+from rrwatch.core.model import Node, client_labels
 from rrwatch.core.policy import Policy, PolicyError
 from rrwatch.core.selector import parse, render
-from tests import strategies as s
-from tests.helpers import converge, state_of
-
-POLICY = Policy(rr_label=s.RR_LABEL, ratio=0.05, min_rrs=2, max_rrs=5)
+from tests import support as s
+from tests.support import POLICY, converge, fresh, state_of
 
 
 def rrs(state, policy):
     return {name for names in choose_reflectors(state, policy).values() for name in names}
-
-
-def fresh(node: Node) -> Node:
-    """A node as calico/node first writes it: none of rrwatch's fields."""
-    labels = {k: v for k, v in node.labels.items()
-              if k != s.RR_LABEL.key and not k.startswith(CLIENT_LABEL_PREFIX)}
-    return attrs.evolve(node, cluster_id=None, labels=labels)
 
 
 @given(st.integers(0, 100_000), st.floats(0.0001, 1), st.integers(0, 30), st.integers(0, 30))

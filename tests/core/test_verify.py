@@ -13,7 +13,7 @@ from rrwatch.core import reachability, sessions
 from rrwatch.core.model import BgpConfig, Node, Peer, Reflector
 from rrwatch.core.reachability import Verdict, unreachable, verify
 from rrwatch.core.sessions import fabric
-from tests.helpers import state_of
+from tests.support import state_of
 
 RR = "calico-route-reflector"
 RR_ONLY = f"{RR} == ''"

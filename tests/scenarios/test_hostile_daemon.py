@@ -8,17 +8,18 @@ import trio
 
 from rrwatch.core import calico, edits
 from rrwatch.testing import simulate
-from tests.cluster import (
+from tests.support import (
     CONVERGE,
+    CRASHERS,
     OWNER,
     ZONES,
     converged,
+    node_value,
     read_cluster,
     rr_names,
     seed,
     wait_until,
 )
-from tests.test_hostile_records import CRASHERS, node_value
 
 POLICY_KEY = "/rrwatch/v1/policy"
 BGP_CONFIG = json.dumps({"kind": "BGPConfiguration", "apiVersion": "projectcalico.org/v3",

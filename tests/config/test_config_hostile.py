@@ -17,6 +17,7 @@ from rrwatch import tls as tls_mod
 from rrwatch.config import FILE_LIMIT, OPTIONS, load
 from rrwatch.errors import ConfigError, ExitStatus
 from rrwatch.tls import TlsFiles
+from tests.support import need_bird
 
 DEEP = 10_000
 NESTED_TABLES = "[" + ".".join(["a"] * DEEP) + "]\nx = 1\n"
@@ -129,6 +130,8 @@ START_CASES: dict[str, tuple[Callable[..., dict[str, str]], str]] = {
 def test_hostile_config_is_one_line_and_exit_78(tmp_path, pki, case):
     """Each hostile setting ends `rrwatch run` at once with status 78 and one line on stderr
     that says why; no traceback, no hang, no unbounded read."""
+    if case == "bird-config-directory":
+        need_bird()  # `rrwatch run` looks for `bird` on PATH, or names its absence as well
     make_env, reason = START_CASES[case]
     result = rrwatch_run(make_env(tmp_path, pki))
     assert result.returncode == ExitStatus.CONFIG, result.stderr[-2000:]
@@ -357,8 +360,9 @@ async def test_tls_file_rotated_to_a_special_file_is_refused(tmp_path, start_dae
         assert await trio.to_thread.run_sync(daemon.stop) == 0
 
 
-async def test_writable_bird_directory_is_logged_at_start(tmp_path, start_daemon):
-    """An RR host whose BIRD directory others may write logs one warning line at start."""
+async def test_writable_bird_directory_is_logged_at_start(bird, tmp_path, start_daemon):
+    """An RR host whose BIRD directory others may write logs one warning line at start (RR host
+    mode needs `bird` on PATH to start)."""
     directory = tmp_path / "bird"
     directory.mkdir()
     directory.chmod(0o777)

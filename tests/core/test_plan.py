@@ -17,9 +17,8 @@ from rrwatch.core.plan import (
     make_plan,
     outcome,
 )
-from tests import strategies as s
-from tests.helpers import converge, state_of
-from tests.test_mesh import POLICY, fresh
+from tests import support as s
+from tests.support import POLICY, converge, fresh, state_of
 
 limits = st.builds(Limits, st.integers(1, 5), st.integers(1, 3))
 

@@ -18,9 +18,8 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rrwatch.etcd import http, wire
-from rrwatch.etcd import Etcd, EtcdError, StreamIdle, WatchResponse, get, wire
-from tests.strategies import hostile_bytes, hostile_json
+from rrwatch.etcd import Etcd, EtcdError, StreamIdle, WatchResponse, get, http, wire
+from tests.support import hostile_bytes, hostile_json
 
 TIMEOUT = 1.0  # the client's request and watch timeouts, in seconds
 GUARD = 10  # fail_after for each call: far past TIMEOUT, far short of a trickle's end

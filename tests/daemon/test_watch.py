@@ -20,7 +20,7 @@ from rrwatch.etcd import KV, Etcd
 from rrwatch.retry import Backoff
 from rrwatch.testing import simulate
 from rrwatch.tls import session as tls_session
-from tests.strategies import RR_LABEL
+from tests.support import RR_LABEL
 
 
 def watcher_for(etcd, **kwargs) -> Watcher:

@@ -1,11 +1,9 @@
-"""The mesh as a picture: DOT from the model, and SVG from Graphviz."""
+"""The mesh as a picture (`rrwatch graph`): DOT from the model, and SVG from Graphviz."""
 
 from __future__ import annotations
 
 import itertools
-import os
 import re
-import shutil
 import xml.etree.ElementTree as ET
 from collections import Counter
 from ipaddress import IPv4Address, IPv6Address
@@ -13,14 +11,14 @@ from ipaddress import IPv4Address, IPv6Address
 import attrs
 import pytest
 
-from rrwatch.cli.graphviz import GraphvizMissing, svg
+from rrwatch.cli.graphviz import GraphvizError, GraphvizMissing, svg
 from rrwatch.core.dot import HOSTS, dot
 from rrwatch.core.model import BgpConfig, ClusterState, Node, Peer, Reflector
 from rrwatch.core.policy import TOPOLOGIES, Policy
 from rrwatch.core.sessions import Fabric, fabric
 from rrwatch.core.text import printable
-from tests.helpers import converge, state_of
-from tests.strategies import RR_LABEL, ZONE_LABEL
+from rrwatch.errors import ExitStatus
+from tests.support import RR_LABEL, ZONE_LABEL, converge, state_of
 
 ZONES = ("a", "b", "c")
 SVG = "{http://www.w3.org/2000/svg}"
@@ -102,15 +100,6 @@ def parse(text: str) -> Parsed:
 
 
 # -- Graphviz ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def graphviz() -> None:
-    """Graphviz's `dot`; CI sets RRWATCH_REQUIRE_GRAPHVIZ so that a missing one fails, not skips."""
-    if shutil.which("dot") is None:
-        if os.environ.get("RRWATCH_REQUIRE_GRAPHVIZ"):
-            pytest.fail("Graphviz (dot) is missing and RRWATCH_REQUIRE_GRAPHVIZ is set")
-        pytest.skip("Graphviz (dot) is missing")
 
 
 def rendered(text: str, engine: str | None = None) -> dict[str, list[ET.Element]]:
@@ -375,17 +364,19 @@ def test_large_cluster_renders(graphviz):
 
 
 def test_missing_graphviz_is_its_own_error(monkeypatch, tmp_path):
-    """Without `dot` on PATH, svg() raises GraphvizMissing, a RuntimeError."""
+    """Without `dot` on PATH, svg() raises GraphvizMissing, a GraphvizError of its own status
+    (69: the command cannot run here), not that of a failed rendering."""
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(GraphvizMissing, match="Graphviz is not installed"):
         svg("graph { a -- b }")
-    assert issubclass(GraphvizMissing, RuntimeError)
+    assert issubclass(GraphvizMissing, GraphvizError)
+    assert GraphvizMissing.status == ExitStatus.UNAVAILABLE != GraphvizError.status
 
 
 def test_graphviz_errors_carry_its_stderr(graphviz):
-    """Bad DOT or an unknown layout engine: a RuntimeError with Graphviz's own message."""
-    with pytest.raises(RuntimeError, match="(?i)syntax error") as bad:
+    """Bad DOT or an unknown layout engine: a GraphvizError with Graphviz's own message."""
+    with pytest.raises(GraphvizError, match="(?i)syntax error") as bad:
         svg("graph { a -- }")
     assert not isinstance(bad.value, GraphvizMissing)
-    with pytest.raises(RuntimeError, match="nosuchengine"):
+    with pytest.raises(GraphvizError, match="nosuchengine"):
         svg("graph { a -- b }", engine="nosuchengine")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from rrwatch.core import calico, edits
 from rrwatch.core.model import CLIENT_LABEL_PREFIX, ClusterState, RRLabel, client_labels
 from rrwatch.testing import simulate
-from tests import strategies as s
+from tests import support as s
 
 KEY = calico.NODES + "node-1"
 

@@ -15,7 +15,6 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 
 import attrs
-import pytest
 import trio
 
 from rrwatch.core import calico
@@ -24,9 +23,7 @@ from rrwatch.testing import local_etcd, simulate
 from rrwatch.testing.pki import SERVER_SANS, Pki, issue, make_ca, write_pem
 from rrwatch.tls import TlsFiles
 from rrwatch.tls import session as tls_session
-from tests.cluster import read_cluster, settled
-from tests.test_topologies import ZONES, layout
-from tests.test_topologies import seed as seed_topology
+from tests.support import ZONES, layout, read_cluster, seed_topology, settled
 
 ZONE_ENV = {"ROUTE_REFLECTOR_ZONE_LABEL": simulate.ZONE_LABEL}
 
@@ -227,11 +224,9 @@ async def test_register_and_unregister(etcd, rrwatch):
     assert rrwatch("register", "10.0.0.300").returncode == 2  # argparse: not an address
 
 
-async def test_graph_renders_with_graphviz(etcd, rrwatch, tmp_path):
+async def test_graph_renders_with_graphviz(graphviz, etcd, rrwatch, tmp_path):
     """`rrwatch graph` prints DOT, and `--format svg` gives a picture Graphviz drew: one node
     per speaker."""
-    if shutil.which("dot") is None and not os.environ.get("RRWATCH_REQUIRE_GRAPHVIZ"):
-        pytest.skip("Graphviz is not installed")
     await seed_topology(etcd, per_zone=2)
     result = rrwatch("graph")
     assert result.returncode == 0, result.stderr

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import xml.etree.ElementTree as ET
 
-import pytest
 import trio
 
 from rrwatch import logs
@@ -18,7 +16,7 @@ from rrwatch.core import calico
 from rrwatch.errors import ConfigError, ExitStatus
 from rrwatch.etcd import Etcd, put
 from rrwatch.testing import simulate
-from tests.test_topologies import seed as seed_topology
+from tests.support import seed_topology
 
 # A name as an attacker writes it: a forged log (or output) line, then "clear the screen".
 EVIL = "evil\n2024-01-01 00:00:00,000 INFO    rrwatch.daemon: leading as me\x1b[2J\x1b[H"
@@ -75,11 +73,9 @@ async def test_cli_output_escapes_hostile_names(etcd, rrwatch):
     assert json.loads(result.stdout)["leader"] == EVIL
 
 
-async def test_svg_of_hostile_names_is_well_formed(etcd, rrwatch, tmp_path):
+async def test_svg_of_hostile_names_is_well_formed(graphviz, etcd, rrwatch, tmp_path):
     """`graph --format svg` of a cluster with node names holding control characters writes an
     SVG that parses as XML, each name drawn as its escapes."""
-    if shutil.which("dot") is None:
-        pytest.skip("Graphviz (dot) is missing")
     names = [EVIL, "soh\x01", "del\x7f", "nel\x85", "sep\u2028", "tab\t"]
     with trio.fail_after(60):
         await seed_topology(etcd, per_zone=2)

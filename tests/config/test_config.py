@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 
 import pytest
 
@@ -85,14 +86,17 @@ def test_bad_node_labels(label):
         load({"ROUTE_REFLECTOR_NODE_LABEL": label})
 
 
-def test_every_option_has_a_flag(capsys):
-    """`rrwatch run --help` lists a flag for every option."""
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_every_option_has_a_flag_on_the_commands_that_take_it(capsys, command):
+    """`rrwatch <command> --help` lists a flag for every option the command takes, and none
+    for the options of other commands only (`report`'s --node and --socket)."""
     with pytest.raises(SystemExit):
-        cli.main(["run", "--help"])
+        cli.main([command, "--help"])
     text = capsys.readouterr().out
     assert "224.0.0.%d" in text
     for option in OPTIONS:
-        assert "--" + option.name.replace("_", "-") in text
+        listed = re.search(rf"^ *{re.escape(option.flag)} ", text, re.M) is not None
+        assert listed == (not option.commands or command in option.commands), option.flag
 
 
 def test_cli_config_error_is_one_line_and_exit_78(monkeypatch, capsys):
@@ -353,12 +357,12 @@ def test_file_keys_are_unique_and_documented():
     keys = [option.key for option in OPTIONS]
     assert len(set(keys)) == len(keys)
     assert {key.partition(".")[0] for key in keys if "." in key} == {
-        "etcd", "policy", "reconcile", "host", "bird", "metrics", "log"}
+        "etcd", "policy", "reconcile", "host", "bird", "report", "metrics", "log"}
 
 
 def test_reference_documents_every_option():
     """docs/reference.md names each option's file key, environment variables and flag."""
-    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "reference.md")) as f:
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "reference.md")) as f:
         text = f.read()
     for option in OPTIONS:
         section, _, key = option.key.rpartition(".")

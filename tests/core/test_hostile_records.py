@@ -1,7 +1,7 @@
 """Hostile records (issue 20): no value can crash a reader, steer the mesh or be rewritten.
 
 Pure: the parsers, the model, the planner and the live settings, without etcd. The same
-findings against the real etcd and daemon are in test_hostile_daemon.py.
+findings against the real etcd and daemon are in tests/scenarios/test_hostile_daemon.py.
 """
 
 from __future__ import annotations
@@ -23,32 +23,14 @@ from rrwatch.core.plan import DeletePeer, Planner, PutPeer
 from rrwatch.core.policy import Policy
 from rrwatch.core.reachability import verify
 from rrwatch.daemon.live import Live
-from tests import strategies as s
-from tests.helpers import converge, state_of
+from tests import support as s
+from tests.support import CRASHERS, converge, node_value, state_of
 
 KEY = calico.NODES + "node-1"
 POLICY_KEY = "/rrwatch/v1/policy"
 
 
-def node_value(bgp: object, **metadata: object) -> bytes:
-    return json.dumps({"kind": "Node", "metadata": {"name": "node-1", **metadata},
-                       "spec": {"bgp": bgp}}).encode()
-
-
-def deep(depth: int) -> str:
-    return "[" * depth + "]" * depth
-
-
-# -- one record never crashes anything -----------------------------------------------------------
-
-CRASHERS = {
-    "JSON nested 10,000 deep": node_value({"ipv4Address": "10.0.0.1"}).replace(
-        b'"spec"', b'"x":' + deep(10_000).encode() + b',"spec"'),
-    "a 5,000-digit integer": node_value({"ipv4Address": "10.0.0.1"}).replace(
-        b'"spec"', b'"x":' + b"9" * 5000 + b',"spec"'),
-    "asNumber '²'": node_value({"asNumber": "²", "ipv4Address": "10.0.0.1"}),
-}
-
+# -- one record never crashes anything (CRASHERS) -------------------------------------------------
 
 @pytest.mark.parametrize("value", CRASHERS.values(), ids=CRASHERS.keys())
 def test_each_crash_trigger_is_a_bad_record_and_the_node_leaves_the_model(value):
