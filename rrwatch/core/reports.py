@@ -15,13 +15,14 @@ with why.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import json
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from rrwatch.core.calico import BadRecord, canonical_address, json_object
+from rrwatch.core.calico import BadRecord, json_object
 from rrwatch.core.text import printable
 
 _TIME = "%Y-%m-%dT%H:%M:%SZ"
@@ -80,8 +81,7 @@ def parse_report(key: str, value: bytes) -> Report:
         raise BadRecord(key, "a report needs `ok` (true or false) and `sessions` (an object)")
     parsed = {}
     for address, raw in sessions.items():
-        canonical = canonical_address(address, 4) or canonical_address(address, 6)
-        if canonical is None or str(canonical) != address:
+        if _canonical(address) != address:
             raise BadRecord(key, f"sessions: {printable(address[:MAX_TEXT])!r} is not an"
                                  " address in canonical form")
         parsed[address] = _session(key, address, raw)
@@ -90,6 +90,13 @@ def parse_report(key: str, value: bytes) -> Report:
             isinstance(v, str) for v in unreachable.values()):
         raise BadRecord(key, "unreachable: not an object of texts")
     return Report(ok, parsed, unreachable)
+
+
+def _canonical(address: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
 
 
 def _session(key: str, address: str, raw: object) -> Session:

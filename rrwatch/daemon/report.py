@@ -35,7 +35,7 @@ from rrwatch.retry import Backoff, forever, until_ok
 
 log = logging.getLogger("rrwatch.report")
 
-# A state whose BIRD time moves by more than this went down and up again between two reads.
+# A state whose BIRD time moves on by more than this went down and up again between two reads.
 _FLAP = datetime.timedelta(seconds=2)
 
 
@@ -58,7 +58,7 @@ class Reader:
                 reply = await trio.to_thread.run_sync(ask, path, "show protocols all",
                                                       abandon_on_cancel=True)
             except BirdError as e:
-                unreachable[path] = str(e)
+                unreachable[path] = str(e).removeprefix(f"{path}: ")
                 continue
             found += bgp_sessions(reply)
         return self.report(found, unreachable)
@@ -69,8 +69,8 @@ class Reader:
         for s in found:
             since = since_time(s.since, now).replace(microsecond=0)
             state, before = self._seen.get(s.neighbour, ("", since))
-            if state == s.state and abs(since - before) <= _FLAP:
-                since = before
+            if state == s.state and since <= before + _FLAP:
+                since = before  # the same state: BIRD's time can only have lost precision
             self._seen[s.neighbour] = (s.state, since)
             sessions[s.neighbour] = Session(s.state, since, s.imported, s.exported,
                                             s.protocol, s.error)
