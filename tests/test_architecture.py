@@ -20,8 +20,6 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "rrwatch"
 
@@ -71,7 +69,7 @@ SIZE_EXCEPTIONS: Mapping[str, int] = {}
 LOGGERS = frozenset({
     "rrwatch.bird", "rrwatch.daemon", "rrwatch.election", "rrwatch.etcd",
     "rrwatch.local_etcd", "rrwatch.notify", "rrwatch.pki", "rrwatch.reconcile",
-    "rrwatch.rotation", "rrwatch.settings", "rrwatch.watch",
+    "rrwatch.report", "rrwatch.rotation", "rrwatch.settings", "rrwatch.watch",
 })
 # Loggers of our dependencies that rrwatch configures (logs.py quiets urllib3).
 FOREIGN_LOGGERS = frozenset({"urllib3"})

@@ -10,13 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rrwatch.config import OPTIONS
 from rrwatch.errors import ExitStatus
 from tests.support import need_systemd_analyze
 
 SYSTEMD = Path(__file__).parent.parent / "systemd"
 HARDENING = (SYSTEMD / "rrwatch.service.d" / "hardening.conf").read_text()
-EXEC_START = "ExecStart=/usr/local/bin/rrwatch run"
 
 
 def systemd_analyze() -> str:
@@ -38,7 +39,8 @@ def rrwatch_executable(tmp_path: Path) -> str:
     return str(stand_in)
 
 
-def install(tmp_path: Path, *, drop_in: str | None) -> Path:
+def install(tmp_path: Path, *, drop_in: str | None, name: str = "rrwatch.service",
+            command: str = "run") -> Path:
     """Copy the unit (and drop-in text, if any) into a directory of its own and return the unit.
 
     verify insists that ExecStart's binary exists, so only ExecStart's path is rewritten, to a
@@ -46,14 +48,15 @@ def install(tmp_path: Path, *, drop_in: str | None) -> Path:
     """
     directory = tmp_path / "units"
     directory.mkdir()
-    text = (SYSTEMD / "rrwatch.service").read_text()
-    assert text.count(EXEC_START) == 1
-    unit = directory / "rrwatch.service"
-    unit.write_text(text.replace(EXEC_START, f"ExecStart={rrwatch_executable(tmp_path)} run"))
+    text = (SYSTEMD / name).read_text()
+    shipped = f"ExecStart=/usr/local/bin/rrwatch {command}"
+    assert text.count(shipped) == 1
+    unit = directory / name
+    unit.write_text(text.replace(shipped, f"ExecStart={rrwatch_executable(tmp_path)} {command}"))
     if drop_in is not None:
         # verify reads drop-ins from <unit>.d beside the unit it is given.
-        (directory / "rrwatch.service.d").mkdir()
-        (directory / "rrwatch.service.d" / "hardening.conf").write_text(drop_in)
+        (directory / f"{name}.d").mkdir()
+        (directory / f"{name}.d" / "hardening.conf").write_text(drop_in)
     return unit
 
 
@@ -74,6 +77,12 @@ def test_unit_verifies(tmp_path):
     assert verify(install(tmp_path, drop_in=None)) == (0, [])
 
 
+def test_report_unit_verifies(tmp_path):
+    """The unit of `rrwatch report` too, with its own sandboxing."""
+    assert verify(install(tmp_path, drop_in=None, name="rrwatch-report.service",
+                          command="report")) == (0, [])
+
+
 def test_unit_with_hardening_verifies(tmp_path):
     """systemd-analyze verify accepts the unit with the hardening drop-in, without a word."""
     assert verify(install(tmp_path, drop_in=HARDENING)) == (0, [])
@@ -87,9 +96,10 @@ def test_verify_reads_the_drop_in(tmp_path):
     assert any("/nonexistent/rrwatch-proof" in line for line in lines)
 
 
-def test_config_errors_are_not_restarted():
-    """The unit's RestartPreventExitStatus is the status configuration problems exit with."""
-    unit = (SYSTEMD / "rrwatch.service").read_text()
+@pytest.mark.parametrize("name", ["rrwatch.service", "rrwatch-report.service"])
+def test_config_errors_are_not_restarted(name):
+    """The units' RestartPreventExitStatus is the status configuration problems exit with."""
+    unit = (SYSTEMD / name).read_text()
     assert re.findall(r"^RestartPreventExitStatus=(.*)$", unit, re.M) == [str(ExitStatus.CONFIG)]
 
 

@@ -23,7 +23,8 @@ from rrwatch import certs, metrics
 from rrwatch import config as config_mod
 from rrwatch.config import Config
 from rrwatch.core import edits
-from rrwatch.daemon import election
+from rrwatch.core.sessions import HOST_PREFIX
+from rrwatch.daemon import election, report
 from rrwatch.daemon.election import Fence, LostLeadership, SessionLost
 from rrwatch.daemon.live import Live
 from rrwatch.daemon.reconciler import Reconciler
@@ -68,6 +69,10 @@ class Daemon:
                                    config.register_ip, include=config.bird_include,
                                    debounce=config.timing.debounce, dry_run=config.dry_run)
         self.tls = None if config.tls is None else TlsKeeper(self.etcd, config.tls)
+        self._reader = report.Reader([config.bird_socket])
+        # An RR host's report, per registered address: the speakers are host/<ip>.
+        self._report_keys = {config.sessions_prefix + HOST_PREFIX + ip: (6 if ":" in ip else 4)
+                             for ip in config.register_ip}
         for warning in config.warnings:  # such as a BIRD directory others may write
             log.warning("%s", warning)
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
@@ -106,6 +111,9 @@ class Daemon:
                     for ip in self.config.register_ip:
                         key, value = edits.registration(ip, self.config.register_cluster_id)
                         nursery.start_soon(registration.register, self.etcd, key, value, lease)
+                    if self.bird is not None:  # an RR host reports its BIRD's sessions
+                        nursery.start_soon(report.keep, self.etcd, self._reader,
+                                           self._report_keys, lease, self.config.report_interval)
                     while True:
                         try:
                             await self._lead(lease)
