@@ -178,13 +178,14 @@ def rrwatch(daemon_env) -> Callable[..., subprocess.CompletedProcess]:
 def start_daemon(tmp_path, daemon_env) -> Iterator[Callable[..., DaemonProcess]]:
     started: list[DaemonProcess] = []
 
-    def start(env: Mapping[str, str] | None = None, *args: str) -> DaemonProcess:
+    def start(env: Mapping[str, str] | None = None, *args: str, command: str = "run"
+              ) -> DaemonProcess:
         log_path = str(tmp_path / f"daemon-{len(started)}.log")
         port = local_etcd.free_port()
         metrics = {"RRWATCH_METRICS_ADDRESS": f"127.0.0.1:{port}"}
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "rrwatch", "run", *args],
+                [sys.executable, "-m", "rrwatch", command, *args],
                 env=_environment(daemon_env, {**metrics, **(env or {})}),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )

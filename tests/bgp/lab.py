@@ -30,6 +30,14 @@ def missing() -> list[str]:
     return out
 
 
+def bird1() -> str | None:
+    """BIRD 1.6, calico-node's, unpacked beside BIRD 2 by scripts/install-test-deps (or where
+    RRWATCH_TEST_BIRD1_DIR says); None without it."""
+    path = os.path.join(os.environ.get("RRWATCH_TEST_BIRD1_DIR", "/opt/rrwatch-test/bird1.6"),
+                        "usr/sbin/bird")
+    return path if os.access(path, os.X_OK) else None
+
+
 def run(*args: str) -> str:
     done = subprocess.run(args, capture_output=True, text=True)
     if done.returncode:
@@ -73,14 +81,15 @@ class Speaker:
     def socket_path(self) -> str:
         return os.path.join(self.dir, "bird.ctl")
 
-    def start(self, config: str | None = None) -> None:
-        """Start BIRD on `config` (or on what the config file already holds)."""
+    def start(self, config: str | None = None, *, bird: str = "bird") -> None:
+        """Start BIRD (`bird`: BIRD 2 by default; bird1() for calico-node's 1.6) on `config`
+        (or on what the config file already holds)."""
         if config is not None:
             with open(self.config_path, "w") as f:
                 f.write(config)
         log = open(os.path.join(self.dir, "bird.log"), "ab")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, "bird", "-f", "-c", self.config_path,
+            ["ip", "netns", "exec", self.netns, bird, "-f", "-c", self.config_path,
              "-s", self.socket_path], stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + 10

@@ -15,6 +15,7 @@ import trio
 
 from rrwatch.core import bird_config, calico, edits
 from rrwatch.core.reachability import verify
+from rrwatch.core.reports import parse_report
 from rrwatch.core.sessions import HOST_PREFIX, fabric
 from rrwatch.daemon.live import Live
 from rrwatch.daemon.records import load
@@ -201,10 +202,32 @@ async def test_every_node_hears_every_prefix(topology, hosts, lab, etcd, start_d
         assert status.returncode == 0, status.stderr
         assert {s["protocol"]: s["established"] for s in json.loads(status.stdout)["bird"][
             "sessions"]} == bird_view
+        # ... and so are its session reports, one per registered address and its family.
+        await until_reported(etcd, survivor, bird_view)
     print(f"\n[bgp {topology}, {hosts} RR hosts] speakers {len(speakers) - 1} (+1 joined),"
           f" sessions {sessions} established, full routes {full:.2f} s, join {joined:.2f} s,"
           f" {failed} killed: every peer noticed after {noticed:.2f} s, every route there"
           f" {recovered:.2f} s after the kill")
+
+
+async def until_reported(etcd: Etcd, host: Speaker, bird_view: dict[str, bool]) -> None:
+    """Until the RR host's reports (under host/<ipv4> and host/<ipv6>) hold BIRD's sessions,
+    each under the address of its own family."""
+    with trio.fail_after(support.CONVERGE):
+        while True:
+            reported: dict[str, bool] = {}
+            for ip, family in ((host.ipv4, "."), (host.ipv6, ":")):
+                key = "/rrwatch/v1/sessions/" + HOST_PREFIX + ip
+                kv = await etcd.get(key)
+                report = parse_report(key, kv.value) if kv else None
+                if report is None or not report.ok:
+                    break
+                assert all(family in address for address in report.sessions), report
+                reported |= {s.protocol: s.established for s in report.sessions.values()}
+            else:
+                if reported == bird_view:
+                    return
+            await trio.sleep(0.2)
 
 
 async def wait_registered(etcd: Etcd, count: int) -> None:
