@@ -21,9 +21,11 @@ from rrwatch.cli import graphviz
 from rrwatch.config import Config
 from rrwatch.config.settings import Settings, describe
 from rrwatch.core import dot, edits
+from rrwatch.core.model import ClusterState
 from rrwatch.core.plan import Planner, outcome
 from rrwatch.core.reachability import Verdict, verify
-from rrwatch.core.sessions import fabric
+from rrwatch.core.reports import dumps
+from rrwatch.core.sessions import HOST_PREFIX, fabric
 from rrwatch.core.text import printable
 from rrwatch.daemon.live import Live
 from rrwatch.daemon.records import Snapshot, load
@@ -92,6 +94,15 @@ def status(config: Config, *, output: str = "text") -> int:
              f" {zone['clients']} clients; RRs: {rrs or 'none'}")
     for host in report["hosts"]:
         _say(f"RR host {host['ip']} (cluster ID {host['cluster_id'] or 'its router ID'})")
+    for r in report["reports"]:
+        if r["report"] is None:
+            _say(f"sessions of RR {r['speaker']}: not reported (no `rrwatch report` there)")
+        elif not r["report"]["ok"]:
+            _say(f"sessions of RR {r['speaker']}: its BIRD does not answer")
+        else:
+            sessions = r["report"]["sessions"]
+            up = sum(s["state"] == "Established" for s in sessions.values())
+            _say(f"sessions of RR {r['speaker']}: {up} of {len(sessions)} Established")
     if "bird" in report:
         b = report["bird"]
         if b.get("error"):
@@ -130,6 +141,7 @@ def summary(snapshot: Snapshot, settings: Settings, config: Config) -> dict[str,
                      for family in (4, 6)},
         "hosts": [{"ip": str(r.ip), "cluster_id": r.cluster_id or ""}
                   for r in sorted(state.reflectors.values(), key=lambda r: r.key)],
+        "reports": _reports(state),
     }
     if config.bird_config or os.path.exists(config.bird_socket):  # an RR host
         report["bird"] = {"socket": config.bird_socket}
@@ -141,6 +153,18 @@ def summary(snapshot: Snapshot, settings: Settings, config: Config) -> dict[str,
         except birdc.BirdError as e:
             report["bird"]["error"] = str(e)
     return report
+
+
+def _reports(state: ClusterState) -> list[dict[str, Any]]:
+    """The session report of each RR (a node with a cluster ID, or a registered RR host), as
+    stored (None: none), and of every other speaker that reports."""
+    rrs = [name for name, node in sorted(state.nodes.items()) if node.cluster_id is not None]
+    rrs += sorted(HOST_PREFIX + str(r.ip) for r in state.reflectors.values())
+    speakers = rrs + sorted(state.reports.keys() - set(rrs))
+    return [{"speaker": speaker, "rr": speaker in rrs,
+             "report": (json.loads(dumps(state.reports[speaker]))
+                        if speaker in state.reports else None)}
+            for speaker in speakers]
 
 
 def graph(config: Config, *, fmt: str = "dot", family: int = 4, max_clients: int = 50,

@@ -16,7 +16,7 @@ import attrs
 
 from rrwatch.config.loader import Config
 from rrwatch.config.options import LIMIT_FIELDS, OPTIONS, POLICY_FIELDS, text_of
-from rrwatch.core import calico
+from rrwatch.core import decoding
 from rrwatch.core.model import ClusterState, Network, RRLabel, foreign_label
 from rrwatch.core.plan import Limits
 from rrwatch.core.policy import Policy, PolicyError
@@ -57,10 +57,10 @@ class Settings:
 
 def overlay(local: Settings, key: str, value: bytes) -> Settings:
     """`local` with the policy object `value` laid over it; BadRecord if it cannot be used."""
-    document = calico.json_object(key, value)
+    document = decoding.json_object(key, value)
     unknown = sorted(document.keys() - OBJECT_KEYS.keys())
     if unknown:
-        raise calico.BadRecord(key, f"unknown key {', '.join(unknown)}")
+        raise decoding.BadRecord(key, f"unknown key {', '.join(unknown)}")
     values, problems = {}, []
     for name, raw in document.items():
         option = OBJECT_KEYS[name]
@@ -69,12 +69,12 @@ def overlay(local: Settings, key: str, value: bytes) -> Settings:
         except ValueError as e:
             problems.append(f"{name}: {e}")
     if problems:
-        raise calico.BadRecord(key, "; ".join(problems))
+        raise decoding.BadRecord(key, "; ".join(problems))
     try:
         policy = attrs.evolve(local.policy, **{
             field: values[name] for name, field in POLICY_FIELDS.items() if name in values})
     except PolicyError as e:
-        raise calico.BadRecord(key, str(e)) from None
+        raise decoding.BadRecord(key, str(e)) from None
     limits = attrs.evolve(local.limits, **{
         field: values[name] for name, field in LIMIT_FIELDS.items() if name in values})
     return attrs.evolve(local, policy=policy, limits=limits,

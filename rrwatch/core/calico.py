@@ -8,15 +8,14 @@ an edit changes only the bytes it means to.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import ipaddress
-import json
 import re
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from rrwatch.core.decoding import BadRecord, json_object, reading
 from rrwatch.core.model import (
     DEFAULT_AS,
     BgpConfig,
@@ -53,15 +52,6 @@ LABEL_ANNOTATION = "rrwatch.io/rr-label"
 PEER_FIELDS = ("node", "nodeSelector", "peerIP", "asNumber", "peerSelector", "reversePeering")
 
 
-class BadRecord(ValueError):
-    """A stored value rrwatch cannot use. It is logged with its key, counted and skipped."""
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
-
-
 # -- reading -------------------------------------------------------------------------------------
 
 
@@ -91,19 +81,6 @@ def apply(state: ClusterState, key: str, value: bytes | None, revision: int) -> 
     put(parsed)
 
 
-@contextlib.contextmanager
-def reading(key: str) -> Iterator[None]:
-    """Any failure while reading one record's value is that record's fault, whatever its type
-    (a RecursionError from deep JSON, a ValueError from a 5,000-digit number): a BadRecord, so
-    that no value can crash a reader."""
-    try:
-        yield
-    except BadRecord:
-        raise
-    except Exception as e:  # noqa: BLE001 - the value is hostile input, not our bug
-        raise BadRecord(key, f"cannot be read ({type(e).__name__})") from None
-
-
 def _route(
     state: ClusterState, key: str
 ) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]] | None:
@@ -117,50 +94,6 @@ def _route(
     if key.startswith((RR_V4, RR_V6)):
         return parse_reflector, state.put_reflector, functools.partial(state.remove_reflector, key)
     return None
-
-
-def json_object(key: str, value: bytes) -> dict[str, Any]:
-    """A stored value as a JSON object; BadRecord if it is not one, or if it holds anything
-    that dumps() could not write back exactly (edits must change no byte they do not own)."""
-    try:
-        obj = _DECODER.decode(value.decode())
-        if _SURROGATE.search(value):  # JSON allows lone \udXXX escapes; UTF-8 cannot hold them
-            json.dumps(obj, ensure_ascii=False).encode()
-    except _Inexact as e:
-        raise BadRecord(key, str(e)) from None
-    except (UnicodeError, ValueError, RecursionError) as e:
-        # ValueError: JSONDecodeError, and an integer beyond Python's digit limit
-        raise BadRecord(key, f"not JSON in UTF-8 ({type(e).__name__})") from None
-    if not isinstance(obj, dict):
-        raise BadRecord(key, "not a JSON object")
-    return obj
-
-
-class _Inexact(ValueError):
-    """A JSON value that would not survive decoding and encoding again unchanged."""
-
-
-def _float(text: str) -> float:
-    number = float(text)
-    if json.dumps(number) != text:  # 1e400 would become Infinity (not JSON), 1.50 would be 1.5
-        raise _Inexact(f"the number {text[:40]} cannot be written back exactly")
-    return number
-
-
-def _constant(text: str) -> float:
-    raise _Inexact(f"{text} is not JSON")
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):  # an edit would drop all but the last of a repeated key
-        raise _Inexact("a JSON object repeats a key")
-    return obj
-
-
-_DECODER = json.JSONDecoder(parse_float=_float, parse_constant=_constant,
-                            object_pairs_hook=_pairs)
-_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _field(key: str, obj: Mapping[str, Any], name: str, kind: type, default: Any) -> Any:

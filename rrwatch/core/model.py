@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 
 import attrs
 
+from rrwatch.core.reports import Report
 from rrwatch.core.selector import Selector
 from rrwatch.core.validate import speaker_problem
 
@@ -184,6 +185,10 @@ class ClusterState:
     # The last readable BGPConfiguration stays in force while the stored one cannot be read;
     # until it can, nothing that depends on the AS is written (`bgp_readable`).
     bgp_readable: bool = True
+    # Session reports (`rrwatch report`): speaker (a node, or host/<ip>) -> its BIRD's sessions,
+    # and the revision each report was written at.
+    reports: dict[str, Report] = attrs.field(factory=dict)
+    report_revisions: dict[str, int] = attrs.field(factory=dict)
 
     @property
     def shape(self) -> tuple[str, RRLabel, Selector | None, Selector | None]:
@@ -331,6 +336,14 @@ class ClusterState:
         if self.host_prefixes and not any(ip in net for net in self.host_prefixes):
             return f"{ip} is outside the allowed RR host prefixes"
         return speaker_problem(None, (ip,))
+
+    def put_report(self, speaker: str, report: Report, revision: int) -> None:
+        self.reports[speaker] = report
+        self.report_revisions[speaker] = revision
+
+    def remove_report(self, speaker: str) -> None:
+        self.reports.pop(speaker, None)
+        self.report_revisions.pop(speaker, None)
 
     def set_bgp(self, config: BgpConfig | None) -> None:
         """The BGPConfiguration read (None: there is none, so Calico's defaults apply)."""

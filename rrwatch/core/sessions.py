@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Set
 
 import attrs
 
-from rrwatch.core import calico
+from rrwatch.core import calico, decoding
 from rrwatch.core.model import ClusterState, IPAddress
 from rrwatch.core.selector import SelectorError, parse
 from rrwatch.core.validate import address_problem, claim_problems, speaker_problem
@@ -101,7 +101,7 @@ def _peering(state: ClusterState, hosts_only: bool = False) -> _Peering:
         try:
             local, remote, address, asn, reverse = _ends(peer.spec, select, nodes.keys())
         except (SelectorError, ValueError) as e:
-            reason = e.reason if isinstance(e, calico.BadRecord) else e
+            reason = e.reason if isinstance(e, decoding.BadRecord) else e
             problems.append(f"BGPPeer {peer.name}: {reason}; it configures nothing")
             continue
         for name in local:

@@ -10,7 +10,7 @@ import attrs
 
 from rrwatch.config import Config
 from rrwatch.config.settings import Settings, adoption_problem, describe, exclusion_problem, overlay
-from rrwatch.core import calico
+from rrwatch.core import calico, decoding, reports
 from rrwatch.core.model import ClusterState
 from rrwatch.daemon.records import Records
 
@@ -20,13 +20,15 @@ log = logging.getLogger("rrwatch.settings")
 class Live:
     """The settings in force for one daemon or command, kept with the model they shape.
 
-    The watcher reads through it (`records`): the policy object lands here, every other key
-    in the model by calico.apply.
+    The watcher reads through it (`records`): the policy object lands here, session reports
+    and every other key in the model.
     """
 
     def __init__(self, config: Config) -> None:
         self.key = config.policy_key
-        self.prefixes = (self.key, *calico.WATCHED_PREFIXES)  # the object first: cheap reshape
+        self.sessions = config.sessions_prefix
+        # The object first: a reshape is cheap while the model is empty.
+        self.prefixes = (self.key, self.sessions, *calico.WATCHED_PREFIXES)
         self.local = Settings.of(config)
         self.settings = self.local
         self.version = 0  # bumped whenever the settings in force change
@@ -47,6 +49,14 @@ class Live:
         return self.settings.new_state()
 
     def apply(self, state: ClusterState, key: str, value: bytes | None, revision: int) -> None:
+        if key.startswith(self.sessions):
+            speaker = reports.speaker_of(key, self.sessions)
+            if value is None:
+                state.remove_report(speaker)
+            else:
+                with decoding.reading(key):
+                    state.put_report(speaker, reports.parse_report(key, value), revision)
+            return
         if key != self.key:
             calico.apply(state, key, value, revision)
             return
@@ -57,13 +67,13 @@ class Live:
         if value is None:
             settings = self._checked(state, self.local)
         else:
-            with calico.reading(key):
+            with decoding.reading(key):
                 settings = overlay(self.local, key, value)
             why = adoption_problem(state, settings.policy.rr_label) if self._adopts(
                 settings) else None
             why = why or exclusion_problem(state, settings)
             if why:
-                raise calico.BadRecord(key, why)
+                raise decoding.BadRecord(key, why)
         self._object = value
         self._use(state, settings, f"{key} at revision {revision}" if value is not None
                   else f"{key} deleted at revision {revision}: the local policy")
@@ -86,7 +96,7 @@ class Live:
         if self._object is not None and self._use_object:
             try:
                 settings = overlay(self.local, self.key, self._object)
-            except calico.BadRecord as e:  # it fits the old local settings but not these
+            except decoding.BadRecord as e:  # it fits the old local settings but not these
                 log.warning("skipping %s with the new local policy: %s", self.key, e.reason)
         self._use(state, settings, "the reloaded config")
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 import attrs
 
-from rrwatch.core import calico
+from rrwatch.core import calico, decoding
 from rrwatch.core.model import ClusterState
 from rrwatch.etcd import KV, Etcd
 
@@ -56,7 +56,7 @@ async def load(etcd: Etcd, records: Records) -> Snapshot:
     def apply(kv: KV) -> None:
         try:
             records.apply(state, kv.key, kv.value, kv.mod_revision)
-        except calico.BadRecord as e:
+        except decoding.BadRecord as e:
             bad[kv.key] = e.reason
 
     revision = 0

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 import attrs
 import trio
 
-from rrwatch.core import calico
+from rrwatch.core import decoding
 from rrwatch.daemon.records import Records, drift, key_revisions, load
 from rrwatch.errors import leaves
 from rrwatch.etcd import KV, Compacted, Etcd, EtcdError, StreamIdle, WatchResponse
@@ -223,7 +223,7 @@ class Watcher:
                 del self._recent[next(iter(self._recent))]
         try:
             self._records.apply(self.state, key, value, revision)
-        except calico.BadRecord as e:
+        except decoding.BadRecord as e:
             self.stats.bad_records += 1
             if self.bad.get(key) != e.reason:
                 log.warning("skipping %s at revision %d: %s", key, revision, e.reason)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rrwatch.core.calico import BadRecord
-from rrwatch.core.reports import Report, Session, dumps, parse_report
+from rrwatch.core.reports import Report, Session, dumps, parse_report, speaker_of
 
 KEY = "/rrwatch/v1/sessions/rr-1"
 AT = datetime.datetime(2026, 12, 4, 14, 24, 50, tzinfo=datetime.UTC)
@@ -70,3 +70,16 @@ def test_any_bytes_are_a_report_or_a_bad_record(value):
         parse_report(KEY, value)
     except BadRecord:
         pass
+
+
+@pytest.mark.parametrize("speaker", ["node-1", "n1.example.com", "host/10.0.0.100",
+                                     "host/fd00::5"])
+def test_a_report_names_a_node_or_an_rr_host(speaker):
+    assert speaker_of("/p/sessions/" + speaker, "/p/sessions/") == speaker
+
+
+@pytest.mark.parametrize("speaker", ["Node-1", "-n", "a/b", "host/", "host/10.0.0.01",
+                                     "host/FD00::5", "host/node-1", "", "n" * 254])
+def test_any_other_key_under_sessions_is_a_bad_record(speaker):
+    with pytest.raises(BadRecord, match="not the report of a node"):
+        speaker_of("/p/sessions/" + speaker, "/p/sessions/")
