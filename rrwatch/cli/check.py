@@ -42,7 +42,7 @@ def grants(config: Config) -> list[Grant]:
         Grant("/calico/bgp/v1/rr_v", bool(config.register_ip),
               "reads RR host registrations" + ("; registers this host" if config.register_ip
                                                else "")),
-        Grant(config.prefix, True, "the leader key; reads the policy object"),
+        Grant(config.prefix, True, "the leader key, session reports; reads the policy object"),
     ]
 
 
