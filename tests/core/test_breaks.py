@@ -1,0 +1,166 @@
+"""The break gate: RRs move to dedicated machines, and the old ones go only once the clients'
+sessions with the new ones are reported Established, in an episode seen after they were
+configured, for the dwell time."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import ipaddress
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rrwatch.core.breaks import Evidence, Up, judge, sightings, step
+from rrwatch.core.model import BgpConfig, ClusterState, Node
+from rrwatch.core.plan import Planner, outcome
+from rrwatch.core.reports import Report, Session
+from rrwatch.core.selector import parse
+from rrwatch.core.sessions import fabric
+from tests.support import POLICY, RR_LABEL, ZONE_LABEL
+
+AT = datetime.datetime(2026, 12, 4, 12, 0, tzinfo=datetime.UTC)
+DWELL = 10.0
+
+
+def nodes() -> list[Node]:
+    ordinary = [Node(f"n{i}", 1, {ZONE_LABEL: "a"}, ipaddress.IPv4Address(f"10.0.0.{i}"))
+                for i in range(1, 9)]
+    dedicated = [Node(f"d{i}", 1, {ZONE_LABEL: "a", "dedicated": ""},
+                      ipaddress.IPv4Address(f"10.0.1.{i}")) for i in (1, 2)]
+    return ordinary + dedicated
+
+
+def moving() -> tuple[ClusterState, list, set[str], set[str]]:
+    """RRs on ordinary nodes, then a policy that keeps them to dedicated machines, its make
+    phase done: the state, the break step (the old RRs' demotions), the old and new RRs."""
+    state = ClusterState(ZONE_LABEL, RR_LABEL, parse("has(dedicated)"))  # dedicated: not yet
+    state.set_bgp(BgpConfig(mesh_enabled=False))
+    for node in nodes():
+        state.put_node(node)
+    planner = Planner(POLICY)
+    while (plan := planner.plan(state)[1]):
+        outcome(state, plan.make or plan.brk)
+    old = {n for n, node in state.nodes.items() if node.cluster_id}
+    moved = attrs.evolve(POLICY, exclude=parse("!has(dedicated)"))
+    state.reshape(ZONE_LABEL, RR_LABEL, moved.exclude, None)
+    planner = Planner(moved)
+    while (plan := planner.plan(state)[1]).make:
+        outcome(state, plan.make)
+    new = {n for n, node in state.nodes.items() if node.cluster_id} - old
+    assert old and new and {op.name for op in plan.brk if op.why == "demote"} == old
+    return state, list(plan.brk), old, new
+
+
+def report(state: ClusterState, rr: str, up: bool) -> Report:
+    """What `rr` reports of its sessions with every other node: all Established, or all
+    Active (a firewall drops BGP)."""
+    return Report(True, {
+        str(node.ipv4): Session("Established" if up else "Active", AT,
+                                error="" if up else "Socket: Connection timed out")
+        for name, node in state.nodes.items() if name != rr})
+
+
+def evidence(state: ClusterState, *, seen_at: float = 0.0, configured: int = 0) -> Evidence:
+    """The leader first saw the reports at `seen_at`, judges at 100 s, and wrote every session's
+    configuration at revision `configured`."""
+    return Evidence(sightings(state, {}, seen_at), _configured_all(state, configured), 100.0,
+                    DWELL)
+
+
+def _configured_all(state: ClusterState, revision: int) -> dict[frozenset[str], int]:
+    fab = fabric(state, 4)
+    return {frozenset((a, b)): revision for a in fab.sessions for b in fab.sessions[a]}
+
+
+def reporting(state: ClusterState, old: set[str], new: set[str], *, new_up: bool,
+              revision: int = 5) -> None:
+    for rr in old:
+        state.put_report(rr, report(state, rr, True), revision)
+    for rr in new:
+        state.put_report(rr, report(state, rr, new_up), revision)
+
+
+@pytest.mark.parametrize("mode", ["require", "auto"])
+def test_old_rrs_stay_while_the_new_ones_sessions_are_down(mode):
+    state, brk, old, new = moving()
+    reporting(state, old, new, new_up=False)
+    ops, judgement = step(state, brk, evidence(state), mode)
+    assert ops == ()
+    clients = {n for n in state.nodes if n not in old | new}
+    assert {h.speaker for h in judgement.holds} >= clients
+    assert {h.rr for h in judgement.holds} == new
+    assert {(h.state, h.error) for h in judgement.holds} == {
+        ("Active", "Socket: Connection timed out")}
+
+
+def test_they_go_once_the_new_sessions_are_established_for_the_dwell():
+    state, brk, old, new = moving()
+    reporting(state, old, new, new_up=True)
+    assert step(state, brk, evidence(state, seen_at=95.0), "require")[0] == ()  # 5 s < dwell
+    ops, judgement = step(state, brk, evidence(state, seen_at=90.0), "require")
+    assert judgement.ok and set(ops) == set(brk)
+
+
+def test_an_episode_seen_before_the_session_was_configured_does_not_count():
+    """A report from before the write that configured the session (revision 5 <= 7) proves
+    nothing about the session as it is now."""
+    state, brk, old, new = moving()
+    reporting(state, old, new, new_up=True, revision=5)
+    assert step(state, brk, evidence(state, seen_at=0.0, configured=7), "require")[0] == ()
+    assert step(state, brk, evidence(state, seen_at=0.0, configured=4), "require")[0]
+
+
+def test_require_holds_without_reports_and_auto_goes_on_the_timer():
+    state, brk, old, new = moving()
+    ops, judgement = step(state, brk, evidence(state), "require")
+    assert ops == () and {h.state for h in judgement.holds} == {"not reported"}
+    ops, judgement = step(state, brk, evidence(state), "auto")
+    assert set(ops) == set(brk) and judgement.ok and judgement.unverified > 0
+    assert step(state, brk, evidence(state), "off")[0] == tuple(brk)
+
+
+def test_a_client_with_no_session_up_anywhere_holds_nothing():
+    state, brk, old, new = moving()
+    reporting(state, old, new, new_up=False)
+    down = Report(True, {s: attrs.evolve(v, state="Active") for s, v in
+                         report(state, "x", True).sessions.items()})
+    for rr in old:
+        state.put_report(rr, down, 5)
+    assert step(state, brk, evidence(state), "require")[0] == tuple(brk)
+
+
+def test_sightings_keep_an_episode_while_its_since_holds():
+    state, brk, old, new = moving()
+    reporting(state, old, new, new_up=True)
+    first = sightings(state, {}, 1.0)
+    assert sightings(state, first, 50.0) == first
+    rr = sorted(new)[0]
+    state.put_report(rr, Report(True, {a: attrs.evolve(s, since=AT.replace(hour=13))
+                                       for a, s in state.reports[rr].sessions.items()}), 9)
+    again = sightings(state, first, 50.0)
+    changed = {k for k in again if again[k] != first.get(k)}
+    assert changed and all(k[0] == rr and again[k] == Up(again[k].since, 50.0, 9)
+                           for k in changed)
+
+
+@given(st.dictionaries(st.sampled_from([f"n{i}" for i in range(1, 9)] + ["d1", "d2"]),
+                       st.tuples(st.booleans(), st.floats(0, 100), st.integers(0, 10)),
+                       max_size=10),
+       st.sampled_from(["require", "auto"]), st.integers(0, 10))
+def test_no_step_leaves_a_speaker_below_its_need(reported, mode, configured):
+    """Whatever the reports say, the ops a step lets go leave every speaker that loses a
+    session as many verified RR sessions as it needs."""
+    state, brk, old, new = moving()
+    for rr, (up, _, revision) in reported.items():
+        state.put_report(rr, report(state, rr, up), revision)
+    seen = {rr: at for rr, (_, at, _) in reported.items()}
+    ups = {k: attrs.evolve(u, seen_at=seen[k[0]])
+           for k, u in sightings(state, {}, 0.0).items()}
+    ev = Evidence(ups, _configured_all(state, configured), 100.0, DWELL)
+    ops, _ = step(state, brk, ev, mode)
+    after = copy.deepcopy(state)
+    outcome(after, ops)
+    assert judge(state, after, ev, mode).ok
