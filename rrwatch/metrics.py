@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import time
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -37,6 +38,8 @@ _COUNTERS = (
      "conflicts"),
     ("fenced_writes", "Writes rejected because another instance leads", "reconcile", "fenced"),
     ("write_errors", "Writes etcd could not take", "reconcile", "errors"),
+    ("breaks_unverified", "Break writes let go on the settle timer alone: nothing reported on"
+     " the sessions they remove (RRWATCH_VERIFY_SESSIONS=auto)", "verify", "unverified"),
     ("leaderships", "Times this instance became the leader", "daemon", "leaderships"),
     ("leader_key_takeovers", "Leader keys taken from a holder without a proper lease",
      "daemon", "usurpers"),
@@ -68,6 +71,15 @@ class _Collector:
         yield GaugeMetricFamily("rrwatch_last_reconcile_timestamp_seconds",
                                 "When a plan last found etcd holding the desired mesh (0: never)",
                                 value=reconcile["converged_at"])
+        held = stats["verify"]
+        yield GaugeMetricFamily("rrwatch_breaks_held",
+                                "Sessions that held breaks wait for: reported not Established,"
+                                " not reported, or not up for the dwell yet",
+                                value=held["held"])
+        yield GaugeMetricFamily("rrwatch_breaks_held_seconds",
+                                "How long breaks have been held without a pause (0: none held)",
+                                value=max(0.0, time.time() - held["held_since"])
+                                if held["held_since"] else 0.0)
         yield GaugeMetricFamily("rrwatch_bad_records_current",
                                 "Records skipped now because their value cannot be used",
                                 value=status.bad_records)

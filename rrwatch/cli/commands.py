@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import sys
 from typing import Any, TextIO
@@ -20,7 +21,8 @@ import trio
 from rrwatch.cli import graphviz
 from rrwatch.config import Config
 from rrwatch.config.settings import Settings, describe
-from rrwatch.core import dot, edits
+from rrwatch.core import breaks, dot, edits
+from rrwatch.core.breaks import Evidence, Hold, sightings
 from rrwatch.core.model import ClusterState
 from rrwatch.core.plan import Planner, outcome
 from rrwatch.core.reachability import Verdict, verify
@@ -103,6 +105,8 @@ def status(config: Config, *, output: str = "text") -> int:
             sessions = r["report"]["sessions"]
             up = sum(s["state"] == "Established" for s in sessions.values())
             _say(f"sessions of RR {r['speaker']}: {up} of {len(sessions)} Established")
+    for hold in report["held_breaks"]:
+        _say(f"break held: {Hold(**hold)}")
     if "bird" in report:
         b = report["bird"]
         if b.get("error"):
@@ -142,6 +146,7 @@ def summary(snapshot: Snapshot, settings: Settings, config: Config) -> dict[str,
         "hosts": [{"ip": str(r.ip), "cluster_id": r.cluster_id or ""}
                   for r in sorted(state.reflectors.values(), key=lambda r: r.key)],
         "reports": _reports(state),
+        "held_breaks": [attrs.asdict(hold) for hold in _held(state, settings)],
     }
     if config.bird_config or os.path.exists(config.bird_socket):  # an RR host
         report["bird"] = {"socket": config.bird_socket}
@@ -153,6 +158,16 @@ def summary(snapshot: Snapshot, settings: Settings, config: Config) -> dict[str,
         except birdc.BirdError as e:
             report["bird"]["error"] = str(e)
     return report
+
+
+def _held(state: ClusterState, settings: Settings) -> tuple[Hold, ...]:
+    """The breaks the leader's gate holds, as the reports stand (every session Established
+    counts as up for the dwell: only the leader has watched them)."""
+    brk = Planner(settings.policy).plan(copy.deepcopy(state))[1].brk
+    if not brk or not state.reports:
+        return ()
+    evidence = Evidence(sightings(state, {}, -math.inf), {}, 0.0, 0.0)
+    return breaks.step(state, settings.limits.step(brk), evidence, "require")[1].holds
 
 
 def _reports(state: ClusterState) -> list[dict[str, Any]]:

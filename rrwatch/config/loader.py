@@ -30,7 +30,8 @@ FILE_LIMIT = 1 << 20  # bytes of TOML: a config file is a few hundred
 @attrs.frozen
 class Timing:
     debounce: float = 0.1  # coalesce a burst of events into one plan
-    settle: float = 10.0  # time new sessions get before old ones are removed
+    settle: float = 10.0  # time new sessions get before old ones are removed (the dwell)
+    verify: str = "auto"  # how breaks wait for reported sessions (core.breaks.MODES)
 
 
 @attrs.frozen
@@ -237,7 +238,8 @@ def load(
         tls=tls,
         zone_label=values["zone_label"],
         policy=policy,
-        timing=Timing(debounce=values["debounce"], settle=values["settle"]),
+        timing=Timing(debounce=values["debounce"], settle=values["settle"],
+                      verify=values["verify_sessions"]),
         limits=Limits(**{field: values[name] for name, field in LIMIT_FIELDS.items()}),
         etcd_timeout=values["etcd_timeout"],
         watch_timeout=values["watch_timeout"],

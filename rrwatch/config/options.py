@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from rrwatch.config import values
+from rrwatch.core.breaks import MODES
 from rrwatch.core.policy import TOPOLOGIES
 from rrwatch.logs import FORMATS
 
@@ -133,8 +134,15 @@ OPTIONS = (
            "SECONDS"),
     Option("settle", "reconcile.settle", ("RRWATCH_SETTLE",),
            values.at_least(values.finite, 0), "10",
-           "seconds new sessions get before old ones are removed",
+           "seconds new sessions get before old ones are removed; where they are reported,"
+           " how long they must have been Established (the dwell)",
            "SECONDS"),
+    Option("verify_sessions", "reconcile.verify_sessions", ("RRWATCH_VERIFY_SESSIONS",),
+           values.choice(MODES), "auto",
+           "a break waits for the sessions replacing it to be reported Established: require"
+           " (hold while a report is missing), auto (where reports exist; the timer elsewhere),"
+           " off",
+           "MODE"),
     Option("etcd_timeout", "etcd.timeout", ("RRWATCH_ETCD_TIMEOUT",),
            values.at_least(values.finite, 0), "5",
            "seconds an etcd request may take",

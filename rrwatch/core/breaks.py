@@ -16,7 +16,7 @@ exist and lets the rest go on the timer (counted as unverified); "off" lets ever
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
@@ -43,7 +43,8 @@ class Hold:
 
     speaker: str
     rr: str
-    state: str  # BIRD's state of that session as reported, or "not reported"
+    state: str  # BIRD's state of that session as reported, or "not reported"; Established
+    # but "not yet verified": up for less than the dwell, or seen only before its configuration
     error: str = ""  # BIRD's last error on it
 
     def __str__(self) -> str:
@@ -65,7 +66,7 @@ class Judgement:
 class Evidence:
     """What the leader knows of the sessions: the reports in `state`, and its own sightings."""
 
-    ups: Mapping[tuple[str, str], Up]  # (reporter, neighbour address) -> episode seen
+    ups: Mapping[str, Mapping[str, Up]]  # reporter -> neighbour address -> episode seen
     configured: Mapping[frozenset[str], int]  # session (its two speakers) -> revision written
     now: float
     dwell: float
@@ -112,7 +113,8 @@ def _judge_speaker(state: ClusterState, old: Fabric, new: Fabric, name: str,
     for r in keep:
         if r not in verified:
             s = session(r, name)
-            waits.append(Hold(name, r, "not reported" if s is None else s.state,
+            waits.append(Hold(name, r, "not reported" if s is None else s.state if not
+                              s.established else "Established, not yet verified",
                               "" if s is None else s.error))
     return waits, False
 
@@ -142,7 +144,7 @@ def _verified(state: ClusterState, fab: Fabric, rr: str, name: str, evidence: Ev
             continue
         address = str(fab.speakers[neighbour].address)
         session = report.sessions.get(address)
-        up = evidence.ups.get((reporter, address))
+        up = evidence.ups.get(reporter, {}).get(address)
         if (session is not None and session.established and up is not None
                 and up.since == _since(session) and up.revision > configured
                 and evidence.now - up.seen_at >= evidence.dwell):
@@ -154,23 +156,36 @@ def _since(session: Session) -> str:
     return session.since.isoformat()
 
 
-def sightings(state: ClusterState, ups: Mapping[tuple[str, str], Up], now: float
-              ) -> dict[tuple[str, str], Up]:
+def sightings(state: ClusterState, ups: Mapping[str, Mapping[str, Up]], now: float,
+              reporters: Iterable[str] | None = None) -> dict[str, dict[str, Up]]:
     """The Established episodes in the reports, each as first seen: kept from `ups` while its
-    `since` holds, new ones seen now at their report's revision."""
-    out = {}
-    for reporter, report in state.reports.items():
-        if not report.ok:
+    `since` holds, new ones seen `now` at their report's revision. Only `reporters` (whose
+    reports changed) are read again: the cost is in proportion to the change."""
+    out = {reporter: dict(seen) for reporter, seen in ups.items()
+           if reporter in state.reports}
+    for reporter in state.reports.keys() if reporters is None else reporters:
+        report = state.reports.get(reporter)
+        if report is None or not report.ok:
+            out.pop(reporter, None)
             continue
+        before = ups.get(reporter, {})
         revision = state.report_revisions.get(reporter, 0)
+        seen = {}
         for address, session in report.sessions.items():
-            if not session.established:
-                continue
-            since = _since(session)
-            old = ups.get((reporter, address))
-            out[reporter, address] = old if old is not None and old.since == since else Up(
-                since, now, revision)
+            if session.established:
+                since = _since(session)
+                old = before.get(address)
+                seen[address] = old if old is not None and old.since == since else Up(
+                    since, now, revision)
+        out[reporter] = seen
     return out
+
+
+def next_dwell(ups: Mapping[str, Mapping[str, Up]], now: float, dwell: float) -> float | None:
+    """When the next episode seen completes its dwell, if one has yet to."""
+    pending = [up.seen_at + dwell for seen in ups.values() for up in seen.values()
+               if up.seen_at + dwell > now]
+    return min(pending, default=None)
 
 
 def step(state: ClusterState, ops: Sequence[Op], evidence: Evidence, mode: str
@@ -181,6 +196,10 @@ def step(state: ClusterState, ops: Sequence[Op], evidence: Evidence, mode: str
     their own: a demotion elsewhere need not wait for this one. Deleting a BGPPeer can touch
     anyone, so it waits while anything is held.
     """
+    if mode == "off":
+        return tuple(ops), Judgement()
+    if mode == "auto" and not state.reports:
+        return tuple(ops), Judgement(unverified=1)  # nothing to judge by: the timer decides
     judgement = judge(state, _after(state, ops), evidence, mode)
     if judgement.ok:
         return tuple(ops), judgement

@@ -30,6 +30,7 @@ from rrwatch.core.mesh import Mesh
 from rrwatch.core.model import RRLabel
 from rrwatch.core.plan import DeletePeer, Op, Plan, Planner, PutPeer, SetNode
 from rrwatch.daemon.election import Fence, LostLeadership
+from rrwatch.daemon.verifier import Verifier
 from rrwatch.daemon.watcher import Watcher
 from rrwatch.etcd import KV, Etcd, EtcdError, delete, get, mod_is, put
 
@@ -81,6 +82,8 @@ class Reconciler:
         self._reported: tuple[str, ...] = ()
         self._converged_at = -1  # the model version last found to need no writes
         self._converged = trio.Event()
+        self.verifier = Verifier(timing.verify, timing.settle)
+        self._written = 0  # the highest revision the last apply wrote at
 
     def plan(self) -> Plan:
         settings = self._settings()
@@ -101,7 +104,10 @@ class Reconciler:
         while True:
             version = self._watcher.version
             started = time.perf_counter()
+            self.verifier.observe(self._watcher.state)
             plan = self.plan()
+            if not plan.brk:
+                self.verifier.clear()
             log.debug("planned at revision %d in %.2f ms: %d to make, %d to break",
                       self._watcher.newest, (time.perf_counter() - started) * 1000,
                       len(plan.make), len(plan.brk))
@@ -117,16 +123,23 @@ class Reconciler:
                 for op in plan.make + plan.brk:
                     log.info("would %s", op)
             elif plan.make:
-                landed = await self.apply(self._settings().limits.step(plan.make), fence)
+                ops = self._settings().limits.step(plan.make)
+                before = self.verifier.pairs(self._watcher.state)
+                landed = await self.apply(ops, fence)
                 if landed:  # new sessions: the break phase waits a settle time from now
                     settle.restart()
+                    self.verifier.made(self._watcher.state, before, ops, self._written)
                 if landed is not None:
                     continue  # plan again from the model, which now holds what happened
                 wait_until = trio.current_time() + RETRY_AFTER
             elif plan.brk:
                 if not settle.over():
                     wait_until = settle.until
-                elif await self.apply(self._settings().limits.step(plan.brk), fence) is not None:
+                elif not (go := self.verifier.gate(self._watcher.state,
+                                                   self._settings().limits.step(plan.brk))):
+                    # Held: a change in the reports, or the next dwell over, may free it.
+                    wait_until = self.verifier.next_check() or math.inf
+                elif await self.apply(go, fence) is not None:
                     continue
                 else:
                     wait_until = trio.current_time() + RETRY_AFTER
@@ -167,6 +180,7 @@ class Reconciler:
             self.stats.conflicts += len(lost)
             written.update(landed)
             beaten.update(lost)
+        self._written = max(written.values(), default=self._written)
         with trio.move_on_after(CATCH_UP):
             await self._watcher.wait_seen(written)
             for key, current in beaten.items():

@@ -165,6 +165,7 @@ class Daemon:
                 else "standing by")
         stats: dict[str, attrs.AttrsInstance | None] = {
             "watch": self.watcher.stats, "reconcile": self.reconciler.stats, "daemon": self.stats,
+            "verify": self.reconciler.verifier.stats,
             "tls": self.tls.stats if self.tls else None}
         return Status(
             role=role,

@@ -1,0 +1,106 @@
+"""The leader's side of session truth: what it has seen of the RRs' reports on its own clock,
+when it configured each session, and the break gate (core.breaks) judged with both.
+
+Sightings follow the reports as they change, at a cost in proportion to the reports that
+changed. Which sessions a make step configured is found by comparing the fabric before and after
+it, only while some speaker reports (with none, there is nothing to compare against).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import attrs
+import trio
+
+from rrwatch.core import breaks
+from rrwatch.core.breaks import Evidence, Hold, Judgement, Up
+from rrwatch.core.model import ClusterState
+from rrwatch.core.plan import Op, SetNode
+from rrwatch.core.sessions import FAMILIES, fabric
+
+log = logging.getLogger("rrwatch.reconcile")
+
+Pairs = set[frozenset[str]]
+
+
+@attrs.define
+class VerifyStats:
+    held: int = 0  # sessions that held breaks wait for now
+    held_since: float = 0.0  # wall-clock time breaks have been held since (0: none held)
+    unverified: int = 0  # break writes let go on the timer alone (auto, nothing reported)
+
+
+class Verifier:
+    def __init__(self, mode: str, dwell: float) -> None:
+        self.mode = mode
+        self.dwell = dwell
+        self.stats = VerifyStats()
+        self.holds: tuple[Hold, ...] = ()
+        self._ups: dict[str, dict[str, Up]] = {}
+        self._revisions: dict[str, int] = {}  # the report revisions the sightings follow
+        self._configured: dict[frozenset[str], int] = {}
+
+    def observe(self, state: ClusterState) -> None:
+        """Take up the reports that changed since the last look."""
+        changed = [r for r, revision in state.report_revisions.items()
+                   if self._revisions.get(r) != revision]
+        changed += [r for r in self._revisions if r not in state.report_revisions]
+        if changed:
+            self._ups = breaks.sightings(state, self._ups, trio.current_time(), changed)
+            self._revisions = dict(state.report_revisions)
+
+    def pairs(self, state: ClusterState) -> Pairs | None:
+        """The sessions configured now, before a make step; None while nobody reports."""
+        if self.mode == "off" or not state.reports:
+            return None
+        return {frozenset((a, b)) for family in FAMILIES
+                for a, ns in fabric(state, family).sessions.items() for b in ns}
+
+    def made(self, state: ClusterState, before: Pairs | None, ops: Sequence[Op],
+             revision: int) -> None:
+        """A make step landed at `revision`: its new sessions, and every session of a node it
+        promoted (whose BIRD configuration changes), count only when seen up after it."""
+        if before is None:
+            return
+        promoted = {op.name for op in ops if isinstance(op, SetNode) and op.why == "promote"}
+        after = self.pairs(state) or set()
+        for pair in after:
+            if pair not in before or pair & promoted:
+                self._configured[pair] = revision
+
+    def gate(self, state: ClusterState, ops: Sequence[Op]) -> tuple[Op, ...]:
+        """The break ops that may go now; the others wait, each (speaker, RR) they wait for
+        logged once."""
+        now = trio.current_time()
+        evidence = Evidence(self._ups, self._configured, now, self.dwell)
+        go, judgement = breaks.step(state, ops, evidence, self.mode)
+        self._note(judgement)
+        if go and judgement.unverified:
+            self.stats.unverified += len(go)
+        return go
+
+    def clear(self) -> None:
+        """No break is pending: none is held."""
+        if self.holds:
+            self._note(Judgement())
+
+    def next_check(self) -> float | None:
+        """When a held break should be judged again, short of a change: the next dwell over."""
+        if not self.holds:
+            return None
+        return breaks.next_dwell(self._ups, trio.current_time(), self.dwell)
+
+    def _note(self, judgement: Judgement) -> None:
+        new = [h for h in judgement.holds if h not in self.holds]
+        for hold in new:
+            log.warning("holding a break: %s", hold)
+        if judgement.holds and not self.holds:
+            self.stats.held_since = time.time()
+        elif self.holds and not judgement.holds:
+            log.info("breaks no longer held, after %.1f s", time.time() - self.stats.held_since)
+            self.stats.held_since = 0.0
+        self.holds = judgement.holds
+        self.stats.held = len(judgement.holds)

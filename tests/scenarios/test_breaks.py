@@ -1,0 +1,100 @@
+"""The real daemon holds breaks until the sessions replacing them are reported Established.
+
+RRs move to dedicated machines (a policy object excludes the others) whose sessions the RRs'
+reports show down, as behind a firewall that drops BGP: the new RRs are promoted, the old ones
+stay, the hold is logged and counted. Once the reports show the new sessions Established for
+the dwell, the move completes. The reports are written here as `rrwatch report` writes them;
+tests/bgp/test_report.py holds `rrwatch report` itself against real BIRD."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import trio
+
+from rrwatch.core import calico
+from rrwatch.core.reports import Report, Session, dumps
+from rrwatch.testing import simulate
+from tests.support import read_cluster, rr_names, wait_until
+
+POLICY = "/rrwatch/v1/policy"
+SESSIONS = "/rrwatch/v1/sessions/"
+
+
+def addresses(data: dict[str, bytes]) -> dict[str, str]:
+    return {json.loads(v)["metadata"]["name"]: json.loads(v)["spec"]["bgp"]["ipv4Address"]
+            .split("/")[0] for k, v in data.items() if k.startswith(calico.NODES)}
+
+
+def report(rr: str, nodes: dict[str, str], state: str, since: datetime.datetime) -> bytes:
+    return dumps(Report(True, {address: Session(
+        state, since, error="" if state == "Established" else "Socket: Connection timed out")
+        for name, address in nodes.items() if name != rr}))
+
+
+async def test_old_rrs_stay_until_the_new_sessions_are_established(etcd, start_daemon,
+                                                                    rrwatch):
+    items = simulate.nodes("a", range(6))
+    dedicated = simulate.nodes("a", range(6, 8))
+    for key in dedicated:  # the dedicated machines, not yet RRs: the policy keeps them out
+        node = json.loads(items.setdefault(key, dedicated[key]))
+        node["metadata"]["labels"]["dedicated"] = "true"
+        items[key] = json.dumps(node).encode()
+    # The node-to-node mesh off, as on any cluster with RRs: a demoted RR's clients keep no
+    # session with it (with the mesh on, theirs would become a mesh session, and none breaks).
+    first = {"exclude": "has(dedicated)", "min": 2, "max": 2}
+    await simulate.put_all(etcd, {**items, calico.BGP_CONFIG: simulate.mesh_off(),
+                                  POLICY: json.dumps(first).encode()})
+    daemon = start_daemon({"RRWATCH_VERIFY_SESSIONS": "require", "RRWATCH_SETTLE": "1"})
+    old = await rrs(etcd, lambda names: len(names) == 2)
+    _, data = await read_cluster(etcd)
+    nodes = addresses(data)
+    new = {json.loads(dedicated[k])["metadata"]["name"] for k in dedicated}
+    assert not old & new
+    earlier = datetime.datetime(2026, 12, 4, 12, 0, tzinfo=datetime.UTC)
+    await simulate.put_all(etcd, {
+        **{SESSIONS + rr: report(rr, nodes, "Established", earlier) for rr in old},
+        **{SESSIONS + rr: report(rr, nodes, "Active", earlier) for rr in new},
+        POLICY: json.dumps({"exclude": "!has(dedicated)", "min": 2, "max": 2}).encode()})
+
+    # The new RRs are promoted; the old ones are held, every wait logged once and counted.
+    await rrs(etcd, lambda names: names == old | new)
+    with trio.fail_after(30):
+        await daemon.wait_for_log("holding a break: ")
+    await wait_until(lambda: daemon.metrics().get("rrwatch_breaks_held", 0) > 0)
+    assert f"waits for its session with {sorted(new)[0]}: Active (Socket: Connection timed" \
+        in daemon.log()
+    await trio.sleep(3)  # three settle times: a timer alone would have demoted by now
+    assert await rrs(etcd, lambda names: True) == old | new
+    assert daemon.metrics()["rrwatch_breaks_held_seconds"] > 0
+    status = rrwatch("status", "--output", "json")
+    assert status.returncode == 0, status.stderr
+    held = json.loads(status.stdout)["held_breaks"]
+    assert {h["rr"] for h in held} == new and {h["state"] for h in held} == {"Active"}
+    assert "break held: " in rrwatch("status").stdout
+
+    # The firewall opens: the new sessions come up, and the move completes after the dwell.
+    later = earlier.replace(hour=13)
+    await simulate.put_all(etcd, {SESSIONS + rr: report(rr, nodes, "Established", later)
+                                  for rr in new})
+    assert await rrs(etcd, lambda names: names == new) == new
+    with trio.fail_after(30):
+        await daemon.wait_for_log("breaks no longer held")
+    await wait_until(lambda: daemon.metrics().get("rrwatch_breaks_held") == 0)
+    assert json.loads(rrwatch("status", "--output", "json").stdout)["held_breaks"] == []
+
+
+async def rrs(etcd, wanted) -> set[str]:
+    """The RRs in etcd, once `wanted(them)`."""
+    found: set[str] = set()
+
+    async def check() -> bool:
+        nonlocal found
+        found = rr_names((await read_cluster(etcd))[1])
+        return bool(wanted(found))
+
+    with trio.fail_after(30):
+        while not await check():
+            await trio.sleep(0.1)
+    return found
