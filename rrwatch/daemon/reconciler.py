@@ -27,7 +27,7 @@ import trio
 from rrwatch.config.loader import Timing
 from rrwatch.core import edits
 from rrwatch.core.mesh import Mesh
-from rrwatch.core.model import RRLabel
+from rrwatch.core.model import ClusterState, RRLabel
 from rrwatch.core.plan import DeletePeer, Op, Plan, Planner, PutPeer, SetNode
 from rrwatch.daemon.election import Fence, LostLeadership
 from rrwatch.daemon.verifier import Verifier
@@ -101,6 +101,8 @@ class Reconciler:
             raise ValueError("only a dry run may go without a fence")
         # What happened before we started is unknown: give sessions a full settle time.
         settle = Settle(self._timing.settle)
+        # Demotions are a rate, not a burst: at most the step's limit per settle window.
+        demoting = Settle(self._timing.settle)
         while True:
             version = self._watcher.version
             started = time.perf_counter()
@@ -135,13 +137,18 @@ class Reconciler:
             elif plan.brk:
                 if not settle.over():
                     wait_until = settle.until
-                elif not (go := self.verifier.gate(self._watcher.state,
-                                                   self._settings().limits.step(plan.brk))):
+                elif not (ops := paced(self._settings().limits.step(plan.brk), demoting,
+                                       self._watcher.state)):
+                    wait_until = demoting.until  # only demotions are left, and one went lately
+                elif not (go := self.verifier.gate(self._watcher.state, ops)):
                     # Held: a change in the reports, or the next dwell over, may free it.
                     wait_until = self.verifier.next_check() or math.inf
-                elif await self.apply(go, fence) is not None:
-                    continue
                 else:
+                    demotes = any(_demotion(op, self._watcher.state) for op in go)
+                    if await self.apply(go, fence) is not None:
+                        if demotes:
+                            demoting.restart()
+                        continue
                     wait_until = trio.current_time() + RETRY_AFTER
             await pause(functools.partial(self._watcher.wait_change, version),
                         self._timing.debounce, until=wait_until)
@@ -283,6 +290,18 @@ async def pause(changed: Callable[[], Awaitable[None]], debounce: float, *,
     with trio.move_on_at(until):
         await changed()
         await trio.sleep(debounce)
+
+
+def _demotion(op: Op, state: ClusterState) -> bool:
+    """A demotion of an RR with sessions: one that has a cluster ID (clearing a stale label
+    breaks nothing)."""
+    return (isinstance(op, SetNode) and op.why == "demote" and op.name in state.nodes
+            and state.nodes[op.name].cluster_id is not None)
+
+
+def paced(ops: tuple[Op, ...], demoting: Settle, state: ClusterState) -> tuple[Op, ...]:
+    """The break step without its demotions while the last one's settle window is open."""
+    return ops if demoting.over() else tuple(op for op in ops if not _demotion(op, state))
 
 
 def batches(ops: tuple[Op, ...]) -> list[tuple[Op, ...]]:

@@ -5,12 +5,15 @@ that takes plain callables; no etcd, and every time asserted is virtual."""
 from __future__ import annotations
 
 import logging
+from ipaddress import IPv4Address
 
 import pytest
 import trio
 
+from rrwatch.core.model import ClusterState, Node, RRLabel
+from rrwatch.core.plan import SetNode
 from rrwatch.daemon.election import keep_alive
-from rrwatch.daemon.reconciler import Settle, pause
+from rrwatch.daemon.reconciler import Settle, paced, pause
 from rrwatch.daemon.watcher import DRIFT_GRACE, Probe, WatchStats, anti_entropy, confirmed
 from rrwatch.etcd import EtcdError
 
@@ -350,3 +353,26 @@ async def test_the_settle_deadline_cuts_a_debounce_short(autojump_clock):
 @pytest.fixture(autouse=True)
 def _logs(caplog):
     caplog.set_level(logging.INFO)
+
+
+# -- demotions: a rate, not a burst -----------------------------------------------------------
+
+async def test_a_demotion_keeps_the_next_back_for_a_settle_window(autojump_clock):
+    """After a demotion the break step goes on without demotions until its window is over:
+    at most the step's demotions per settle time. Other breaks are not held back."""
+    state = ClusterState("zone", RRLabel("rr", ""))
+    for i, cluster in ((1, "224.0.0.1"), (2, "224.0.0.1"), (3, None)):
+        state.put_node(Node(f"rr{i}", 1, {"rr": ""}, IPv4Address(f"10.0.0.{i}"),
+                            cluster_id=cluster))
+    demote = [SetNode(f"rr{i}", 1, None, why="demote") for i in (1, 2)]
+    stale = SetNode("rr3", 1, None, why="demote")  # a label without a cluster ID: no sessions
+    client = SetNode("client", 1, None, frozenset())
+    demoting = Settle(10)
+    assert paced((client, demote[0], stale), demoting, state) == (client, stale)
+    await trio.sleep(10)
+    assert paced((client, demote[0]), demoting, state) == (client, demote[0])
+    demoting.restart()  # rr1 went
+    await trio.sleep(9.9)
+    assert paced((demote[1],), demoting, state) == ()
+    await trio.sleep(0.1)
+    assert paced((demote[1],), demoting, state) == (demote[1],)
