@@ -120,36 +120,39 @@ def _judge_speaker(state: ClusterState, old: Fabric, new: Fabric, name: str,
 
 
 def _reported(state: ClusterState, fab: Fabric) -> Callable[[str, str], Session | None]:
-    """The reported session between two speakers: by the first's report, else the second's."""
+    """The session between two speakers as reported by either: a session is Established only
+    when every side that reports it says so, so a side that says otherwise speaks for it."""
 
     def session(a: str, b: str) -> Session | None:
-        for reporter, neighbour in ((a, b), (b, a)):
-            report = state.reports.get(reporter)
-            if report is not None and report.ok and neighbour in fab.speakers:
-                found = report.sessions.get(str(fab.speakers[neighbour].address))
-                if found is not None:
-                    return found
-        return None
+        found = [s for reporter, neighbour in ((a, b), (b, a))
+                 if (s := _entry(state, fab, reporter, neighbour)) is not None]
+        return next((s for s in found if not s.established), found[0] if found else None)
 
     return session
 
 
+def _entry(state: ClusterState, fab: Fabric, reporter: str, neighbour: str) -> Session | None:
+    report = state.reports.get(reporter)
+    if report is None or not report.ok or neighbour not in fab.speakers:
+        return None
+    return report.sessions.get(str(fab.speakers[neighbour].address))
+
+
 def _verified(state: ClusterState, fab: Fabric, rr: str, name: str, evidence: Evidence) -> bool:
-    """Reported Established in an episode first seen after the session's configuration was
-    written, and up for the dwell time since."""
+    """Reported Established, by every side that reports it, in an episode first seen after the
+    session's configuration was written, and up for the dwell time since."""
     configured = evidence.configured.get(frozenset((rr, name)), 0)
+    sides = 0
     for reporter, neighbour in ((rr, name), (name, rr)):
-        report = state.reports.get(reporter)
-        if report is None or not report.ok:
+        session = _entry(state, fab, reporter, neighbour)
+        if session is None:
             continue
-        address = str(fab.speakers[neighbour].address)
-        session = report.sessions.get(address)
-        up = evidence.ups.get(reporter, {}).get(address)
-        if (session is not None and session.established and up is not None
-                and up.since == _since(session) and up.revision > configured
-                and evidence.now - up.seen_at >= evidence.dwell):
-            return True
-    return False
+        up = evidence.ups.get(reporter, {}).get(str(fab.speakers[neighbour].address))
+        if not (session.established and up is not None and up.since == _since(session)
+                and up.revision > configured and evidence.now - up.seen_at >= evidence.dwell):
+            return False
+        sides += 1
+    return sides > 0
 
 
 def _since(session: Session) -> str:

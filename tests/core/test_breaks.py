@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rrwatch.core.breaks import Evidence, Up, judge, sightings, step
+from rrwatch.core.breaks import Evidence, judge, next_dwell, sightings, step
 from rrwatch.core.model import BgpConfig, ClusterState, Node
 from rrwatch.core.plan import Planner, outcome
 from rrwatch.core.reports import Report, Session
@@ -140,10 +140,14 @@ def test_sightings_keep_an_episode_while_its_since_holds():
     rr = sorted(new)[0]
     state.put_report(rr, Report(True, {a: attrs.evolve(s, since=AT.replace(hour=13))
                                        for a, s in state.reports[rr].sessions.items()}), 9)
-    again = sightings(state, first, 50.0)
-    changed = {k for k in again if again[k] != first.get(k)}
-    assert changed and all(k[0] == rr and again[k] == Up(again[k].since, 50.0, 9)
-                           for k in changed)
+    again = sightings(state, first, 50.0, [rr])
+    assert {k: v for k, v in again.items() if k != rr} == {k: v for k, v in first.items()
+                                                           if k != rr}
+    assert again[rr] and all(up.seen_at == 50.0 and up.revision == 9
+                             for up in again[rr].values())
+    state.remove_report(rr)
+    assert rr not in sightings(state, again, 60.0, [rr])
+    assert next_dwell(again, 55.0, DWELL) == 60.0 and next_dwell(again, 60.0, DWELL) is None
 
 
 @given(st.dictionaries(st.sampled_from([f"n{i}" for i in range(1, 9)] + ["d1", "d2"]),
@@ -157,10 +161,47 @@ def test_no_step_leaves_a_speaker_below_its_need(reported, mode, configured):
     for rr, (up, _, revision) in reported.items():
         state.put_report(rr, report(state, rr, up), revision)
     seen = {rr: at for rr, (_, at, _) in reported.items()}
-    ups = {k: attrs.evolve(u, seen_at=seen[k[0]])
-           for k, u in sightings(state, {}, 0.0).items()}
+    ups = {rr: {a: attrs.evolve(u, seen_at=seen[rr]) for a, u in by_address.items()}
+           for rr, by_address in sightings(state, {}, 0.0).items()}
     ev = Evidence(ups, _configured_all(state, configured), 100.0, DWELL)
     ops, _ = step(state, brk, ev, mode)
     after = copy.deepcopy(state)
     outcome(after, ops)
     assert judge(state, after, ev, mode).ok
+    # The same, counted here from the reports: every speaker that loses a session keeps its
+    # need, or had nothing up, or (auto) nothing reported about it.
+    old, new = fabric(state, 4), fabric(after, 4)
+    for name in new.speakers:
+        if old.sessions[name] <= new.sessions[name]:
+            continue
+
+        def said(rr: str, name: str = name) -> list[tuple[str, Session]]:
+            """What each of rr and `name` that reports on their session says, and who."""
+            out = []
+            for reporter, other in ((rr, name), (name, rr)):
+                report = state.reports.get(reporter)
+                found = report and report.sessions.get(str(old.speakers[other].address))
+                if found:
+                    out.append((reporter, found))
+            return out
+
+        def up(rr: str) -> bool:  # every side that reports it says so
+            return bool(said(rr)) and all(s.established for _, s in said(rr))
+
+        def verified(rr: str, name: str = name) -> bool:
+            if mode == "auto" and not {rr, name} & state.reports.keys():
+                return True  # the timer's to judge
+            return up(rr) and all(seen.get(who, 100.0) <= 100.0 - DWELL
+                                  and reported_at(state, who) > configured
+                                  for who, _ in said(rr))
+
+        if not any(up(rr) for rr in old.sessions[name]) or (
+                mode == "auto" and not any(said(rr) for rr in old.sessions[name])):
+            continue
+        keep = new.reflectors_of(name)
+        need = min(len(keep), sum(up(rr) for rr in old.reflectors_of(name)))
+        assert sum(verified(rr) for rr in keep) >= need, (name, ops)
+
+
+def reported_at(state: ClusterState, rr: str) -> int:
+    return state.report_revisions.get(rr, 0)
