@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Collection
 
 import trio
 
@@ -27,10 +28,18 @@ def addresses(data: dict[str, bytes]) -> dict[str, str]:
             .split("/")[0] for k, v in data.items() if k.startswith(calico.NODES)}
 
 
-def report(rr: str, nodes: dict[str, str], state: str, since: datetime.datetime) -> bytes:
-    return dumps(Report(True, {address: Session(
-        state, since, error="" if state == "Established" else "Socket: Connection timed out")
-        for name, address in nodes.items() if name != rr}))
+def report(rr: str, nodes: dict[str, str], state: str, since: datetime.datetime,
+           behind: Collection[str] = (), opened: datetime.datetime | None = None) -> bytes:
+    """`rr`'s sessions with every other node in `state`; those with the machines `behind` the
+    firewall Active while it is closed, Established since `opened` once it opens."""
+    def session(name: str) -> Session:
+        if name in behind or rr in behind:
+            if opened is None:
+                return Session("Active", since, error="Socket: Connection timed out")
+            return Session("Established", opened)
+        return Session(state, since)
+    return dumps(Report(True, {address: session(name)
+                               for name, address in nodes.items() if name != rr}))
 
 
 async def test_old_rrs_stay_until_the_new_sessions_are_established(etcd, start_daemon,
@@ -54,8 +63,7 @@ async def test_old_rrs_stay_until_the_new_sessions_are_established(etcd, start_d
     assert not old & new
     earlier = datetime.datetime(2026, 12, 4, 12, 0, tzinfo=datetime.UTC)
     await simulate.put_all(etcd, {
-        **{SESSIONS + rr: report(rr, nodes, "Established", earlier) for rr in old},
-        **{SESSIONS + rr: report(rr, nodes, "Active", earlier) for rr in new},
+        **{SESSIONS + rr: report(rr, nodes, "Established", earlier, new) for rr in old | new},
         POLICY: json.dumps({"exclude": "!has(dedicated)", "min": 2, "max": 2}).encode()})
 
     # The new RRs are promoted; the old ones are held, every wait logged once and counted.
@@ -76,8 +84,8 @@ async def test_old_rrs_stay_until_the_new_sessions_are_established(etcd, start_d
 
     # The firewall opens: the new sessions come up, and the move completes after the dwell.
     later = earlier.replace(hour=13)
-    await simulate.put_all(etcd, {SESSIONS + rr: report(rr, nodes, "Established", later)
-                                  for rr in new})
+    await simulate.put_all(etcd, {SESSIONS + rr: report(rr, nodes, "Established", earlier, new,
+                                                        later) for rr in old | new})
     assert await rrs(etcd, lambda names: names == new) == new
     with trio.fail_after(30):
         await daemon.wait_for_log("breaks no longer held")
