@@ -38,7 +38,7 @@ from rrwatch.host import birdc
 
 def plan(config: Config, *, detailed_exitcode: bool = False) -> int:
     """Print what the daemon would write now, and check the mesh that would result."""
-    read = _read(config)
+    read = read_etcd(config)
     if read is None:
         return ExitStatus.UNAVAILABLE
     snapshot, settings = read
@@ -67,7 +67,7 @@ def plan(config: Config, *, detailed_exitcode: bool = False) -> int:
 
 def verify_mesh(config: Config, *, failures: int = 0) -> int:
     """Simulate route reflection over the sessions the records in etcd configure."""
-    read = _read(config)
+    read = read_etcd(config)
     if read is None:
         return ExitStatus.UNAVAILABLE
     snapshot, _ = read
@@ -78,7 +78,7 @@ def verify_mesh(config: Config, *, failures: int = 0) -> int:
 
 def status(config: Config, *, output: str = "text") -> int:
     """Zones, RRs, clients and RR hosts as etcd has them; on an RR host, its BIRD sessions."""
-    read = _read(config, leader=True)
+    read = read_etcd(config, leader=True)
     if read is None:
         return ExitStatus.UNAVAILABLE
     report = summary(*read, config)
@@ -185,7 +185,7 @@ def _reports(state: ClusterState) -> list[dict[str, Any]]:
 def graph(config: Config, *, fmt: str = "dot", family: int = 4, max_clients: int = 50,
           out: str | None = None) -> int:
     """Draw the mesh the records in etcd configure: DOT, or SVG by Graphviz."""
-    read = _read(config)
+    read = read_etcd(config)
     if read is None:
         return ExitStatus.UNAVAILABLE
     snapshot, _ = read
@@ -282,7 +282,7 @@ def _print(verdict: Verdict, prefix: str) -> None:
             _say(f"  {line}")
 
 
-def _read(config: Config, *, leader: bool = False) -> tuple[Snapshot, Settings] | None:
+def read_etcd(config: Config, *, leader: bool = False) -> tuple[Snapshot, Settings] | None:
     """One snapshot of etcd, and the policy in force in it (the policy object's, if any)."""
     live = Live(config)
 

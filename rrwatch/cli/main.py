@@ -29,6 +29,7 @@ examples:
   rrwatch graph --format svg -o mesh.svg
   rrwatch register 10.0.0.5 --id 224.0.0.1  an RR host that runs no rrwatch
   rrwatch report --node node-7        this node's BGP sessions, from calico-node's BIRDs
+  rrwatch mesh off                    the last step of a migration, once the RR sessions are up
   rrwatch demo                        a local TLS etcd, a simulated cluster, the daemon at work
 
 exit status: 0 done; 1 verify or plan found routes that do not reach; 2 plan found changes
@@ -80,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("--max-clients", type=int, default=50, metavar="N",
                        help="draw a zone's clients as one node past N (default 50)")
     graph.add_argument("-o", "--out", metavar="FILE", help="write here instead of stdout")
+    mesh = command("mesh", "turn Calico's node-to-node mesh off (only when every client has"
+                           " Established sessions to enough RRs, as reported) or on")
+    mesh.add_argument("state", choices=("off", "on"))
+    mesh.add_argument("--rrs", type=int, default=2, metavar="K",
+                      help="off: each client needs Established sessions to K RRs, or to all"
+                           " of its RRs when it has fewer (default 2)")
     report = command("report", "report this node's BGP sessions, as its BIRD has them, in etcd"
                                " (on every node that may become an RR)")
     report.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -186,6 +193,10 @@ def _command(args: argparse.Namespace, config: Config, flags: Mapping[str, Any])
         from rrwatch.cli.check import check
 
         return check(config)
+    if args.command == "mesh":
+        from rrwatch.cli.mesh import mesh
+
+        return mesh(config, args.state == "on", rrs=args.rrs)
     if args.command == "report":
         from rrwatch.daemon.report import main as report
 

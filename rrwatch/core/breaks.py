@@ -155,6 +155,30 @@ def _verified(state: ClusterState, fab: Fabric, rr: str, name: str, evidence: Ev
     return sides > 0
 
 
+def mesh_off_problems(state: ClusterState, k: int) -> list[str]:
+    """Why the node-to-node mesh cannot go off now: each client without Established sessions
+    to k RRs (to all of its RRs, when it has fewer), on every side that reports them. A
+    session nobody reports is not known to be up."""
+    out = []
+    for family in FAMILIES:
+        fab = fabric(state, family)
+        session = _reported(state, fab)
+        for name, speaker in sorted(fab.speakers.items()):
+            if speaker.reflector or not speaker.node:
+                continue
+            rrs = sorted(fab.reflectors_of(name))
+            down = {r: s.state if (s := session(r, name)) else "not reported" for r in rrs}
+            down = {r: why for r, why in down.items() if why != "Established"}
+            need = min(k, len(rrs))
+            if not rrs:
+                out.append(f"{name} (IPv{family}): no RR session configured")
+            elif len(rrs) - len(down) < need:
+                out.append(f"{name} (IPv{family}): {len(rrs) - len(down)} of {need} RR sessions"
+                           " Established (" + ", ".join(f"{r}: {why}" for r, why in
+                                                        down.items()) + ")")
+    return out
+
+
 def _since(session: Session) -> str:
     return session.since.isoformat()
 

@@ -26,6 +26,7 @@ _METADATA_ORDER = (
 _NODE_BGP_ORDER = (
     "asNumber", "ipv4Address", "ipv6Address", "ipv4IPIPTunnelAddr", "routeReflectorClusterID",
 )
+_BGP_CONFIG_SPEC_ORDER = ("logSeverityScreen", "nodeToNodeMeshEnabled", "asNumber")
 _PEER_SPEC_ORDER = (
     "node", "nodeSelector", "peerIP", "asNumber", "localASNumber", "peerSelector",
     "keepOriginalNextHop", "nextHopMode", "password", "sourceAddress", "maxRestartTime",
@@ -124,6 +125,19 @@ def edit_peer(raw: bytes, spec: Mapping[str, Any]) -> bytes:
     """An owned BGPPeer with rrwatch's fields set to `spec`; everything else kept."""
     obj = json.loads(raw)
     obj["spec"] = _peer_spec(obj.get("spec") or {}, spec)
+    return dumps(obj)
+
+
+def set_mesh(raw: bytes | None, enabled: bool) -> bytes:
+    """The default BGPConfiguration (`raw`, or a new one) with the node-to-node mesh on or off;
+    every other field kept."""
+    if raw is None:
+        obj: dict[str, Any] = {"kind": "BGPConfiguration", "apiVersion": "projectcalico.org/v3",
+                               "metadata": {"name": "default"}, "spec": {}}
+    else:
+        obj = json.loads(raw)
+    obj["spec"] = _ordered_set(obj.get("spec") or {}, "nodeToNodeMeshEnabled", enabled,
+                               _BGP_CONFIG_SPEC_ORDER)
     return dumps(obj)
 
 

@@ -231,3 +231,13 @@ def test_calicos_addresses_take_the_fast_path():
     assert calico.canonical_address(value["ipv6Address"], 6) is not None
     assert calico.canonical_address("10.0.0.1/33", 4) is None
     assert calico.canonical_address("010.0.0.1", 4) is None
+
+
+def test_set_mesh_keeps_every_other_byte_or_makes_the_default_configuration():
+    raw = (b'{"kind":"BGPConfiguration","apiVersion":"projectcalico.org/v3","metadata":{"name":'
+           b'"default","uid":"5d2e"},"spec":{"logSeverityScreen":"Info","asNumber":64512}}')
+    off = edits.set_mesh(raw, False)
+    assert off == raw.replace(b'"Info",', b'"Info","nodeToNodeMeshEnabled":false,')
+    assert edits.set_mesh(off, True) == off.replace(b"false", b"true")
+    made = edits.set_mesh(None, False)
+    assert calico.parse_bgp_config(calico.BGP_CONFIG, made, 1).mesh_enabled is False
