@@ -146,7 +146,8 @@ def summary(snapshot: Snapshot, settings: Settings, config: Config) -> dict[str,
         "hosts": [{"ip": str(r.ip), "cluster_id": r.cluster_id or ""}
                   for r in sorted(state.reflectors.values(), key=lambda r: r.key)],
         "reports": _reports(state),
-        "held_breaks": [attrs.asdict(hold) for hold in _held(state, settings)],
+        "held_breaks": [attrs.asdict(hold)
+                        for hold in _held(state, settings, config.timing.verify)],
     }
     if config.bird_config or os.path.exists(config.bird_socket):  # an RR host
         report["bird"] = {"socket": config.bird_socket}
@@ -160,14 +161,16 @@ def summary(snapshot: Snapshot, settings: Settings, config: Config) -> dict[str,
     return report
 
 
-def _held(state: ClusterState, settings: Settings) -> tuple[Hold, ...]:
-    """The breaks the leader's gate holds, as the reports stand (every session Established
-    counts as up for the dwell: only the leader has watched them)."""
+def _held(state: ClusterState, settings: Settings, mode: str) -> tuple[Hold, ...]:
+    """The breaks the leader's gate holds in `mode`, as the reports stand (every session
+    Established counts as up for the dwell: only the leader has watched them)."""
+    if mode == "off" or not state.reports:
+        return ()
     brk = Planner(settings.policy).plan(copy.deepcopy(state))[1].brk
-    if not brk or not state.reports:
+    if not brk:
         return ()
     evidence = Evidence(sightings(state, {}, -math.inf), {}, 0.0, 0.0)
-    return breaks.step(state, settings.limits.step(brk), evidence, "require")[1].holds
+    return breaks.step(state, settings.limits.step(brk), evidence, mode)[1].holds
 
 
 def _reports(state: ClusterState) -> list[dict[str, Any]]:
