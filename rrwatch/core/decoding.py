@@ -9,8 +9,10 @@ becomes a BadRecord too (`reading`): a bad value is logged, counted and skipped,
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,11 +39,37 @@ def reading(key: str) -> Iterator[None]:
         raise BadRecord(key, f"cannot be read ({type(e).__name__})") from None
 
 
+_GC = threading.Lock()
+_decoding = 0  # decodes in progress, in any thread
+_collecting = False  # whether the collector ran before the first of them
+
+
+@contextlib.contextmanager
+def no_collection() -> Iterator[None]:
+    """No cyclic garbage collection while a hostile value is decoded. The C decoder may recurse
+    to the interpreter's limit, and a finalizer the collector ran down there would fail with a
+    RecursionError of its own: an exception nobody can catch, in whatever object it finalized."""
+    global _decoding, _collecting
+    with _GC:
+        if _decoding == 0:
+            _collecting = gc.isenabled()
+            gc.disable()
+        _decoding += 1
+    try:
+        yield
+    finally:
+        with _GC:
+            _decoding -= 1
+            if _decoding == 0 and _collecting:
+                gc.enable()
+
+
 def json_object(key: str, value: bytes) -> dict[str, Any]:
     """A stored value as a JSON object; BadRecord if it is not one, or if it holds anything
     that dumps() could not write back exactly (edits must change no byte they do not own)."""
     try:
-        obj = _DECODER.decode(value.decode())
+        with no_collection():
+            obj = _DECODER.decode(value.decode())
         if _SURROGATE.search(value):  # JSON allows lone \udXXX escapes; UTF-8 cannot hold them
             json.dumps(obj, ensure_ascii=False).encode()
     except _Inexact as e:

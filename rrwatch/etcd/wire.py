@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import attrs
 
+from rrwatch.core.decoding import no_collection
 from rrwatch.etcd.errors import Compacted, EtcdError
 
 log = logging.getLogger("rrwatch.etcd")
@@ -164,7 +165,8 @@ def _revision(value: Any, what: str) -> int:
 def _json(data: bytes) -> Any:
     """The JSON value of a reply or a watch line."""
     try:
-        return json.loads(data)
+        with no_collection():
+            return json.loads(data)
     except RecursionError:
         raise EtcdError("JSON nested too deep") from None
     except ValueError as e:  # not JSON, not UTF-8, or an integer past Python's digit limit
