@@ -10,10 +10,9 @@ from collections.abc import Iterator
 from typing import TextIO
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from rrwatch import logs
+from rrwatch.core.text import printable
 
 log = logging.getLogger("rrwatch.t")
 
@@ -162,28 +161,6 @@ FORGED = ("/calico/resources/v3/projectcalico.org/nodes/evil\n"
 UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 
 
-def test_printable_escapes_as_repr_does():
-    """Control characters become repr()'s escapes; everything else, backslashes too, is kept."""
-    assert logs.printable("a\nb\rc\td") == "a\\nb\\rc\\td"
-    assert logs.printable("\x00\x1b\x7f\x85\x9f") == "\\x00\\x1b\\x7f\\x85\\x9f"
-    assert logs.printable("\u2028\u2029\ud800\ufffe\uffff") == (
-        "\\u2028\\u2029\\ud800\\ufffe\\uffff")
-    assert logs.printable("zone-é ✓ \\x1b ' \"") == "zone-é ✓ \\x1b ' \""
-
-
-@given(st.text(st.characters(exclude_categories=())))
-def test_printable_is_one_safe_line(text):
-    """Any text, lone surrogates included, becomes one line with no unsafe character, which
-    UTF-8 can encode; text without unsafe characters is left as it is."""
-    shown = logs.printable(text)
-    assert len(shown.splitlines()) <= 1 and UNSAFE.search(shown) is None
-    shown.encode("utf-8")
-    if UNSAFE.search(text) is None:
-        assert shown == text
-    else:
-        assert shown == "".join(repr(c)[1:-1] if UNSAFE.match(c) else c for c in text)
-
-
 @pytest.mark.parametrize("journal", [False, True])
 def test_hostile_message_and_traceback_stay_one_line(stream, journal):
     """A key with a newline and ESC, in the message and in the exception, gives one line with
@@ -196,7 +173,7 @@ def test_hostile_message_and_traceback_stay_one_line(stream, journal):
     except ValueError:
         log.exception("reading %s", FORGED)
     first, second = written(stream)
-    escaped = logs.printable(FORGED)
+    escaped = printable(FORGED)
     assert "\\n2024-01-01 00:00:00,000 INFO" in escaped and "\\x1b[2J" in escaped
     assert first.endswith(f"rrwatch.t: skipping {escaped}: bad")
     assert first.startswith("<4>") == journal

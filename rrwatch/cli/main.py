@@ -12,6 +12,7 @@ from typing import Any
 from rrwatch import config as config_mod
 from rrwatch import logs
 from rrwatch.config import OPTIONS, Config
+from rrwatch.core.text import printable
 from rrwatch.errors import ConfigError, ExitStatus, RrwatchError
 
 EPILOG = """\
@@ -157,15 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         if args.command == "check":  # a report, one line per finding
             for problem in e.problems:
-                print(logs.printable(f"FAIL {problem}"))
+                print(printable(f"FAIL {problem}"))
         else:  # one line, whatever a path or a value in it holds
-            print(logs.printable(f"rrwatch: configuration: {e}"), file=sys.stderr)
+            print(printable(f"rrwatch: configuration: {e}"), file=sys.stderr)
         return e.status
     logs.setup(verbose=verbose, fmt=config.log_format)
     try:
         return _command(args, config, flags)
     except RrwatchError as e:  # a failure the command did not report itself
-        print(logs.printable(f"rrwatch: {e}"), file=sys.stderr)
+        print(printable(f"rrwatch: {e}"), file=sys.stderr)
         return e.status
     except BrokenPipeError:  # `rrwatch status | head`: the reader has gone; nothing to say
         # Python would fail once more at exit, flushing into the closed pipe.

@@ -7,7 +7,7 @@ node and its sessions counts, so that a cluster of thousands still draws as a fe
 
 Names, zones and cluster IDs come from etcd and may hold anything. Graphviz copies control
 characters into the SVG, where XML forbids most of them, so IDs and labels show them as
-`logs.printable` escapes, and the DOT text holds none but its own line ends.
+`text.printable` escapes, and the DOT text holds none but its own line ends.
 """
 
 from __future__ import annotations
