@@ -13,10 +13,10 @@ from typing import Any
 from rrwatch.core.model import RRLabel
 from rrwatch.core.selector import Selector, SelectorError
 from rrwatch.core.selector import parse as parse_selector
+from rrwatch.core.validate import is_node_name
 
 _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?{_NAME}$")
-_NODE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _LABEL_VALUE = re.compile(rf"^({_NAME})?$")
 
 
@@ -103,7 +103,7 @@ def networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, 
 def node_name(text: str) -> str:
     """A Calico node's name (a DNS subdomain, as Kubernetes names nodes); empty: the host's."""
     text = text.strip()
-    if text and (len(text) > 253 or not _NODE.fullmatch(text)):
+    if text and not is_node_name(text):
         raise ValueError(f"{text!r} is not a node name (lower-case DNS subdomain)")
     return text
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,22 +48,6 @@ class Report:
     ok: bool
     sessions: Mapping[str, Session]  # neighbour address -> session
     unreachable: Mapping[str, str] = attrs.field(factory=dict)  # control socket -> why
-
-
-_NODE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-HOST_PREFIX = "host/"  # an RR host's report, per registered address: host/<ip>
-
-
-def speaker_of(key: str, prefix: str) -> str:
-    """The speaker a report's key names: a node (a DNS subdomain, as Calico names nodes) or
-    host/<ip> with the address canonical; BadRecord for any other key under `prefix`."""
-    speaker = key[len(prefix):]
-    host = speaker.removeprefix(HOST_PREFIX)
-    if host != speaker and _canonical(host) == host:
-        return speaker
-    if host == speaker and len(speaker) <= 253 and _NODE.fullmatch(speaker):
-        return speaker
-    raise BadRecord(key, "not the report of a node (its name) or an RR host (host/<ip>)")
 
 
 def dumps(report: Report) -> bytes:

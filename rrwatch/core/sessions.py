@@ -11,7 +11,12 @@ import attrs
 from rrwatch.core import calico, decoding
 from rrwatch.core.model import ClusterState, IPAddress
 from rrwatch.core.selector import SelectorError, parse
-from rrwatch.core.validate import address_problem, claim_problems, speaker_problem
+from rrwatch.core.validate import (
+    address_problem,
+    claim_problems,
+    is_node_name,
+    speaker_problem,
+)
 
 HOST_PREFIX = "host/"  # external RR speakers are "host/<ip>"; node names cannot hold a slash
 FAMILIES = (4, 6)
@@ -57,6 +62,22 @@ class Fabric:
     def reflectors_of(self, name: str) -> frozenset[str]:
         """The neighbours of `name` that are route reflectors."""
         return self.sessions[name] & self.reflectors
+
+
+def speaker_of(key: str, prefix: str) -> str:
+    """The speaker a key under `prefix` names (a session report's): a node, or host/<ip> with
+    the address canonical; BadRecord for anything else."""
+    speaker = key[len(prefix):]
+    host = speaker.removeprefix(HOST_PREFIX)
+    if host == speaker and is_node_name(speaker):
+        return speaker
+    try:
+        if host != speaker and str(ipaddress.ip_address(host)) == host:
+            return speaker
+    except ValueError:
+        pass
+    raise decoding.BadRecord(key, "not the report of a node (its name) or an RR host"
+                                  " (host/<ip>)")
 
 
 def fabric(state: ClusterState, family: int, *, hosts_only: bool = False) -> Fabric:

@@ -7,11 +7,19 @@ freeze every session of the speaker that renders it. These checks run first, per
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 
 AS_TRANS = 23456  # RFC 6793: a placeholder for 4-byte AS numbers, never a real peer's AS
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# A Calico node's name: a DNS subdomain, as Kubernetes names nodes.
+_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def is_node_name(text: str) -> bool:
+    return len(text) <= 253 and _NODE_NAME.fullmatch(text) is not None
 
 
 def asn_problem(asn: int | None) -> str | None:

@@ -12,6 +12,7 @@ from rrwatch.config import Config
 from rrwatch.config.settings import Settings, adoption_problem, describe, exclusion_problem, overlay
 from rrwatch.core import calico, decoding, reports
 from rrwatch.core.model import ClusterState
+from rrwatch.core.sessions import speaker_of
 from rrwatch.daemon.records import Records
 
 log = logging.getLogger("rrwatch.settings")
@@ -50,7 +51,7 @@ class Live:
 
     def apply(self, state: ClusterState, key: str, value: bytes | None, revision: int) -> None:
         if key.startswith(self.sessions):
-            speaker = reports.speaker_of(key, self.sessions)
+            speaker = speaker_of(key, self.sessions)
             if value is None:
                 state.remove_report(speaker)
             else:

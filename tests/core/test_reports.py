@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rrwatch.core.calico import BadRecord
-from rrwatch.core.reports import Report, Session, dumps, parse_report, speaker_of
+from rrwatch.core.reports import Report, Session, dumps, parse_report
+from rrwatch.core.sessions import speaker_of
 
 KEY = "/rrwatch/v1/sessions/rr-1"
 AT = datetime.datetime(2026, 12, 4, 14, 24, 50, tzinfo=datetime.UTC)
