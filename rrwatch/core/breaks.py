@@ -55,7 +55,7 @@ class Hold:
 @attrs.frozen
 class Judgement:
     holds: tuple[Hold, ...] = ()
-    unverified: int = 0  # speakers let go on the timer alone (auto: no report to judge by)
+    timer: bool = False  # some of it goes on the timer alone (auto: no report to judge by)
 
     @property
     def ok(self) -> bool:
@@ -79,7 +79,7 @@ def judge(before: ClusterState, after: ClusterState, evidence: Evidence, mode: s
     if mode == "off":
         return Judgement()
     holds: list[Hold] = []
-    unverified = 0
+    timer = False
     for family in FAMILIES:
         old, new = fabric(before, family), fabric(after, family)
         for name in sorted(new.speakers):
@@ -87,8 +87,8 @@ def judge(before: ClusterState, after: ClusterState, evidence: Evidence, mode: s
                 continue  # it loses nothing
             short, blind = _judge_speaker(before, old, new, name, evidence, mode)
             holds += short
-            unverified += blind
-    return Judgement(tuple(holds), unverified)
+            timer = timer or blind
+    return Judgement(tuple(holds), timer)
 
 
 def _judge_speaker(state: ClusterState, old: Fabric, new: Fabric, name: str,
@@ -226,7 +226,7 @@ def step(state: ClusterState, ops: Sequence[Op], evidence: Evidence, mode: str
     if mode == "off":
         return tuple(ops), Judgement()
     if mode == "auto" and not state.reports:
-        return tuple(ops), Judgement(unverified=1)  # nothing to judge by: the timer decides
+        return tuple(ops), Judgement(timer=True)  # nothing to judge by: the timer decides
     judgement = judge(state, _after(state, ops), evidence, mode)
     if judgement.ok:
         return tuple(ops), judgement

@@ -93,6 +93,7 @@ async def keep(etcd: Etcd, reader: Reader, keys: Mapping[str, int | None], lease
                interval: float) -> None:
     """Keep the reports under `keys` on `lease`, for ever, each written when it changes."""
     written: dict[str, bytes] = {}
+    ok: bool | None = None  # whether BIRD answered, as last logged
     backoff = Backoff()
     while True:
         report = await reader.read()
@@ -104,14 +105,11 @@ async def keep(etcd: Etcd, reader: Reader, keys: Mapping[str, int | None], lease
 
                 await until_ok(write, backoff, errors=(EtcdError,), failed=lambda e: log.warning(
                     "writing the session report: %s; retrying", e))
-                if report.ok != _ok(written.get(key)):
-                    log.info("%s: %s", key, _summary(report))
                 written[key] = value
+        if report.ok != ok:
+            log.info("%s: %s", ", ".join(keys), _summary(report))
+            ok = report.ok
         await trio.sleep(interval)
-
-
-def _ok(value: bytes | None) -> bool | None:
-    return None if value is None else value.startswith(b'{"ok":true')
 
 
 def _summary(report: Report) -> str:

@@ -67,9 +67,9 @@ class Verifier:
             return
         promoted = {op.name for op in ops if isinstance(op, SetNode) and op.why == "promote"}
         after = self.pairs(state) or set()
-        for pair in after:
-            if pair not in before or pair & promoted:
-                self._configured[pair] = revision
+        # Sessions no longer configured are forgotten: the map holds today's sessions at most.
+        self._configured = {pair: (revision if pair not in before or pair & promoted
+                                   else self._configured.get(pair, 0)) for pair in after}
 
     def gate(self, state: ClusterState, ops: Sequence[Op]) -> tuple[Op, ...]:
         """The break ops that may go now; the others wait, each (speaker, RR) they wait for
@@ -78,7 +78,7 @@ class Verifier:
         evidence = Evidence(self._ups, self._configured, now, self.dwell)
         go, judgement = breaks.step(state, ops, evidence, self.mode)
         self._note(judgement)
-        if go and judgement.unverified:
+        if go and judgement.timer:
             self.stats.unverified += len(go)
         return go
 
@@ -94,8 +94,8 @@ class Verifier:
         return breaks.next_dwell(self._ups, trio.current_time(), self.dwell)
 
     def _note(self, judgement: Judgement) -> None:
-        new = [h for h in judgement.holds if h not in self.holds]
-        for hold in new:
+        before = set(self.holds)
+        for hold in (h for h in judgement.holds if h not in before):
             log.warning("holding a break: %s", hold)
         if judgement.holds and not self.holds:
             self.stats.held_since = time.time()
