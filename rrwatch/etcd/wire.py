@@ -251,8 +251,9 @@ def refusal(text: str) -> tuple[str, int | None]:
     """A gateway's error reply: its message and gRPC status code, or the text as it is (and no
     code) when it is not the gateway's JSON error."""
     try:
-        reply = json.loads(text)
-    except ValueError:
+        with no_collection():
+            reply = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, or hostile JSON
         return _printable(text.strip()), None
     if not isinstance(reply, dict):
         return _printable(text.strip()), None

@@ -125,6 +125,14 @@ async def test_a_reply_nested_200000_deep_is_an_etcd_error(call):
     await refused(replying(b'{"header":' + b"[" * DEEP + b"]" * DEEP + b"}"), call)
 
 
+async def test_a_refusal_nested_200000_deep_is_an_etcd_error():
+    """An error reply (not 200) whose body is JSON nested 200,000 deep: an EtcdError with the
+    text, never a RecursionError."""
+    deep = b"[" * DEEP + b"]" * DEEP
+    error = await refused(replying(deep, b"500 Internal Server Error"))
+    assert error.code is None and str(error).isprintable()
+
+
 GARBAGE = bytes(range(256)) + b"\x1b[2J\nforged line\r\n" + b"\xff" * 64
 
 
