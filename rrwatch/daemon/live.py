@@ -51,12 +51,12 @@ class Live:
 
     def apply(self, state: ClusterState, key: str, value: bytes | None, revision: int) -> None:
         if key.startswith(self.sessions):
+            if value is None:  # a key that named no speaker held no report: nothing to remove
+                state.remove_report(key[len(self.sessions):])
+                return
             speaker = speaker_of(key, self.sessions)
-            if value is None:
-                state.remove_report(speaker)
-            else:
-                with decoding.reading(key):
-                    state.put_report(speaker, reports.parse_report(key, value), revision)
+            with decoding.reading(key):
+                state.put_report(speaker, reports.parse_report(key, value), revision)
             return
         if key != self.key:
             calico.apply(state, key, value, revision)

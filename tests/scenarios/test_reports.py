@@ -8,6 +8,7 @@ import datetime
 import json
 
 from rrwatch.core.reports import Report, Session, dumps
+from rrwatch.etcd import delete
 from rrwatch.testing import simulate
 from tests.support import converged, rr_names, seed, wait_until
 
@@ -42,3 +43,7 @@ async def test_status_shows_each_rrs_report_and_bad_reports_are_skipped(etcd, st
     assert f"sessions of RR {reporting}: 1 of 2 Established" in text
     assert f"sessions of RR {silent[0]}: not reported (no `rrwatch report` there)" in text
     assert daemon.proc.poll() is None
+
+    # Deleting them leaves no bad record behind, whatever their keys named.
+    await etcd.txn([], [delete(key) for key in bad])
+    await wait_until(lambda: daemon.metrics().get("rrwatch_bad_records_current") == 0)
