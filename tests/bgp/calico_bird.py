@@ -9,9 +9,12 @@ and its peer computation), written here independently of rrwatch's own session l
   cluster id` unless the peer is known to have the same cluster ID; the cluster ID of a peer
   reached by `peerIP` is not known.
 
-Left out on purpose: graceful restart (it would keep a dead RR's routes for two minutes and hide
-what the tests look for), add-paths, BFD, passwords, and the kernel protocol (the lab checks
-BIRD's tables, not the kernel's).
+Two renderings: `configs16`, calico-node's own BIRD 1.6 (`bird.cfg` and `bird6.cfg`, Calico's
+protocol names, `add paths on`), which the scenarios run; and `config`, one BIRD 2 file without
+add-paths, on which the hand-made layouts hold `rrwatch verify`'s prediction (verify does not
+model ADD-PATH yet). Left out of both on purpose: graceful restart (it would keep a dead RR's
+routes for two minutes and hide what the tests look for), BFD, passwords, IP-pool export filters
+and the kernel protocol (the lab checks BIRD's tables, not the kernel's).
 """
 
 from __future__ import annotations
@@ -82,22 +85,34 @@ def _peer_ip(text: str) -> str:
     return text
 
 
-def peers_of(records: Records, name: str) -> dict[str, tuple[int, str]]:
-    """The peers node `name` configures: address -> (AS, the peer's cluster ID or "")."""
-    me = records.nodes[name]
-    found: dict[str, tuple[int, str]] = {}
+@attrs.frozen
+class Peering:
+    asn: int
+    cluster: str  # the peer's cluster ID; "" when it has none or is reached by peerIP
+    kind: str  # confd's protocol name prefix: Mesh, Global or Node
 
-    def add_node(other: str) -> None:
+
+def peers_of(records: Records, name: str) -> dict[str, Peering]:
+    """The peers node `name` configures, by address: the mesh, then global BGPPeers, then
+    node-specific ones (reverse peerings among them); the first peering of an address wins."""
+    me = records.nodes[name]
+    found: dict[str, Peering] = {}
+
+    def add_node(other: str, kind: str) -> None:
         node = records.nodes[other]
         for address in (node.ipv4, node.ipv6):
             if address and other != name:
-                found.setdefault(address, (node.asn, node.cluster))
+                found.setdefault(address, Peering(node.asn, node.cluster, kind))
 
     if records.mesh and not me.cluster:
         for other, node in sorted(records.nodes.items()):
             if not node.cluster:
-                add_node(other)
-    for spec in records.peers:
+                add_node(other, "Mesh")
+    def kind(spec: Mapping[str, object]) -> str:
+        return "Node" if spec.get("node") or spec.get("nodeSelector") else "Global"
+
+    reverse = []
+    for spec in sorted(records.peers, key=kind):  # global ones first (the sort is stable)
         if spec.get("node"):
             local = [spec["node"]]
         elif spec.get("nodeSelector"):
@@ -107,15 +122,24 @@ def peers_of(records: Records, name: str) -> dict[str, tuple[int, str]]:
         remote = _matching(records, spec["peerSelector"]) if spec.get("peerSelector") else []
         if name in local:
             if spec.get("peerIP"):
-                found.setdefault(_peer_ip(spec["peerIP"]), (int(spec["asNumber"]), ""))
+                found.setdefault(_peer_ip(spec["peerIP"]),
+                                 Peering(int(spec["asNumber"]), "", kind(spec)))
             for other in remote:
-                add_node(other)
+                add_node(other, kind(spec))
         if name in remote and spec.get("reversePeering", "Auto") != "Manual":
-            for other in local:
-                add_node(other)
+            reverse += local
+    for other in reverse:  # confd writes reverse peerings as node-specific ones
+        add_node(other, "Node")
     for address in (me.ipv4, me.ipv6):
         found.pop(address, None)  # a node never peers with itself
     return found
+
+
+def _client(me: CalicoNode, peer: Peering) -> str:
+    """confd's rr-client rule: on an RR, a same-AS peer without its cluster ID is a client."""
+    if peer.asn == me.asn and me.cluster and peer.cluster != me.cluster:
+        return f" rr client; rr cluster id {me.cluster};"
+    return ""
 
 
 def config(records: Records, name: str, prefixes: tuple[str, str]) -> str:
@@ -132,15 +156,41 @@ def config(records: Records, name: str, prefixes: tuple[str, str]) -> str:
                 f"template bgp calico{family} {{ local {local} as {me.asn}; multihop;"
                 " connect delay time 2; connect retry time 5; error wait time 5, 30;"
                 f" ipv{family} {{ import all; export where source ~ [RTS_STATIC, RTS_BGP]; }}; }}")
-    for address, (asn, cluster) in sorted(peers_of(records, name).items()):
+    for address, peer in sorted(peers_of(records, name).items()):
         family = ipaddress.ip_address(address).version
         if not (me.ipv4 if family == 4 else me.ipv6):
             continue
-        client = ""
-        if asn == me.asn and me.cluster and cluster != me.cluster:
-            client = f" rr client; rr cluster id {me.cluster};"
         symbol = "peer_" + address.replace(".", "_").replace(":", "_")
-        out.append(f"protocol bgp {symbol} from calico{family} {{ neighbor {address} as {asn};"
-                   f"{client} }}")
+        out.append(f"protocol bgp {symbol} from calico{family} {{ neighbor {address} as"
+                   f" {peer.asn};{_client(me, peer)} }}")
     return "\n".join(out) + "\n"
 
+
+def configs16(records: Records, name: str, prefixes: tuple[str, str]) -> tuple[str, str]:
+    """calico-node's bird.cfg and bird6.cfg for node `name` on BIRD 1.6, as confd's templates
+    write them: protocols `Mesh_<ip>`, `Global_<ip>` and `Node_<ip>` (the address with `.` or
+    `:` made `_`) from `bgp_template`, the mesh passive towards a greater address (compared as
+    text, as the template does), `source address` the node's own. Every session has `add paths
+    on`, as Calico's have; graceful restart is left out (see the module's docstring)."""
+    me = records.nodes[name]
+    peers = peers_of(records, name)
+    out = []
+    for family, local, prefix in ((4, me.ipv4, prefixes[0]), (6, me.ipv6, prefixes[1])):
+        lines = [f"router id {me.ipv4};",
+                 "protocol device { scan time 2; }",
+                 'protocol direct { interface "eth0"; }',
+                 f"protocol static {{ route {prefix} blackhole; }}"]
+        if local:
+            lines.append(
+                f"template bgp bgp_template {{ local as {me.asn}; multihop; gateway recursive;"
+                " import all; export where source ~ [RTS_STATIC, RTS_BGP]; add paths on;"
+                " connect delay time 1; connect retry time 3; error wait time 5,60; }")
+            for address, peer in sorted(peers.items()):
+                if ipaddress.ip_address(address).version != family:
+                    continue
+                symbol = f"{peer.kind}_" + address.replace(".", "_").replace(":", "_")
+                passive = " passive on;" if peer.kind == "Mesh" and address > local else ""
+                lines.append(f"protocol bgp {symbol} from bgp_template {{ neighbor {address} as"
+                             f" {peer.asn}; source address {local};{passive}{_client(me, peer)} }}")
+        out.append("\n".join(lines) + "\n")
+    return out[0], out[1]

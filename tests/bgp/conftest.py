@@ -12,12 +12,15 @@ from tests.support import require
 
 # What each part the lab may lack is, and the Debian package that has it (root: none).
 PARTS = {"root": ("root", None), "ip": ("`ip` (iproute2)", "iproute2"),
-         "bird": ("BIRD 2 (`bird`)", "bird2")}
+         "nft": ("`nft` (nftables)", "nftables"), "bird": ("BIRD 2 (`bird`)", "bird2"),
+         "bird1": ("BIRD 1.6 (calico-node's) unpacked beside BIRD 2", None)}
 
 
 def reason(lacking: list[str]) -> str:
     """One line: what the lab lacks, and how to get it."""
     hows = ["run as root"] if "root" in lacking else []
+    if "bird1" in lacking:
+        hows.append("run scripts/install-test-deps as root")
     if packages := [PARTS[part][1] for part in lacking if PARTS[part][1]]:
         hows.append("apt install " + " ".join(packages))
     return f"the BGP lab needs {', '.join(PARTS[part][0] for part in lacking)}: {'; '.join(hows)}"

@@ -1,5 +1,6 @@
-"""A lab of real BGP speakers: one BIRD 2 per speaker, each in its own network namespace, all on
-one bridge that lives in a namespace of its own. Nothing touches the host's own network.
+"""A lab of real BGP speakers, each in its own network namespace, all on one bridge that lives in
+a namespace of its own. Nothing touches the host's own network. A speaker runs BIRD 2, or BIRD
+1.6's `bird` and `bird6` as calico-node does; nftables in its namespace can drop its BGP.
 
 Addresses are private and exist only inside the lab: 10.99.0.0/16 and fd99::/64 on the bridge;
 each speaker can originate one prefix, 172.20.<n>.0/24 and fd20:0:<n>::/48.
@@ -21,21 +22,23 @@ V4_NET = ipaddress.IPv4Network("10.99.0.0/16")
 V6_NET = ipaddress.IPv6Network("fd99::/64")
 
 
+def bird1_dir() -> str:
+    """Where BIRD 1.6, calico-node's, is: unpacked beside BIRD 2 by scripts/install-test-deps
+    (or where RRWATCH_TEST_BIRD1_DIR says)."""
+    return os.path.join(os.environ.get("RRWATCH_TEST_BIRD1_DIR", "/opt/rrwatch-test/bird1.6"),
+                        "usr/sbin")
+
+
 def missing() -> list[str]:
-    """What this machine lacks for the lab (root, ip, bird); empty when it can run."""
+    """What this machine lacks for the lab (root, ip, nft, bird, bird1); empty when it can
+    run."""
     out = []
     if os.geteuid() != 0:
         out.append("root")
-    out += [tool for tool in ("ip", "bird") if shutil.which(tool) is None]
+    out += [tool for tool in ("ip", "nft", "bird") if shutil.which(tool) is None]
+    if not os.access(os.path.join(bird1_dir(), "bird6"), os.X_OK):
+        out.append("bird1")
     return out
-
-
-def bird1() -> str | None:
-    """BIRD 1.6, calico-node's, unpacked beside BIRD 2 by scripts/install-test-deps (or where
-    RRWATCH_TEST_BIRD1_DIR says); None without it."""
-    path = os.path.join(os.environ.get("RRWATCH_TEST_BIRD1_DIR", "/opt/rrwatch-test/bird1.6"),
-                        "usr/sbin/bird")
-    return path if os.access(path, os.X_OK) else None
 
 
 def run(*args: str) -> str:
@@ -51,51 +54,25 @@ def prefixes(n: int) -> tuple[str, str]:
 
 
 @attrs.define
-class Speaker:
-    """One BIRD in one namespace. `n` numbers its addresses and its prefix."""
+class Bird:
+    """One BIRD daemon: its binary, files and process."""
 
-    lab: Lab
-    name: str
-    n: int
-    netns: str
-    dir: str
+    binary: str
+    config_path: str
+    socket_path: str
+    log_path: str
     proc: subprocess.Popen | None = None
 
-    @property
-    def ipv4(self) -> str:
-        return str(V4_NET[self.n])
-
-    @property
-    def ipv6(self) -> str:
-        return str(V6_NET[self.n])
-
-    @property
-    def prefixes(self) -> tuple[str, str]:
-        return prefixes(self.n)
-
-    @property
-    def config_path(self) -> str:
-        return os.path.join(self.dir, "bird.conf")
-
-    @property
-    def socket_path(self) -> str:
-        return os.path.join(self.dir, "bird.ctl")
-
-    def start(self, config: str | None = None, *, bird: str = "bird") -> None:
-        """Start BIRD (`bird`: BIRD 2 by default; bird1() for calico-node's 1.6) on `config`
-        (or on what the config file already holds)."""
-        if config is not None:
-            with open(self.config_path, "w") as f:
-                f.write(config)
-        log = open(os.path.join(self.dir, "bird.log"), "ab")
+    def start(self, netns: str) -> None:
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, bird, "-f", "-c", self.config_path,
+            ["ip", "netns", "exec", netns, self.binary, "-f", "-c", self.config_path,
              "-s", self.socket_path], stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + 10
         while not self.alive():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"BIRD of {self.name} did not start: {self.log_tail()}")
+                raise RuntimeError(f"{self.binary} did not start: {self.log_tail()}")
             time.sleep(0.02)
 
     def kill(self) -> None:
@@ -119,8 +96,8 @@ class Speaker:
     def ask(self, command: str) -> str:
         """One command on the control socket; the reply without its reply codes.
 
-        Not rrwatch.bird.ask on purpose: the tests hold rrwatch's reading of BIRD (metrics,
-        status) against this one."""
+        Not rrwatch.host.birdc on purpose: the tests hold rrwatch's reading of BIRD (metrics,
+        status, reports) against this one."""
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(5)
             s.connect(self.socket_path)
@@ -137,26 +114,147 @@ class Speaker:
                 if line[:4].isdigit() and line[4] == " ":
                     return "\n".join(lines)
 
-    def routes(self) -> set[str]:
-        """The prefixes in BIRD's tables, of any source."""
-        text = self.ask("show route")
-        return {m.group(1) for m in re.finditer(r"^([0-9a-f:.]+/\d+)\s", text, re.M)}
-
-    def sessions(self) -> dict[str, str]:
-        """BGP protocol name -> its info column (Established, Active, ...)."""
-        out = {}
-        for line in self.ask("show protocols").splitlines():
-            fields = line.split(None, 5)
-            if len(fields) >= 4 and fields[1] == "BGP":
-                out[fields[0]] = fields[5].split()[0] if len(fields) > 5 else fields[3]
-        return out
-
     def log_tail(self, lines: int = 20) -> str:
         try:
-            with open(os.path.join(self.dir, "bird.log"), errors="replace") as f:
+            with open(self.log_path, errors="replace") as f:
                 return "".join(f.readlines()[-lines:])
         except OSError:
             return ""
+
+
+@attrs.define
+class Speaker:
+    """The BGP speaker of one machine, in one namespace: one BIRD 2 (both families), or, as on
+    a Calico node, BIRD 1.6's `bird` and `bird6` (start_calico). `n` numbers its addresses and
+    its prefix."""
+
+    lab: Lab
+    name: str
+    n: int
+    netns: str
+    dir: str
+    birds: list[Bird] = attrs.Factory(list)
+
+    @property
+    def ipv4(self) -> str:
+        return str(V4_NET[self.n])
+
+    @property
+    def ipv6(self) -> str:
+        return str(V6_NET[self.n])
+
+    @property
+    def prefixes(self) -> tuple[str, str]:
+        return prefixes(self.n)
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.dir, "bird.conf")
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.dir, "bird.ctl")
+
+    @property
+    def sockets(self) -> list[str]:
+        """The control sockets of its BIRDs, as calico-node has them: bird.ctl, bird6.ctl."""
+        return [os.path.join(self.dir, f"{family}.ctl") for family in ("bird", "bird6")]
+
+    @property
+    def running(self) -> bool:
+        return any(bird.proc is not None for bird in self.birds)
+
+    def start(self, config: str | None = None, *, bird: str = "bird") -> None:
+        """Start one BIRD (`bird`: BIRD 2 by default, or a binary under `lab.bird1`) on `config`
+        (or on what the config file already holds)."""
+        if config is not None:
+            with open(self.config_path, "w") as f:
+                f.write(config)
+        self.birds = [Bird(bird, self.config_path, self.socket_path,
+                           os.path.join(self.dir, "bird.log"))]
+        self.birds[0].start(self.netns)
+
+    def start_calico(self, configs: tuple[str, str]) -> None:
+        """Start BIRD 1.6's `bird` and `bird6` on `configs` (bird.cfg, bird6.cfg), as calico-node
+        runs them, with calico-node's socket names."""
+        self.birds = []
+        for daemon, config, sock in zip(("bird", "bird6"), configs, self.sockets, strict=True):
+            path = os.path.join(self.dir, f"{daemon}.cfg")
+            with open(path, "w") as f:
+                f.write(config)
+            self.birds.append(Bird(os.path.join(self.lab.bird1, daemon), path, sock,
+                                   os.path.join(self.dir, f"{daemon}.log")))
+            self.birds[-1].start(self.netns)
+
+    def restart(self) -> None:
+        """Start its BIRDs again on the files they last had."""
+        for bird in self.birds:
+            bird.start(self.netns)
+
+    def kill(self) -> None:
+        for bird in self.birds:
+            bird.kill()
+
+    def alive(self) -> bool:
+        return bool(self.birds) and all(bird.alive() for bird in self.birds)
+
+    def configure(self, config: str) -> str:
+        return self.birds[0].configure(config)
+
+    def configure_calico(self, configs: tuple[str, str]) -> None:
+        """Give `bird` and `bird6` new configurations, where they changed (as confd does)."""
+        for bird, config in zip(self.birds, configs, strict=True):
+            with open(bird.config_path) as f:
+                if f.read() == config:
+                    continue
+            reply = bird.configure(config)
+            if "Reconfigured" not in reply and "Reconfiguration in progress" not in reply:
+                raise RuntimeError(f"{self.name}: BIRD refused its configuration: {reply}")
+
+    def ask(self, command: str) -> str:
+        """One command to its first BIRD (the only one, for BIRD 2)."""
+        return self.birds[0].ask(command)
+
+    def routes(self) -> set[str]:
+        """The prefixes in its BIRDs' tables, of any source."""
+        found: set[str] = set()
+        for bird in self.birds:
+            found |= {m.group(1) for m in re.finditer(r"^([0-9a-f:.]+/\d+)\s",
+                                                      bird.ask("show route"), re.M)}
+        return found
+
+    def sessions(self) -> dict[str, str]:
+        """BGP protocol name -> its info column (Established, Active, ...), of all its BIRDs."""
+        out = {}
+        for bird in self.birds:
+            for line in bird.ask("show protocols").splitlines():
+                fields = line.split(None, 5)
+                if len(fields) >= 4 and fields[1] == "BGP":
+                    out[fields[0]] = fields[5].split()[0] if len(fields) > 5 else fields[3]
+        return out
+
+    def firewall(self, *, drop: frozenset[str] | None) -> None:
+        """nftables in its namespace: drop BGP (TCP 179, either way) with the addresses in
+        `drop`, or with everyone when it is empty; None opens the firewall."""
+        run("ip", "netns", "exec", self.netns, "nft", "flush", "ruleset")
+        if drop is None:
+            return
+        rules = [f"tcp {port} 179 drop" for port in ("dport", "sport")]
+        if drop:
+            v4 = ", ".join(sorted(a for a in drop if ":" not in a))
+            v6 = ", ".join(sorted(a for a in drop if ":" in a))
+            rules = [f"{ip} saddr {{ {addrs} }} {rule}" for ip, addrs in (("ip", v4), ("ip6", v6))
+                     if addrs for rule in rules]
+        body = "".join(f"    {rule}\n" for rule in rules)
+        script = ("table inet rrwatch_lab {\n  chain input {\n"
+                  "    type filter hook input priority 0; policy accept;\n" + body + "  }\n}\n")
+        done = subprocess.run(["ip", "netns", "exec", self.netns, "nft", "-f", "-"],
+                              input=script, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"nft: {done.stderr.strip()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "".join(bird.log_tail(lines) for bird in self.birds)
 
 
 class Lab:
@@ -174,6 +272,7 @@ class Lab:
         self.tag = f"rrw{os.getpid()}x{Lab._made}"
         self.hub = f"{self.tag}-hub"
         self.speakers: dict[str, Speaker] = {}
+        self.bird1 = bird1_dir()
         self._next = 1
 
     def __enter__(self) -> Lab:

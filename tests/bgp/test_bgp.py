@@ -64,15 +64,16 @@ async def etcd_data(etcd: Etcd) -> dict[str, bytes]:
 
 
 def configure_nodes(lab: Lab, data: dict[str, bytes], names: list[str]) -> None:
-    """Give each named node speaker the configuration Calico would render now; start it if new."""
+    """Give each named node speaker calico-node's BIRD 1.6 configurations as confd would render
+    them now; start its `bird` and `bird6` if new."""
     records = calico_bird.read(data)
     for name in names:
         speaker = lab.speakers[name]
-        text = calico_bird.config(records, name, speaker.prefixes)
-        if speaker.proc is None:
-            speaker.start(text)
-        elif keeper.read_file(speaker.config_path) != text:
-            speaker.configure(text)
+        configs = calico_bird.configs16(records, name, speaker.prefixes)
+        if not speaker.running:
+            speaker.start_calico(configs)
+        else:
+            speaker.configure_calico(configs)
 
 
 def missing_pairs(lab: Lab, origins: list[str], receivers: list[str], family: int
@@ -250,7 +251,8 @@ async def wait_rendered(speaker: Speaker, nodes: list[str]) -> None:
 async def until_noticed(lab: Lab, victim: Speaker, alive: list[str]) -> None:
     """Until no speaker has a session with `victim` up any more."""
     names = {prefix + address.replace(".", "_").replace(":", "_")
-             for prefix in ("peer_", "peer4_", "peer6_") for address in (victim.ipv4, victim.ipv6)}
+             for prefix in ("peer_", "peer4_", "peer6_", "Mesh_", "Node_", "Global_")
+             for address in (victim.ipv4, victim.ipv6)}
     with trio.fail_after(ROUTES):
         while any(state == "Established" for n in alive
                   for name, state in lab.speakers[n].sessions().items() if name in names):

@@ -4,29 +4,18 @@ a real etcd, follows BIRD through a restart, and goes with the reporter's lease.
 
 from __future__ import annotations
 
+import os
 import signal
 
-import pytest
 import trio
 
 from rrwatch.core.reports import Report, parse_report
 from rrwatch.etcd import Etcd
 from tests import support
-from tests.bgp.lab import Lab, Speaker, bird1
+from tests.bgp.lab import Lab, Speaker
 
 KEY = "/rrwatch/v1/sessions/rr-1"
 GHOST = "10.99.0.250"  # on the lab's network, but no speaker has it
-NEEDS_BIRD1 = ("needs BIRD 1.6 (calico-node's) unpacked beside BIRD 2: run"
-               " scripts/install-test-deps as root")
-
-
-@pytest.fixture
-def bird16() -> str:
-    path = bird1()
-    support.require(path is not None, NEEDS_BIRD1, "RRWATCH_REQUIRE_BGP")
-    assert path is not None
-    return path
-
 
 def calico_rr(rr: Speaker, neighbours: list[str]) -> str:
     """BIRD 1.6 as calico-node's confd writes it for an RR (bird.cfg.template): a template,
@@ -73,8 +62,9 @@ async def report(etcd: Etcd) -> tuple[Report, int] | None:
     return None if kv is None else (parse_report(KEY, kv.value), kv.mod_revision)
 
 
-async def test_reports_follow_bird_and_go_with_the_lease(lab: Lab, bird16, etcd, start_daemon):
+async def test_reports_follow_bird_and_go_with_the_lease(lab: Lab, etcd, start_daemon):
     rr, client = lab.add("rr-1"), lab.add("client")
+    bird16 = os.path.join(lab.bird1, "bird")
     rr.start(calico_rr(rr, [client.ipv4, GHOST]), bird=bird16)
     client.start(bird2_client(client, rr))
     reporter = start_daemon({"RRWATCH_LEASE_TTL": "3"}, "--node", "rr-1", "--socket",
