@@ -550,18 +550,18 @@ async def seed(etcd: Etcd, per_zone: int = 40) -> dict[str, bytes]:
 
 
 async def settled(etcd: Etcd, env: dict[str, str]) -> tuple[int, dict[str, bytes]]:
-    """Wait until a fresh plan from etcd's contents is empty; the revision and the contents."""
+    """Wait until a fresh plan from etcd's contents is empty; the revision and the Calico
+    contents of that plan's snapshot (read again while etcd moves, as reporters make it)."""
     settings = config.load(env)
     with trio.fail_after(2 * CONVERGE):
         while True:
             live = Live(settings)  # the policy object in etcd, if any, laid over `env`
             snapshot = await load(etcd, live.records)
             if not Planner(live.settings.policy).plan(snapshot.state)[1]:
-                break
+                revision, kvs = await etcd.snapshot(["/calico/"])
+                if revision == snapshot.revision:
+                    return revision, {kv.key: kv.value for kv in kvs}
             await trio.sleep(0.2)
-    revision, kvs = await etcd.snapshot(["/calico/"])
-    assert revision == snapshot.revision, "etcd moved while the test read it"
-    return revision, {kv.key: kv.value for kv in kvs}
 
 
 async def wait_until(condition: Callable[[], object], timeout: float = CONVERGE) -> None:

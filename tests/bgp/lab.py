@@ -134,6 +134,7 @@ class Speaker:
     netns: str
     dir: str
     birds: list[Bird] = attrs.Factory(list)
+    dead: bool = False  # its machine is gone: nothing starts its BIRDs again
 
     @property
     def ipv4(self) -> str:
