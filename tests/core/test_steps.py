@@ -1,0 +1,284 @@
+"""Plans verified step by step: a step is refused only for the routes it would lose."""
+
+from __future__ import annotations
+
+import ipaddress
+from ipaddress import IPv4Address
+
+import attrs
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from rrwatch.core import steps
+from rrwatch.core.model import BgpConfig, Node, Peer
+from rrwatch.core.plan import DeletePeer, Limits, Planner, PutPeer, SetNode, outcome
+from rrwatch.core.policy import Policy
+from rrwatch.core.reachability import unreachable
+from rrwatch.core.sessions import FAMILIES, fabric
+from rrwatch.core.steps import Steps, check, take_break, take_make
+from tests import support as s
+from tests.support import fresh, state_of
+
+RR = s.RR_LABEL.key
+
+
+def node(name: str, n: int, cluster: str | None = None, **labels: str) -> Node:
+    """`name` at 10.0.0.n, labelled with its name (for the sessions below); an RR with a
+    cluster ID."""
+    labels = {"name": name, **labels}
+    if cluster is not None:
+        labels[RR] = ""
+    return Node(name, 1, labels, ipv4=IPv4Address(f"10.0.0.{n}"), cluster_id=cluster)
+
+
+def session(a: str, b: str) -> dict[str, object]:
+    """A BGPPeer spec that brings up a session between nodes a and b."""
+    return {"node": a, "peerSelector": f"name == '{b}'"}
+
+
+def build(nodes, sessions) -> object:
+    state = state_of(nodes)
+    state.set_bgp(BgpConfig(mesh_enabled=False))
+    for a, b in sessions:
+        state.put_peer(Peer(f"{a}-{b}", 1, True, session(a, b)))
+    return state
+
+
+def lost(state, ops) -> set[tuple[str, str]]:
+    """The pairs the plain simulation finds reaching before `ops` and not after."""
+    after = steps.applied(state, ops)
+    return {pair for family in FAMILIES for pair in
+            set(unreachable(fabric(after, family))) - set(unreachable(fabric(state, family)))}
+
+
+# -- hidden routes -------------------------------------------------------------------------------
+
+
+def deception():
+    """o is a client of x (cluster 1); x reflects to y (cluster 3), y to b (cluster 2), b to its
+    client t. b2 shares b's cluster ID and peers with b. Every route reaches."""
+    nodes = [node("o", 1), node("x", 10, "224.0.0.1"), node("y", 30, "224.0.0.3"),
+             node("b", 20, "224.0.0.2"), node("b2", 5, "224.0.0.2"), node("t", 2)]
+    return build(nodes, [("o", "x"), ("x", "y"), ("y", "b"), ("b", "b2"), ("t", "b")])
+
+
+def test_a_new_session_that_hides_a_route_is_refused():
+    """iBGP deception: give o a session with b2 as well. b2 reflects o's route to b with a
+    cluster list as short as y's, and b2's lower address wins the tie; but that path carries
+    b's own cluster ID, so b may not reflect it to t. Without ADD-PATH b passes on its best
+    path only: t loses o's route, though o only gained a session."""
+    state = deception()
+    assert not any(unreachable(fabric(state, 4)))
+    add = [PutPeer("o-b2", None, session("o", "b2"))]
+    verdict = check(state, add)
+    assert not verdict.ok
+    assert verdict.losses == (steps.Loss(4, 1, (("o", "t"),)),)
+    assert str(verdict) == "IPv4: 1 (origin -> receiver) would stop reaching: o -> t"
+    assert lost(state, add) == {("o", "t")}
+
+
+def test_a_break_that_removes_the_last_path_between_two_clusters_is_refused():
+    """Two RRs, each with its clients, joined by one session: deleting it cuts every route
+    across, and the check names them (the first few, and how many)."""
+    state = build([node("r1", 1, "224.0.0.1"), node("a1", 2), node("a2", 3),
+                   node("r2", 4, "224.0.0.2"), node("b1", 5), node("b2", 6)],
+                  [("a1", "r1"), ("a2", "r1"), ("b1", "r2"), ("b2", "r2"), ("r1", "r2")])
+    verdict = check(state, [DeletePeer("r1-r2", 1)])
+    across = {(a, b) for a in ("r1", "a1", "a2") for b in ("r2", "b1", "b2")}
+    across |= {(b, a) for a, b in across}
+    assert verdict.count == len(across) == 18
+    assert set(verdict.losses[0].pairs) <= across and len(verdict.losses[0].pairs) == steps.SHOWN
+    assert "and 13 more" in str(verdict)
+    assert lost(state, [DeletePeer("r1-r2", 1)]) == across
+    assert check(state, [DeletePeer("a1-r1", 1)]).count == 2 * 5  # a1 alone is cut off
+
+
+def test_a_step_that_repairs_is_taken_and_one_that_trades_a_pair_is_refused():
+    """Relative to now: in a cluster where b1 and b2 are already cut off, a session that brings
+    b1 back is taken; one that brings b2 back while cutting a2 off is refused for a2 only."""
+    state = build([node("r1", 1, "224.0.0.1"), node("a1", 2), node("a2", 3), node("b1", 4),
+                   node("b2", 5)], [("a1", "r1"), ("a2", "r1")])
+    assert check(state, [PutPeer("b1-r1", None, session("b1", "r1"))]).ok
+    trade = [PutPeer("b2-r1", None, session("b2", "r1")), DeletePeer("a2-r1", 1)]
+    verdict = check(state, trade)
+    assert verdict.count == 2 * 2  # a2 to and from r1 and a1; b1 never reached a2
+    assert {p for loss in verdict.losses for p in loss.pairs} == {
+        ("a2", "r1"), ("a2", "a1"), ("r1", "a2"), ("a1", "a2")}
+
+
+def test_a_step_that_changes_no_session_loses_nothing():
+    state = deception()
+    assert check(state, [SetNode("t", 1, None, why="peer")]).ok
+    assert check(state, []).ok and str(check(state, [])) == (
+        "every route that reaches now still reaches")
+
+
+def test_names_from_records_are_shown_as_text():
+    """A node name with a newline and an escape cannot forge a line or drive a terminal."""
+    evil = "t\n2026 WARNING forged\x1b[31m"
+    state = deception()
+    state.remove_node("t")
+    state.remove_peer("t-b")
+    state.put_node(attrs.evolve(node("t", 2), name=evil))
+    state.put_peer(Peer("t-b", 1, True, {"nodeSelector": "name == 't'",
+                                         "peerSelector": "name == 'b'"}))
+    verdict = check(state, [PutPeer("o-b2", None, session("o", "b2"))])
+    assert verdict.losses[0].pairs == (("o", evil),)
+    text = str(verdict)
+    assert "\n" not in text and "\x1b" not in text and "\\n2026 WARNING forged\\x1b[31m" in text
+    assert "\n" not in str(verdict.losses[0])
+
+
+# -- which ops go --------------------------------------------------------------------------------
+
+
+def mesh_on_first_start(n: int = 12) -> tuple[object, Policy]:
+    state = state_of([Node(f"n{i:02d}", 1, {"zone": "a"}, ipv4=IPv4Address(f"10.0.1.{i + 1}"))
+                      for i in range(n)])
+    return state, Policy(rr_label=s.RR_LABEL, ratio=0.05, min_rrs=3, max_rrs=3,
+                         topology="multi", client_rrs=2)
+
+
+def test_a_make_step_that_cuts_the_phase_badly_gives_way_to_the_whole_phase():
+    """Node-to-node mesh on, a first start in `multi`: promoted RRs leave the mesh at once, so a
+    step of two client writes cuts the other clients off the RRs' routes. The whole phase loses
+    nothing, so it goes in one: holding would never converge."""
+    state, policy = mesh_on_first_start()
+    _, plan = Planner(policy).plan(state)
+    step = Limits(node_writes=5).step(plan.make)  # the 3 promotions, 2 clients, the peers
+    assert len(step) < len(plan.make)
+    assert not check(state, step).ok
+    ops, verdict = take_make(Steps(), state, plan.make, step)
+    assert ops == plan.make and verdict.ok
+    small, _ = take_make(Steps(), state, plan.make, plan.make)
+    assert small == plan.make
+
+
+def test_a_make_phase_that_loses_routes_is_held_with_its_own_check():
+    """If the whole phase would lose routes too, nothing is taken, and the phase's check says
+    why."""
+    state = deception()
+    idle = PutPeer("idle", None, session("nobody", "nothing"))  # brings up no session
+    phase = (PutPeer("o-b2", None, session("o", "b2")), idle)
+    ops, verdict = take_make(Steps(), state, phase, phase[:1])
+    assert ops == () and verdict == check(state, phase) and verdict.count == 1
+    assert take_make(Steps(), state, phase, phase[1:]) == ((idle,), check(state, (idle,)))
+
+
+def test_a_break_step_that_would_lose_routes_goes_as_far_as_its_first_part_that_does_not():
+    state = build([node("r1", 1, "224.0.0.1"), node("a1", 2), node("r2", 4, "224.0.0.2"),
+                   node("b1", 5)],
+                  [("a1", "r1"), ("b1", "r2"), ("r1", "r2"), ("a1", "r2")])
+    harmless, cutting = DeletePeer("a1-r2", 1), DeletePeer("r1-r2", 1)
+    ops, verdict = take_break(Steps(), state, (harmless, cutting))
+    assert ops == (harmless,) and verdict.ok
+    ops, verdict = take_break(Steps(), state, (cutting, harmless))
+    assert ops == () and verdict == check(state, (cutting, harmless))
+
+
+def test_phases_judge_each_step_on_the_one_before_and_stop_at_the_first_held():
+    state = build([node("r1", 1, "224.0.0.1"), node("a1", 2), node("r2", 4, "224.0.0.2"),
+                   node("b1", 5)], [("a1", "r1"), ("b1", "r2"), ("r1", "r2")])
+    make = (PutPeer("a1-r2", None, session("a1", "r2")),)
+    brk = (DeletePeer("r1-r2", 1), DeletePeer("b1-r2", 1), DeletePeer("a1-r1", 1))
+    out = list(steps.phases(state, make, brk, Limits()))
+    # The make phase gives a1 a second way to r2; the break step also takes b1's only session.
+    assert [(name, ops, v.ok) for name, ops, v in out] == [
+        ("make phase", make, True), ("break step 1", brk, False)]
+    cut = list(steps.phases(state, (), brk[:1], Limits()))
+    assert [(name, v.ok) for name, _, v in cut] == [("break step 1", False)]
+
+
+# -- against the plain simulation ----------------------------------------------------------------
+
+STACKS = st.sampled_from([(4,), (6,), (4, 6)])
+
+
+def addressed(nodes: list[Node], stack: tuple[int, ...], asns: list[int | None]) -> list[Node]:
+    """The nodes with distinct addresses of one stack, some in another AS (eBGP sessions)."""
+    out = []
+    for i, (one, asn) in enumerate(zip(nodes, asns, strict=False)):
+        if one.has_bgp_address:
+            one = attrs.evolve(
+                one, asn=asn,
+                ipv4=ipaddress.IPv4Address(0x0A000001 + i) if 4 in stack else None,
+                ipv6=ipaddress.IPv6Address(0xFD00 << 112 | i + 1) if 6 in stack else None)
+        out.append(one)
+    return out
+
+
+def rebuild(state, policy: Policy, nodes=None):
+    """The same records (or `nodes` instead), indexed for `policy`."""
+    new = state_of(state.nodes.values() if nodes is None else nodes, policy)
+    new.set_bgp(state.bgp)
+    for peer in state.peers.values():
+        new.put_peer(peer)
+    for host in state.reflectors.values():
+        new.put_reflector(host)
+    return new
+
+
+@st.composite
+def states(draw, max_size: int = 30):
+    """A cluster part of the way to its policy's mesh (any topology, the node-to-node mesh on
+    or off, RR hosts, some nodes in another AS), and the policy."""
+    policy = draw(s.policies())
+    nodes = draw(s.clusters(max_size=max_size))
+    asns = draw(st.lists(st.sampled_from([None, None, None, 65001]), min_size=len(nodes),
+                         max_size=len(nodes)))
+    state = state_of(addressed([fresh(n) for n in nodes], draw(STACKS), asns), policy)
+    state.set_bgp(BgpConfig(mesh_enabled=draw(st.booleans())))
+    for host in draw(st.lists(s.reflectors(), max_size=2)):
+        state.put_reflector(host)
+    planner, limits = Planner(policy), Limits(draw(st.integers(1, 4)), 1)
+    for _ in range(draw(st.integers(0, 8))):
+        _, plan = planner.plan(state)
+        if not plan:
+            break
+        outcome(state, limits.step(plan.make or plan.brk))
+    return state, policy
+
+
+@settings(max_examples=150, deadline=None)
+@given(states())
+def test_the_pairs_missed_are_the_plain_simulations(drawn):
+    """Grouping origins by their AS and loud neighbours finds exactly the pairs that the plain
+    simulation, every origin on its own with every speaker, finds."""
+    state, _ = drawn
+    judge = Steps()
+    for family in FAMILIES:
+        assert judge.unreachable(state, family) == unreachable(fabric(state, family),
+                                                               group=False)
+
+
+@settings(max_examples=120, deadline=None)
+@given(states(), s.policies(), st.builds(Limits, st.integers(1, 4), st.integers(1, 2)))
+def test_taking_steps_with_the_check_never_loses_a_route_that_reaches(drawn, policy, limits):
+    """From a cluster part of the way to one policy, planning for another (any topology to
+    any) and taking steps as the reconciler does (the make step, else the whole phase; the
+    break step, else its first half, quarter, ...): every check names exactly what the plain
+    simulation finds lost, and no pair that reaches before a step taken misses after it."""
+    before, _ = drawn
+    state = rebuild(before, policy)
+    planner, judge = Planner(policy), Steps()
+    for _ in range(200):
+        _, plan = planner.plan(state)
+        if not plan:
+            break
+        step = limits.step(plan.make or plan.brk)
+        verdict, expected = judge.check(state, step), lost(state, step)
+        assert verdict.count == len(expected)
+        assert {pair for loss in verdict.losses for pair in loss.pairs} <= expected
+        if plan.make:
+            ops, verdict = take_make(judge, state, plan.make, step)
+        else:
+            ops, verdict = take_break(judge, state, step)
+        event("held" if not ops else "whole phase" if len(ops) > len(step) else
+              "part of a step" if len(ops) < len(step) else "step")
+        if not ops:
+            assert not verdict.ok
+            break
+        assert verdict.ok and not lost(state, ops)
+        outcome(state, ops)
+    else:
+        raise AssertionError("no convergence")
