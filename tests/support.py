@@ -11,7 +11,11 @@ import ipaddress
 import json
 import math
 import os
+import pathlib
 import shutil
+import socketserver
+import threading
+import time
 from collections.abc import Callable, Iterable
 
 import attrs
@@ -609,3 +613,85 @@ def layout(data: dict[str, bytes]) -> tuple[dict[str, tuple[str, str]], dict[str
             clients[name] = {k[len(CLIENT_LABEL_PREFIX):] for k in labels
                              if k.startswith(CLIENT_LABEL_PREFIX)}
     return reflectors, clients
+
+
+# -- a BIRD control socket without BIRD, for `rrwatch report` under faults -----------------------
+
+_CAPTURED = pathlib.Path(__file__).parent / "core" / "data" / "bird1.6-show-protocols-all.txt"
+
+
+def _blocks(text: str) -> tuple[str, dict[str, str], str]:
+    """The captured reply cut up: the greeting and table head, each protocol's lines by name,
+    and the closing line."""
+    lines = text.splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if line.startswith("1002-"))
+    blocks: dict[str, str] = {}
+    for line in lines[first:-1]:
+        if line.startswith("1002-"):
+            name = line[5:].split()[0]
+            blocks[name] = ""
+        blocks[name] += line
+    return "".join(lines[:first]), blocks, lines[-1]
+
+
+class FakeBird:
+    """A control socket that answers `show protocols all` as calico-node's BIRD 1.6 does: the
+    reply captured in tests/core/data, its two BGP protocols used as the pattern of an
+    Established session and of one that is not. `sessions` (neighbour address -> BGP state,
+    and `since` as BIRD writes it) may be changed while it serves; `set` stamps `since` now.
+    Served from threads, so it answers whatever the test's trio loop is waiting for."""
+
+    def __init__(self, sessions: dict[str, tuple[str, str]] | None = None) -> None:
+        import tempfile
+
+        self.sessions = dict(sessions or {})
+        self.directory = tempfile.mkdtemp(prefix="bird-")  # short: a socket path is < 108 bytes
+        self.path = os.path.join(self.directory, "bird.ctl")
+        self.asked = 0  # `show protocols all` commands answered
+        self._server: socketserver.ThreadingUnixStreamServer | None = None
+
+    def set(self, state: str, addresses: Iterable[str]) -> None:
+        since = time.strftime("%H:%M:%S")
+        for address in addresses:
+            self.sessions[address] = (state, since)
+
+    def reply(self) -> bytes:
+        head, blocks, end = _blocks(_CAPTURED.read_text())
+        up, down = blocks["Node_10_99_0_2"], blocks["Node_10_99_0_3"]
+        out = [head.split("\n", 1)[1]]  # the greeting goes first, on its own
+        for address, (state, since) in sorted(self.sessions.items()):
+            name = "Node_" + address.replace(".", "_").replace(":", "_")
+            if state == "Established":
+                block = up.replace("Node_10_99_0_2", name).replace("10.99.0.2", address)
+                block = block.replace("14:24:50", since)
+            else:
+                block = down.replace("Node_10_99_0_3", name).replace("10.99.0.3", address)
+                block = block.replace("14:24:48", since).replace("Connect", state)
+            out.append(block)
+        return ("".join(out) + end).encode()
+
+    def __enter__(self) -> FakeBird:
+        bird = self
+        greeting = _CAPTURED.read_text().split("\n", 1)[0] + "\n"
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                self.wfile.write(greeting.encode())
+                self.wfile.flush()
+                command = self.rfile.readline().decode().strip()
+                if command == "show protocols all":
+                    bird.asked += 1
+                    self.wfile.write(bird.reply())
+                else:
+                    self.wfile.write(b"9001 syntax error\n")
+
+        self._server = socketserver.ThreadingUnixStreamServer(self.path, Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -91,25 +91,61 @@ def split(report: Report, keys: Mapping[str, int | None]) -> dict[str, bytes]:
 
 async def keep(etcd: Etcd, reader: Reader, keys: Mapping[str, int | None], lease: int,
                interval: float) -> None:
-    """Keep the reports under `keys` on `lease`, for ever, each written when it changes."""
+    """Keep the reports under `keys` on `lease`, for ever, each written when it changes, and
+    again when someone else has changed or deleted it (each key watched from our write)."""
     written: dict[str, bytes] = {}
+    guards: dict[str, trio.CancelScope] = {}
     ok: bool | None = None  # whether BIRD answered, as last logged
     backoff = Backoff()
-    while True:
-        report = await reader.read()
-        for key, value in split(report, keys).items():
-            if written.get(key) != value:
+    # A watch that failed is read again after this: short of the lease, not chatty.
+    recheck = max(10 * interval, 2 * etcd.timeout)
+    async with trio.open_nursery() as nursery:
+        while True:
+            report = await reader.read()
+            for key, value in split(report, keys).items():
+                if written.get(key) == value:
+                    continue
+                if key in guards:
+                    guards.pop(key).cancel()  # our own write is no one else's
 
-                async def write(key: str = key, value: bytes = value) -> None:
-                    await etcd.txn([], [put(key, value, lease)])
+                async def write(key: str = key, value: bytes = value) -> int:
+                    return (await etcd.txn([], [put(key, value, lease)])).revision
 
-                await until_ok(write, backoff, errors=(EtcdError,), failed=lambda e: log.warning(
-                    "writing the session report: %s; retrying", e))
+                revision = await until_ok(write, backoff, errors=(EtcdError,),
+                                          failed=lambda e: log.warning(
+                                              "writing the session report: %s; retrying", e))
                 written[key] = value
-        if report.ok != ok:
-            log.info("%s: %s", ", ".join(keys), _summary(report))
-            ok = report.ok
-        await trio.sleep(interval)
+                guards[key] = await nursery.start(_guard, etcd, key, value, lease, revision,
+                                                  written, recheck)
+            if report.ok != ok:
+                log.info("%s: %s", ", ".join(keys), _summary(report))
+                ok = report.ok
+            await trio.sleep(interval)
+
+
+async def _guard(etcd: Etcd, key: str, value: bytes, lease: int, revision: int,
+                 written: dict[str, bytes], recheck: float, *,
+                 task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED
+                 ) -> None:
+    """Forget what was written under `key` (so that the next read writes it again) once etcd
+    holds something else there: another writer's value, or nothing. Cancelled by its scope."""
+    with trio.CancelScope() as scope:
+        task_status.started(scope)
+        while True:
+            await election.until_changed(etcd, key, revision, recheck=recheck)
+            try:
+                kv = await etcd.get(key)
+            except EtcdError as e:
+                log.debug("reading %s: %s; trying again", key, e)
+                await trio.sleep(recheck)
+                continue
+            if kv is not None and (kv.value, kv.lease) == (value, lease):
+                revision = kv.mod_revision  # ours after all: a retried write landed twice
+                continue
+            log.warning("%s was %s behind the reporter's back; writing it again", key,
+                        "deleted" if kv is None else "changed")
+            written.pop(key, None)
+            return
 
 
 def _summary(report: Report) -> str:
