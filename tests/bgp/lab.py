@@ -17,9 +17,11 @@ import subprocess
 import time
 
 import attrs
+import trio
 
 V4_NET = ipaddress.IPv4Network("10.99.0.0/16")
 V6_NET = ipaddress.IPv6Network("fd99::/64")
+ROUTES = 30  # seconds BGP gets to deliver every route
 
 
 def bird1_dir() -> str:
@@ -325,3 +327,29 @@ def _sweep() -> None:
         match = re.match(r"rrw(\d+)x\d+-", netns)
         if match and not os.path.exists(f"/proc/{match.group(1)}"):
             subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+
+
+def missing_pairs(lab: Lab, origins: list[str], receivers: list[str], family: int
+                  ) -> set[tuple[str, str]]:
+    """(origin, receiver) pairs where the receiver's BIRD lacks the origin's prefix."""
+    index = 0 if family == 4 else 1
+    pairs = set()
+    for receiver in receivers:
+        have = lab.speakers[receiver].routes()
+        pairs |= {(o, receiver) for o in origins
+                  if o != receiver and lab.speakers[o].prefixes[index] not in have}
+    return pairs
+
+
+async def until_complete(lab: Lab, origins: list[str], receivers: list[str]) -> float:
+    """Seconds until every receiver has every origin's prefixes, in both families."""
+    start = time.monotonic()
+    left: set = set()
+    with trio.move_on_after(ROUTES):
+        while True:
+            left = missing_pairs(lab, origins, receivers, 4) | missing_pairs(
+                lab, origins, receivers, 6)
+            if not left:
+                return time.monotonic() - start
+            await trio.sleep(0.05)
+    raise AssertionError(f"{len(left)} routes missing after {ROUTES} s: {sorted(left)[:10]}")

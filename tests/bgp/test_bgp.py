@@ -24,7 +24,7 @@ from rrwatch.host import keeper
 from rrwatch.testing import simulate
 from tests import support
 from tests.bgp import calico_bird
-from tests.bgp.lab import Lab, Speaker
+from tests.bgp.lab import ROUTES, Lab, Speaker, missing_pairs, until_complete
 
 ZONES = ("a", "b", "c")
 PER_ZONE = 4
@@ -33,7 +33,6 @@ BGP_CONFIG = edits.dumps({
     "metadata": {"name": "default", "uid": "5e0c", "creationTimestamp": "2024-05-01T12:00:00Z"},
     "spec": {"nodeToNodeMeshEnabled": False, "asNumber": 64512}})
 HOST_IDS = ("224.0.1.1", "")  # one RR host with a cluster ID, one without (its router ID)
-ROUTES = 30  # seconds BGP gets to deliver every route
 
 
 def node_record(speaker: Speaker, zone: str, index: int) -> tuple[str, bytes]:
@@ -74,32 +73,6 @@ def configure_nodes(lab: Lab, data: dict[str, bytes], names: list[str]) -> None:
             speaker.start_calico(configs)
         else:
             speaker.configure_calico(configs)
-
-
-def missing_pairs(lab: Lab, origins: list[str], receivers: list[str], family: int
-                  ) -> set[tuple[str, str]]:
-    """(origin, receiver) pairs where the receiver's BIRD lacks the origin's prefix."""
-    index = 0 if family == 4 else 1
-    pairs = set()
-    for receiver in receivers:
-        have = lab.speakers[receiver].routes()
-        pairs |= {(o, receiver) for o in origins
-                  if o != receiver and lab.speakers[o].prefixes[index] not in have}
-    return pairs
-
-
-async def until_complete(lab: Lab, origins: list[str], receivers: list[str]) -> float:
-    """Seconds until every receiver has every origin's prefixes, in both families."""
-    start = time.monotonic()
-    left: set = set()
-    with trio.move_on_after(ROUTES):
-        while True:
-            left = missing_pairs(lab, origins, receivers, 4) | missing_pairs(
-                lab, origins, receivers, 6)
-            if not left:
-                return time.monotonic() - start
-            await trio.sleep(0.05)
-    raise AssertionError(f"{len(left)} routes missing after {ROUTES} s: {sorted(left)[:10]}")
 
 
 def established(lab: Lab, names: list[str]) -> int:

@@ -33,10 +33,10 @@ from rrwatch.etcd import Etcd, delete
 from rrwatch.testing import simulate
 from tests import support
 from tests.bgp import calico_bird
-from tests.bgp.lab import Lab
-from tests.bgp.test_bgp import ROUTES, ZONES, until_complete
+from tests.bgp.lab import ROUTES, Lab, until_complete
 
 POLICY = "/rrwatch/v1/policy"
+ZONES = ("a", "b", "c")
 SETTLE = 3.0  # the dwell: how long a new session must be up before an old one goes
 ENV = {"ROUTE_REFLECTOR_TOPOLOGY": "simple", "ROUTE_REFLECTOR_ZONE_LABEL": simulate.ZONE_LABEL,
        "RRWATCH_SETTLE": str(SETTLE), "RRWATCH_MAX_DEMOTIONS": "3"}
@@ -275,8 +275,9 @@ async def _any_gone(etcd: Etcd, old: set[str]) -> bool:
     return not old <= await rrs(etcd)
 
 
-async def test_b_topology_simple_to_multi(lab, etcd, start_daemon):
-    policy = {"min": 2, "max": 2}
+@pytest.mark.parametrize("topologies", [("simple", "multi")], ids=["simple-to-multi"])
+async def test_b_topology_changes(topologies, lab, etcd, start_daemon):
+    policy = {"min": 2, "max": 2, "client_rrs": 2, "topology": topologies[0]}
     nodes = await build(lab, etcd, policy)
     start_reporters(lab, start_daemon, nodes)
     start_daemon(ENV)
@@ -289,7 +290,7 @@ async def test_b_topology_simple_to_multi(lab, etcd, start_daemon):
         await nursery.start(sampler.run)
         started = time.monotonic()
         await simulate.put_all(etcd, {POLICY: json.dumps(
-            {**policy, "topology": "multi", "client_rrs": 2}).encode()})
+            {**policy, "topology": topologies[1]}).encode()})
         after = (await support.settled(etcd, ENV))[1]
         settled = time.monotonic()
         await until_complete(lab, nodes, nodes)
@@ -298,7 +299,7 @@ async def test_b_topology_simple_to_multi(lab, etcd, start_daemon):
         nursery.cancel_scope.cancel()
     peers = {k for k in after if k.startswith(calico.PEERS)}
     assert peers != {k for k in before if k.startswith(calico.PEERS)}  # the layout did change
-    print(f"\n[scenario b, simple -> multi] {sampler.summary(changed)}; settled"
+    print(f"\n[scenario b, {' -> '.join(topologies)}] {sampler.summary(changed)}; settled"
           f" {settled - started:.1f} s after the change")
     assert not sampler.misses(changed)
 
