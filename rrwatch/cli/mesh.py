@@ -33,7 +33,9 @@ def mesh(config: Config, enabled: bool, *, rrs: int = 2) -> int:
         _say(f"the node-to-node mesh is {'on' if enabled else 'off'} already")
         return ExitStatus.OK
     if not enabled and (problems := mesh_off_problems(state, rrs)):
-        _say(f"rrwatch: not turning the node-to-node mesh off: {len(problems)} clients lack"
+        clients = len({problem.split(" ", 1)[0] for problem in problems})  # one per family
+        lack = "client lacks" if clients == 1 else "clients lack"
+        _say(f"rrwatch: not turning the node-to-node mesh off: {clients} {lack}"
              f" Established sessions to {rrs} RRs (or to all of theirs):", error=True)
         for problem in problems:
             _say(f"  {problem}", error=True)

@@ -55,6 +55,7 @@ async def test_mesh_off_waits_for_every_clients_rr_sessions(etcd, start_daemon, 
     assert f"  {client} (IPv4): 1 of 2 RR sessions Established ({rrs[0]}: Active)" \
         in refused.stderr.splitlines()
     assert all(client in line for line in refused.stderr.splitlines()[1:]), refused.stderr
+    assert ": 1 client lacks Established sessions to 2 RRs" in refused.stderr  # not per family
     assert rrwatch("mesh", "off", "--rrs", "1").returncode == 0  # one RR is enough for it
     assert (await etcd.get(calico.BGP_CONFIG)).value == CONFIG.replace(
         b'"nodeToNodeMeshEnabled":true', b'"nodeToNodeMeshEnabled":false')
