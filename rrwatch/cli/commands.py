@@ -21,10 +21,10 @@ import trio
 from rrwatch.cli import graphviz
 from rrwatch.config import Config
 from rrwatch.config.settings import Settings, describe
-from rrwatch.core import breaks, dot, edits
+from rrwatch.core import breaks, dot, edits, steps
 from rrwatch.core.breaks import Evidence, Hold, sightings
 from rrwatch.core.model import ClusterState
-from rrwatch.core.plan import Planner, outcome
+from rrwatch.core.plan import Plan, Planner, outcome
 from rrwatch.core.reachability import Verdict, verify
 from rrwatch.core.reports import dumps
 from rrwatch.core.sessions import HOST_PREFIX, fabric
@@ -56,13 +56,31 @@ def plan(config: Config, *, detailed_exitcode: bool = False) -> int:
             _say(f"{phase}:")
             for op in ops:
                 _say(f"  {op}")
+    held = _steps(state, todo, settings)
     after = copy.deepcopy(state)
     outcome(after, todo.make + todo.brk)
     verdict = verify(after, failures=1)
     _print(verdict, "after this plan: ")
-    if _broken(verdict):
+    if _broken(verdict) or held:
         return ExitStatus.FAILED
     return ExitStatus.PENDING if detailed_exitcode and todo else ExitStatus.OK
+
+
+def _steps(state: ClusterState, todo: Plan, settings: Settings) -> bool:
+    """Print whether the state after the make phase, and after each break step, still carries
+    every route that reaches now; whether a step is held."""
+    for name, ops, verdict in steps.phases(state, todo.make, todo.brk, settings.limits):
+        if verdict.ok:
+            _say(f"{name} ({len(ops)} writes): {verdict}")
+            continue
+        _say(f"held: {name} ({len(ops)} writes) would make routes unreachable that reach now,"
+             " so the daemon does not take it" + (
+                 " (only a first part of it that loses nothing, if one does)"
+                 if name.startswith("break") else ""))
+        for line in ([verdict.problem] if verdict.problem else map(str, verdict.losses)):
+            _say(f"  {line}")
+        return True
+    return False
 
 
 def verify_mesh(config: Config, *, failures: int = 0) -> int:

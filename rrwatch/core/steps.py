@@ -35,7 +35,7 @@ import attrs
 from rrwatch.core.model import ClusterState
 from rrwatch.core.plan import Limits, Op, outcome
 from rrwatch.core.reachability import ConvergenceError, _feeds_silent, _Net, _net, _propagate
-from rrwatch.core.sessions import FAMILIES, Fabric, Speaker, fabric
+from rrwatch.core.sessions import FAMILIES, Fabric, Speaker, _fabric, _peering, fabric
 from rrwatch.core.text import printable
 
 SHOWN = 5  # pairs a Loss names
@@ -133,8 +133,13 @@ class _View:
     core: frozenset[tuple[Speaker, frozenset[str]]]  # loud speakers and their loud neighbours
 
 
-def _view(state: ClusterState, family: int) -> _View:
-    fab = fabric(state, family)
+def _views(state: ClusterState) -> dict[int, _View]:
+    """Both families' views (the BGPPeers read once for both)."""
+    peering = _peering(state)
+    return {family: _view(_fabric(state, family, peering)[0]) for family in FAMILIES}
+
+
+def _view(fab: Fabric) -> _View:
     net = _net(fab, None, everyone=False)
     names = net.names
     keys: dict[str, Key] = {}
@@ -162,16 +167,24 @@ class Steps:
     def __init__(self) -> None:
         self._memo: OrderedDict[tuple[int, frozenset[tuple[Speaker, frozenset[str]]]],
                                 dict[Key, _Reach]] = OrderedDict()
+        self._now: tuple[tuple[int, int], dict[int, _View]] | None = None
 
-    def check(self, state: ClusterState, ops: Sequence[Op]) -> Check:
-        """Whether the state after `ops` carries every route that reaches in `state`."""
-        return self.compare(state, applied(state, ops))
+    def check(self, state: ClusterState, ops: Sequence[Op], *, version: int | None = None
+              ) -> Check:
+        """Whether the state after `ops` carries every route that reaches in `state`.
 
-    def compare(self, before: ClusterState, after: ClusterState) -> Check:
+        `version`: the model's version (it changes whenever the model does), so that the
+        judgements of several steps from one model read its sessions once.
+        """
+        return self.compare(state, applied(state, ops), version=version)
+
+    def compare(self, before: ClusterState, after: ClusterState, *,
+                version: int | None = None) -> Check:
         """The pairs that reach in `before` and would not in `after`."""
         losses = []
+        now, then = self._views(before, version), _views(after)
         for family in FAMILIES:
-            old, new = _view(before, family), _view(after, family)
+            old, new = now[family], then[family]
             if old.fab == new.fab or not new.keys:
                 continue  # the same sessions carry the same routes
             try:
@@ -189,11 +202,19 @@ class Steps:
     def unreachable(self, state: ClusterState, family: int) -> list[Pair]:
         """Every (origin, receiver) pair that does not reach, as `reachability.unreachable`
         finds them (for tests, which hold the two alike)."""
-        view = _view(state, family)
+        view = _view(fabric(state, family))
         reach = self._reach(view)
         return sorted((o, t) for o in view.keys for t in view.keys if t != o and reach[
             view.keys[o]].misses(view.descs[t]) and not (
                 t in view.silent and t in view.fab.sessions[o]))
+
+    def _views(self, state: ClusterState, version: int | None) -> dict[int, _View]:
+        if version is None:
+            return _views(state)
+        token = (id(state), version)
+        if self._now is None or self._now[0] != token:
+            self._now = (token, _views(state))
+        return self._now[1]
 
     def _reach(self, view: _View) -> Mapping[Key, _Reach]:
         slot = (view.fab.family, view.core)
@@ -266,8 +287,8 @@ def _lost(family: int, old: _View, new: _View, before: Mapping[Key, _Reach],
 # -- which ops to take ----------------------------------------------------------------------------
 
 
-def take_make(judge: Steps, state: ClusterState, phase: Sequence[Op], step: Sequence[Op]
-              ) -> tuple[tuple[Op, ...], Check]:
+def take_make(judge: Steps, state: ClusterState, phase: Sequence[Op], step: Sequence[Op], *,
+              version: int | None = None) -> tuple[tuple[Op, ...], Check]:
     """The make ops to write now, and the check that took or refused them.
 
     The step (the phase cut by the churn limit) if it loses nothing. Otherwise the whole phase,
@@ -279,27 +300,27 @@ def take_make(judge: Steps, state: ClusterState, phase: Sequence[Op], step: Sequ
     taken loses nothing, so neither does the phase they add up to. If the whole phase would
     lose routes, nothing is taken: the check returned is the phase's.
     """
-    verdict = judge.check(state, step)
+    verdict = judge.check(state, step, version=version)
     if verdict.ok:
         return tuple(step), verdict
     if len(step) < len(phase):
-        verdict = judge.check(state, phase)
+        verdict = judge.check(state, phase, version=version)
         if verdict.ok:
             return tuple(phase), verdict
     return (), verdict
 
 
-def take_break(judge: Steps, state: ClusterState, step: Sequence[Op]
-               ) -> tuple[tuple[Op, ...], Check]:
+def take_break(judge: Steps, state: ClusterState, step: Sequence[Op], *,
+               version: int | None = None) -> tuple[tuple[Op, ...], Check]:
     """The longest of the break step, its first half, quarter, ... down to its first op, that
     loses nothing (break ops remove sessions one by one, in the plan's order: clients off old
     RRs, then BGPPeers, then demotions); none if each would lose routes, with the step's check.
     """
-    first = verdict = judge.check(state, step)
+    first = verdict = judge.check(state, step, version=version)
     n = len(step)
     while not verdict.ok and n > 1:
         n //= 2
-        verdict = judge.check(state, step[:n])
+        verdict = judge.check(state, step[:n], version=version)
     return (tuple(step[:n]), verdict) if verdict.ok else ((), first)
 
 

@@ -25,7 +25,7 @@ import attrs
 import trio
 
 from rrwatch.config.loader import Timing
-from rrwatch.core import edits
+from rrwatch.core import edits, steps
 from rrwatch.core.mesh import Mesh
 from rrwatch.core.model import ClusterState, RRLabel
 from rrwatch.core.plan import DeletePeer, Op, Plan, Planner, PutPeer, SetNode
@@ -58,6 +58,9 @@ class ReconcileStats:
     conflicts: int = 0  # writes that lost their guard to someone else's change
     fenced: int = 0  # writes rejected because another instance leads now
     errors: int = 0
+    # Steps not taken because the state after them would lose routes that reach now (each
+    # distinct refusal once: a held step is judged again at every change, and counted once)
+    steps_refused: int = 0
     pending: int = 0  # writes the last plan wanted
     converged_at: float = 0.0  # wall-clock time of the last plan that wanted none
 
@@ -84,6 +87,8 @@ class Reconciler:
         self._converged = trio.Event()
         self.verifier = Verifier(timing.verify, timing.settle)
         self._written = 0  # the highest revision the last apply wrote at
+        self._steps = steps.Steps()  # judges each step's result (core/steps.py)
+        self._refused = ""  # the refusal last logged, while a step is held
 
     def plan(self) -> Plan:
         settings = self._settings()
@@ -117,6 +122,7 @@ class Reconciler:
             self.stats.pending = len(plan.make) + len(plan.brk)
             wait_until = math.inf
             if not plan:
+                self._held("")
                 self.stats.converged_at = time.time()
                 self._converged_at = version
                 self._converged.set()
@@ -125,15 +131,23 @@ class Reconciler:
                 for op in plan.make + plan.brk:
                     log.info("would %s", op)
             elif plan.make:
-                ops = self._settings().limits.step(plan.make)
-                before = self.verifier.pairs(self._watcher.state)
-                landed = await self.apply(ops, fence)
-                if landed:  # new sessions: the break phase waits a settle time from now
-                    settle.restart()
-                    self.verifier.made(self._watcher.state, before, ops, self._written)
-                if landed is not None:
-                    continue  # plan again from the model, which now holds what happened
-                wait_until = trio.current_time() + RETRY_AFTER
+                step = self._settings().limits.step(plan.make)
+                ops = self._judged("make", steps.take_make, plan.make, step)
+                if len(ops) > len(step):
+                    log.info("taking the whole make phase (%d writes): a step of %d would leave"
+                             " routes that reach now without the sessions the rest makes",
+                             len(ops), len(step))
+                if not ops:
+                    wait_until = math.inf  # held: only a change can free it
+                else:
+                    before = self.verifier.pairs(self._watcher.state)
+                    landed = await self.apply(ops, fence)
+                    if landed:  # new sessions: the break phase waits a settle time from now
+                        settle.restart()
+                        self.verifier.made(self._watcher.state, before, ops, self._written)
+                    if landed is not None:
+                        continue  # plan again from the model, which now holds what happened
+                    wait_until = trio.current_time() + RETRY_AFTER
             elif plan.brk:
                 if not settle.over():
                     wait_until = settle.until
@@ -143,6 +157,8 @@ class Reconciler:
                 elif not (go := self.verifier.gate(self._watcher.state, ops)):
                     # Held: a change in the reports, or the next dwell over, may free it.
                     wait_until = self.verifier.next_check() or math.inf
+                elif not (go := self._judged("break", steps.take_break, go)):
+                    wait_until = math.inf  # held: only a change can free it
                 else:
                     demotes = any(_demotion(op, self._watcher.state) for op in go)
                     if await self.apply(go, fence) is not None:
@@ -152,6 +168,32 @@ class Reconciler:
                     wait_until = trio.current_time() + RETRY_AFTER
             await pause(functools.partial(self._watcher.wait_change, version),
                         self._timing.debounce, until=wait_until)
+
+    def _judged(self, phase: str, take: Callable[..., tuple[tuple[Op, ...], steps.Check]],
+                *ops: tuple[Op, ...]) -> tuple[Op, ...]:
+        """The ops of a step that `take` lets go, judged on the model; a refusal is logged
+        and counted once for as long as it stays the same."""
+        started = time.perf_counter()
+        go, verdict = take(self._steps, self._watcher.state, *ops,
+                           version=self._watcher.version)
+        log.debug("%s step judged in %.2f ms: %s", phase,
+                  (time.perf_counter() - started) * 1000, verdict)
+        if go:
+            self._held("")
+        else:
+            self._held(f"holding the {phase} step: it would make routes unreachable that"
+                       f" reach now: {verdict}")
+        return go
+
+    def _held(self, refusal: str) -> None:
+        if refusal == self._refused:
+            return
+        if refusal:
+            self.stats.steps_refused += 1
+            log.warning("%s", refusal)
+        else:
+            log.info("steps no longer held")
+        self._refused = refusal
 
     async def wait_converged(self, version: int) -> None:
         """Return once a plan made from model version `version` or later needed no writes."""

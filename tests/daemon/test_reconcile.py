@@ -1,15 +1,34 @@
 """The reconciler's pure parts: how operations are batched into transactions, and the request
-each one becomes given its record as it is now."""
+each one becomes given its record as it is now; and, on a real etcd, a step held because it
+would cut routes."""
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 
-from rrwatch.core import calico
-from rrwatch.core.model import RRLabel
-from rrwatch.core.plan import DeletePeer, PutPeer, SetNode
-from rrwatch.daemon.reconciler import BATCH, BATCH_BYTES, _chunks, batches, write_request
+import trio
+
+from rrwatch.config.loader import Timing
+from rrwatch.config.settings import Settings
+from rrwatch.core import calico, edits
+from rrwatch.core.model import ClusterState, RRLabel
+from rrwatch.core.plan import DeletePeer, Limits, PutPeer, SetNode
+from rrwatch.core.policy import Policy
+from rrwatch.core.selector import parse
+from rrwatch.daemon import election
+from rrwatch.daemon.election import Fence
+from rrwatch.daemon.reconciler import (
+    BATCH,
+    BATCH_BYTES,
+    Reconciler,
+    _chunks,
+    batches,
+    write_request,
+)
+from rrwatch.daemon.records import Records
+from rrwatch.daemon.watcher import Watcher
 from rrwatch.etcd import KV
 from rrwatch.testing import simulate
 
@@ -60,3 +79,72 @@ def test_creating_and_deleting_peers_need_no_record():
     delete = write_request(DeletePeer("rrwatch-old", 3), None, RR)
     assert base64.b64decode(delete["request_delete_range"]["key"]) == (
         calico.PEERS + "rrwatch-old").encode()
+
+
+# -- steps judged on a real etcd -----------------------------------------------------------------
+
+LEADER = "/rrwatch/v1/leader"
+LEGACY = calico.PEERS + "rrwatch-legacy-v6"
+
+
+def _node(name: str, index: int, *, v4: bool, v6: bool, **labels: str) -> bytes:
+    obj = json.loads(simulate.node_value(name, "a", index, labels=labels))
+    if not v4:
+        del obj["spec"]["bgp"]["ipv4Address"]
+    if not v6:
+        del obj["spec"]["bgp"]["ipv6Address"]
+    return edits.dumps(obj)
+
+
+async def test_a_break_step_that_would_cut_routes_is_held_until_a_change_frees_it(etcd, caplog):
+    """The RRs have IPv4 only, and two IPv6-only nodes reach each other through a BGPPeer that
+    rrwatch owns but its mesh no longer wants. Deleting it (a break step) would cut them off, so
+    the step is not written: the peer stays, the refusal is logged and counted once however
+    often the reconciler plans again. Once an RR gains an IPv6 address, the mesh carries their
+    routes, and the same break goes through."""
+    prefer = parse("role == 'rr'")
+    settings = Settings(Policy(rr_label=RR, ratio=0.005, min_rrs=3, max_rrs=3, prefer=prefer),
+                        Limits(), simulate.ZONE_LABEL)
+    watcher = Watcher(etcd, Records(lambda: ClusterState(simulate.ZONE_LABEL, RR, None, prefer)))
+    reconciler = Reconciler(etcd, watcher, lambda: settings, Timing(debounce=0.01, settle=0.1))
+    items = {calico.BGP_CONFIG: simulate.mesh_off(), LEGACY: edits.new_peer(
+        "rrwatch-legacy-v6", {"nodeSelector": "has(v6only)", "peerSelector": "has(v6only)"})}
+    for i in range(3):
+        items[calico.NODES + f"rr-{i}"] = _node(f"rr-{i}", i, v4=True, v6=False, role="rr")
+    for i in range(2):
+        items[calico.NODES + f"v6-{i}"] = _node(f"v6-{i}", 10 + i, v4=False, v6=True, v6only="")
+    await simulate.put_all(etcd, items)
+    with trio.fail_after(30), caplog.at_level(logging.INFO, logger="rrwatch.reconcile"):
+        async with trio.open_nursery() as nursery, election.session(etcd, 30) as lease:
+            await nursery.start(watcher.run)
+            fence = Fence(LEADER, await election.claim(etcd, LEADER, b"me", lease))
+            nursery.start_soon(reconciler.run, fence)
+            while not reconciler.stats.steps_refused:
+                await trio.sleep(0.05)
+            assert reconciler.plan().brk == (DeletePeer("rrwatch-legacy-v6",
+                                                        watcher.state.peers[LEGACY[len(
+                                                            calico.PEERS):]].revision),)
+            # An unrelated change: the reconciler plans again, and holds again, silently.
+            key = calico.NODES + "v6-0"
+            value = json.loads((await etcd.get(key)).value)
+            value["metadata"]["labels"]["rack"] = "r99"
+            revision = await simulate.put_all(etcd, {key: edits.dumps(value)})
+            await watcher.wait_seen({key: revision})
+            plans = reconciler.stats.plans
+            while reconciler.stats.plans == plans:
+                await trio.sleep(0.05)
+            assert await etcd.get(LEGACY) is not None
+            assert reconciler.stats.steps_refused == 1
+            # rr-0 gains an IPv6 address: the RRs now carry the IPv6 routes, and the break goes.
+            value = json.loads((await etcd.get(calico.NODES + "rr-0")).value)
+            value["spec"]["bgp"]["ipv6Address"] = "fd00:10::99/64"
+            await simulate.put_all(etcd, {calico.NODES + "rr-0": edits.dumps(value)})
+            while await etcd.get(LEGACY) is not None:
+                await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    held = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert held == ["holding the break step: it would make routes unreachable that reach now:"
+                    " IPv6: 2 (origin -> receiver) would stop reaching: v6-0 -> v6-1,"
+                    " v6-1 -> v6-0"]
+    assert any(r.getMessage() == "steps no longer held" for r in caplog.records)
+    assert reconciler.stats.steps_refused == 1
