@@ -44,10 +44,11 @@ def build(nodes, sessions) -> object:
     return state
 
 
-def lost(state, ops) -> set[tuple[str, str]]:
-    """The pairs the plain simulation finds reaching before `ops` and not after."""
+def lost(state, ops) -> set[tuple[int, str, str]]:
+    """The (family, origin, receiver) that the plain simulation finds reaching before `ops`
+    and not after."""
     after = steps.applied(state, ops)
-    return {pair for family in FAMILIES for pair in
+    return {(family, *pair) for family in FAMILIES for pair in
             set(unreachable(fabric(after, family))) - set(unreachable(fabric(state, family)))}
 
 
@@ -74,7 +75,7 @@ def test_a_new_session_that_hides_a_route_is_refused():
     assert not verdict.ok
     assert verdict.losses == (steps.Loss(4, 1, (("o", "t"),)),)
     assert str(verdict) == "IPv4: 1 (origin -> receiver) would stop reaching: o -> t"
-    assert lost(state, add) == {("o", "t")}
+    assert lost(state, add) == {(4, "o", "t")}
 
 
 def test_a_break_that_removes_the_last_path_between_two_clusters_is_refused():
@@ -89,7 +90,7 @@ def test_a_break_that_removes_the_last_path_between_two_clusters_is_refused():
     assert verdict.count == len(across) == 18
     assert set(verdict.losses[0].pairs) <= across and len(verdict.losses[0].pairs) == steps.SHOWN
     assert "and 13 more" in str(verdict)
-    assert lost(state, [DeletePeer("r1-r2", 1)]) == across
+    assert lost(state, [DeletePeer("r1-r2", 1)]) == {(4, *pair) for pair in across}
     assert check(state, [DeletePeer("a1-r1", 1)]).count == 2 * 5  # a1 alone is cut off
 
 
@@ -268,7 +269,7 @@ def test_taking_steps_with_the_check_never_loses_a_route_that_reaches(drawn, pol
         step = limits.step(plan.make or plan.brk)
         verdict, expected = judge.check(state, step), lost(state, step)
         assert verdict.count == len(expected)
-        assert {pair for loss in verdict.losses for pair in loss.pairs} <= expected
+        assert {(loss.family, *pair) for loss in verdict.losses for pair in loss.pairs} <= expected
         if plan.make:
             ops, verdict = take_make(judge, state, plan.make, step)
         else:
