@@ -126,7 +126,6 @@ class _Reach:
 @attrs.define
 class _View:
     fab: Fabric
-    net: _Net
     keys: dict[str, Key]  # per node speaker: its key as an origin
     descs: dict[str, Desc]  # per node speaker: its description as a receiver
     silent: frozenset[str]
@@ -140,22 +139,26 @@ def _views(state: ClusterState) -> dict[int, _View]:
 
 
 def _view(fab: Fabric) -> _View:
-    net = _net(fab, None, everyone=False)
-    names = net.names
+    """The fabric by origin keys and receiver descriptions. Silent is `reachability._net`'s
+    rule, read here without building the simulation's net (built only for a propagation not
+    yet remembered); a test holds the two alike."""
+    by_as: dict[int, set[str]] = {}
+    for speaker in fab.speakers.values():
+        by_as.setdefault(speaker.asn, set()).add(speaker.name)
+    silent = frozenset(name for name, s in fab.speakers.items() if s.node and not s.reflector
+                       and fab.sessions[name] <= by_as[s.asn])
     keys: dict[str, Key] = {}
     descs: dict[str, Desc] = {}
-    core, silent = set(), set()
-    for i, speaker in enumerate(net.speakers):
-        name = names[i]
-        mine = frozenset(names[j] for j, _ in net.links[i])  # its loud neighbours
-        if not net.silent[i]:
+    core = set()
+    for name, speaker in fab.speakers.items():
+        mine = fab.sessions[name] - silent  # its loud neighbours
+        if name not in silent:
             core.add((speaker, mine))
             if speaker.node:
                 keys[name], descs[name] = ("loud", name), (True, name)
         else:
             keys[name], descs[name] = ("silent", speaker.asn, mine), (False, mine)
-            silent.add(name)
-    return _View(fab, net, keys, descs, frozenset(silent), frozenset(core))
+    return _View(fab, keys, descs, silent, frozenset(core))
 
 
 # -- the check -----------------------------------------------------------------------------------
@@ -224,14 +227,16 @@ class Steps:
             while len(self._memo) > CORES:
                 self._memo.popitem(last=False)
         self._memo.move_to_end(slot)
+        net: _Net | None = None
         index: dict[str, int] = {}
         loud: list[int] = []
         for name, key in view.keys.items():
             if key not in memo:  # one propagation stands for every origin with this key
-                if not index:
-                    index = {n: i for i, n in enumerate(view.net.names)}
-                    loud = [i for i, quiet in enumerate(view.net.silent) if not quiet]
-                memo[key] = _run(view.net, index[name], loud)
+                if net is None:
+                    net = _net(view.fab, None, everyone=False)
+                    index = {n: i for i, n in enumerate(net.names)}
+                    loud = [i for i, quiet in enumerate(net.silent) if not quiet]
+                memo[key] = _run(net, index[name], loud)
         return memo
 
 
