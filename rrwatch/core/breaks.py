@@ -15,8 +15,7 @@ exist and lets the rest go on the timer (counted as unverified); "off" lets ever
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
@@ -72,29 +71,33 @@ class Evidence:
     dwell: float
 
 
-def judge(before: ClusterState, after: ClusterState, evidence: Evidence, mode: str
-          ) -> Judgement:
+def judge(before: ClusterState, after: ClusterState, evidence: Evidence, mode: str,
+          fabrics: Fabrics | None = None) -> Judgement:
     """Whether going from `before` to `after` keeps every speaker that loses a session above
-    its need."""
+    its need. `fabrics` keeps the sessions the records configure from one judgement to the
+    next, while the records stay the same (the reports may change)."""
     if mode == "off":
         return Judgement()
+    of = fabric if fabrics is None else fabrics.of
     holds: list[Hold] = []
     timer = False
     for family in FAMILIES:
-        old, new = fabric(before, family), fabric(after, family)
+        old, new = of(before, family), of(after, family)
+        entries = _Entries(before, old)
+        after_entries = entries.over(new)
         for name in sorted(new.speakers):
             if old.sessions.get(name, frozenset()) <= new.sessions[name]:
                 continue  # it loses nothing
-            short, blind = _judge_speaker(before, old, new, name, evidence, mode)
+            short, blind = _judge_speaker(before, entries, after_entries, name, evidence, mode)
             holds += short
             timer = timer or blind
     return Judgement(tuple(holds), timer)
 
 
-def _judge_speaker(state: ClusterState, old: Fabric, new: Fabric, name: str,
+def _judge_speaker(state: ClusterState, entries: _Entries, after: _Entries, name: str,
                    evidence: Evidence, mode: str) -> tuple[list[Hold], bool]:
     """The holds for one speaker that loses a session, and whether the timer judged it."""
-    session = _reported(state, old)
+    old, new, session = entries.fab, after.fab, entries.session
     keep = sorted(new.reflectors_of(name))
     known = {r: session(r, name) for r in old.sessions.get(name, frozenset())}
     if mode == "auto" and all(s is None for s in known.values()):
@@ -106,48 +109,96 @@ def _judge_speaker(state: ClusterState, old: Fabric, new: Fabric, name: str,
         return [], False  # already down: nothing to keep
     up_now = sum(1 for r in old.reflectors_of(name) if (s := known.get(r)) and s.established)
     need = min(len(keep), up_now)
-    verified = [r for r in keep if r in unreported or _verified(state, new, r, name, evidence)]
+    verified = {r for r in keep if r in unreported or _verified(after, r, name, evidence)}
     if len(verified) >= need:
         return [], bool(unreported)
     waits = []
     for r in keep:
         if r not in verified:
-            s = session(r, name)
+            s = known[r] if r in known else session(r, name)
             waits.append(Hold(name, r, "not reported" if s is None else s.state if not
                               s.established else "Established, not yet verified",
                               "" if s is None else s.error))
     return waits, False
 
 
-def _reported(state: ClusterState, fab: Fabric) -> Callable[[str, str], Session | None]:
-    """The session between two speakers as reported by either: a session is Established only
-    when every side that reports it says so, so a side that says otherwise speaks for it."""
+class Fabrics:
+    """The fabrics of the last records seen (the model before a step, after it, and after the
+    part of it judged again), kept while those records stay the same: while breaks are held,
+    the reports change and the records do not. Records are compared by value against copies
+    of their maps, so a model changed in place is seen changed; the copies hold the nodes, so
+    an unchanged model costs a pass of identity checks."""
 
-    def session(a: str, b: str) -> Session | None:
-        found = [s for reporter, neighbour in ((a, b), (b, a))
-                 if (s := _entry(state, fab, reporter, neighbour)) is not None]
-        return next((s for s in found if not s.established), found[0] if found else None)
+    def __init__(self, size: int = 3) -> None:
+        self._size = size
+        self._kept: list[tuple[tuple[object, ...], dict[int, Fabric]]] = []
 
-    return session
+    def of(self, state: ClusterState, family: int) -> Fabric:
+        records = (state.nodes, state.peers, state.bgp, state.reflectors)
+        found = next((kept for kept in self._kept if kept[0] == records), None)
+        if found is None:
+            found = ((dict(state.nodes), dict(state.peers), state.bgp, dict(state.reflectors)),
+                     {})
+        self._kept = [found, *(kept for kept in self._kept if kept is not found)][:self._size]
+        fabs = found[1]
+        if family not in fabs:
+            fabs[family] = fabric(state, family)
+        return fabs[family]
 
 
-def _entry(state: ClusterState, fab: Fabric, reporter: str, neighbour: str) -> Session | None:
-    report = state.reports.get(reporter)
-    if report is None or not report.ok or neighbour not in fab.speakers:
-        return None
-    return report.sessions.get(str(fab.speakers[neighbour].address))
+class _Entries:
+    """The reports in `state` read against one fabric: what a reporter says of its session with
+    a neighbour, found by the neighbour's address, each address written out once."""
+
+    def __init__(self, state: ClusterState, fab: Fabric,
+                 addresses: dict[str, str] | None = None) -> None:
+        self.state = state
+        self.fab = fab
+        self._addresses = {} if addresses is None else addresses
+        # What each report that could be read says (a report of a BIRD that did not answer
+        # says nothing), by neighbour address.
+        self._said = {reporter: report.sessions for reporter, report in state.reports.items()
+                      if report.ok}
+
+    def over(self, fab: Fabric) -> _Entries:
+        """The same reports read against `fab`: a fabric of the same records with some
+        changes, whose speakers keep their addresses (ops change labels, never addresses)."""
+        return self if fab is self.fab else _Entries(self.state, fab, self._addresses)
+
+    def address(self, name: str) -> str:
+        address = self._addresses.get(name)
+        if address is None:
+            address = self._addresses[name] = str(self.fab.speakers[name].address)
+        return address
+
+    def entry(self, reporter: str, neighbour: str) -> Session | None:
+        said = self._said.get(reporter)
+        if said is None or neighbour not in self.fab.speakers:
+            return None
+        return said.get(self.address(neighbour))
+
+    def session(self, a: str, b: str) -> Session | None:
+        """The session between two speakers as reported by either: a session is Established
+        only when every side that reports it says so, so a side that says otherwise speaks
+        for it."""
+        first, second = self.entry(a, b), self.entry(b, a)
+        if first is None:
+            return second
+        if second is not None and first.established and not second.established:
+            return second
+        return first
 
 
-def _verified(state: ClusterState, fab: Fabric, rr: str, name: str, evidence: Evidence) -> bool:
+def _verified(entries: _Entries, rr: str, name: str, evidence: Evidence) -> bool:
     """Reported Established, by every side that reports it, in an episode first seen after the
     session's configuration was written, and up for the dwell time since."""
     configured = evidence.configured.get(frozenset((rr, name)), 0)
     sides = 0
     for reporter, neighbour in ((rr, name), (name, rr)):
-        session = _entry(state, fab, reporter, neighbour)
+        session = entries.entry(reporter, neighbour)
         if session is None:
             continue
-        up = evidence.ups.get(reporter, {}).get(str(fab.speakers[neighbour].address))
+        up = evidence.ups.get(reporter, {}).get(entries.address(neighbour))
         if not (session.established and up is not None and up.since == _since(session)
                 and up.revision > configured and evidence.now - up.seen_at >= evidence.dwell):
             return False
@@ -162,7 +213,7 @@ def mesh_off_problems(state: ClusterState, k: int) -> list[str]:
     out = []
     for family in FAMILIES:
         fab = fabric(state, family)
-        session = _reported(state, fab)
+        session = _Entries(state, fab).session
         for name, speaker in sorted(fab.speakers.items()):
             if speaker.reflector or not speaker.node:
                 continue
@@ -215,8 +266,8 @@ def next_dwell(ups: Mapping[str, Mapping[str, Up]], now: float, dwell: float) ->
     return min(pending, default=None)
 
 
-def step(state: ClusterState, ops: Sequence[Op], evidence: Evidence, mode: str
-         ) -> tuple[tuple[Op, ...], Judgement]:
+def step(state: ClusterState, ops: Sequence[Op], evidence: Evidence, mode: str,
+         fabrics: Fabrics | None = None) -> tuple[tuple[Op, ...], Judgement]:
     """The break ops that may go now, and the judgement of the whole step (its holds).
 
     When the step holds, the ops that touch no held speaker or its RRs are judged again on
@@ -227,17 +278,27 @@ def step(state: ClusterState, ops: Sequence[Op], evidence: Evidence, mode: str
         return tuple(ops), Judgement()
     if mode == "auto" and not state.reports:
         return tuple(ops), Judgement(timer=True)  # nothing to judge by: the timer decides
-    judgement = judge(state, _after(state, ops), evidence, mode)
+    judgement = judge(state, _after(state, ops), evidence, mode, fabrics)
     if judgement.ok:
         return tuple(ops), judgement
     touched = {h.speaker for h in judgement.holds} | {h.rr for h in judgement.holds}
     rest = tuple(op for op in ops if isinstance(op, SetNode) and op.name not in touched)
-    if rest and judge(state, _after(state, rest), evidence, mode).ok:
+    if rest and judge(state, _after(state, rest), evidence, mode, fabrics).ok:
         return rest, judgement
     return (), judgement
 
 
 def _after(state: ClusterState, ops: Sequence[Op]) -> ClusterState:
-    after = copy.deepcopy(state)
-    outcome(after, ops)
-    return after
+    """The records once `ops` have landed, for `fabric` alone (all that `judge` reads of them):
+    the nodes the ops change and the peers are copied and the ops applied to the copies
+    (plan.outcome); every other node, the BGP configuration and the RR hosts are shared with
+    `state`, which is left as it was. The model's indexes are not kept. A copy of the node map,
+    not of the model: the reports and the nodes' labels stay where they are."""
+    changed = ClusterState(state.zone_label, state.rr_label, state.exclude, state.prefer,
+                           peers=dict(state.peers), bgp=state.bgp)
+    for name in {op.name for op in ops if isinstance(op, SetNode)}:
+        changed.put_node(state.nodes[name])
+    outcome(changed, ops)
+    return ClusterState(state.zone_label, state.rr_label, state.exclude, state.prefer,
+                        nodes={**state.nodes, **changed.nodes}, peers=changed.peers,
+                        reflectors=state.reflectors, bgp=state.bgp)

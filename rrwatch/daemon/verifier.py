@@ -42,6 +42,7 @@ class Verifier:
         self._ups: dict[str, dict[str, Up]] = {}
         self._revisions: dict[str, int] = {}  # the report revisions the sightings follow
         self._configured: dict[frozenset[str], int] = {}
+        self._fabrics = breaks.Fabrics()  # while breaks are held, reports change, records not
 
     def observe(self, state: ClusterState) -> None:
         """Take up the reports that changed since the last look."""
@@ -76,14 +77,15 @@ class Verifier:
         logged once."""
         now = trio.current_time()
         evidence = Evidence(self._ups, self._configured, now, self.dwell)
-        go, judgement = breaks.step(state, ops, evidence, self.mode)
+        go, judgement = breaks.step(state, ops, evidence, self.mode, self._fabrics)
         self._note(judgement)
         if go and judgement.timer:
             self.stats.unverified += len(go)
         return go
 
     def clear(self) -> None:
-        """No break is pending: none is held."""
+        """No break is pending: none is held, and no fabric need be kept."""
+        self._fabrics = breaks.Fabrics()
         if self.holds:
             self._note(Judgement())
 

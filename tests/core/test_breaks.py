@@ -13,13 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rrwatch.core.breaks import Evidence, judge, next_dwell, sightings, step
+from rrwatch.core.breaks import Evidence, Fabrics, _after, judge, next_dwell, sightings, step
 from rrwatch.core.model import BgpConfig, ClusterState, Node
 from rrwatch.core.plan import Planner, outcome
 from rrwatch.core.reports import Report, Session
 from rrwatch.core.selector import parse
 from rrwatch.core.sessions import fabric
-from tests.support import POLICY, RR_LABEL, ZONE_LABEL
+from tests.support import POLICY, RR_LABEL, ZONE_LABEL, clusters, policies, rr_host_state, state_of
 
 AT = datetime.datetime(2026, 12, 4, 12, 0, tzinfo=datetime.UTC)
 DWELL = 10.0
@@ -205,3 +205,36 @@ def test_no_step_leaves_a_speaker_below_its_need(reported, mode, configured):
 
 def reported_at(state: ClusterState, rr: str) -> int:
     return state.report_revisions.get(rr, 0)
+
+
+@given(clusters(max_size=30), policies(), st.booleans(), st.booleans())
+def test_the_state_after_a_step_configures_what_the_model_would(nodes, policy, mesh, hosts):
+    """The gate's after-state (the changed nodes and peers copied, the rest shared) configures
+    the same sessions as the whole model copied with the ops applied, and leaves the model
+    as it was."""
+    state = rr_host_state() if hosts else state_of([], policy)
+    state.reshape(ZONE_LABEL, RR_LABEL, policy.exclude, policy.prefer)
+    state.set_bgp(BgpConfig(mesh_enabled=mesh))
+    for node in nodes:
+        state.put_node(node)
+    _, plan = Planner(policy).plan(state)
+    ops = plan.make + plan.brk
+    before = copy.deepcopy(state)
+    whole = copy.deepcopy(state)
+    outcome(whole, ops)
+    after = _after(state, ops)
+    for family in (4, 6):
+        assert fabric(after, family) == fabric(whole, family)
+    assert (state.nodes, state.peers, state.marked, state.zones) == (
+        before.nodes, before.peers, before.marked, before.zones)
+
+
+def test_kept_fabrics_follow_the_model_as_it_changes_in_place():
+    """The gate keeps fabrics from one report change to the next; a model changed in place
+    (the break step landed) is judged by its own sessions, never by those of its past."""
+    state, brk, _, _ = moving()
+    fabrics = Fabrics()
+    first = fabrics.of(state, 4)
+    assert fabrics.of(state, 4) is first  # the same records: kept
+    outcome(state, brk)
+    assert fabrics.of(state, 4) == fabric(state, 4) != first
