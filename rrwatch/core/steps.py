@@ -170,14 +170,15 @@ class Steps:
     def __init__(self) -> None:
         self._memo: OrderedDict[tuple[int, frozenset[tuple[Speaker, frozenset[str]]]],
                                 dict[Key, _Reach]] = OrderedDict()
-        self._now: tuple[tuple[int, int], dict[int, _View]] | None = None
+        self._now: tuple[int, dict[int, _View]] | None = None
 
     def check(self, state: ClusterState, ops: Sequence[Op], *, version: int | None = None
               ) -> Check:
         """Whether the state after `ops` carries every route that reaches in `state`.
 
-        `version`: the model's version (it changes whenever the model does), so that the
-        judgements of several steps from one model read its sessions once.
+        `version`: the model's version (it changes whenever the model does, whatever copy of
+        it `state` is), so that the judgements of several steps from one model read its
+        sessions once.
         """
         return self.compare(state, applied(state, ops), version=version)
 
@@ -214,9 +215,8 @@ class Steps:
     def _views(self, state: ClusterState, version: int | None) -> dict[int, _View]:
         if version is None:
             return _views(state)
-        token = (id(state), version)
-        if self._now is None or self._now[0] != token:
-            self._now = (token, _views(state))
+        if self._now is None or self._now[0] != version:
+            self._now = (version, _views(state))
         return self._now[1]
 
     def _reach(self, view: _View) -> Mapping[Key, _Reach]:

@@ -132,7 +132,7 @@ class Reconciler:
                     log.info("would %s", op)
             elif plan.make:
                 step = self._settings().limits.step(plan.make)
-                ops = self._judged("make", steps.take_make, plan.make, step)
+                ops = await self._judged("make", steps.take_make, version, plan.make, step)
                 if len(ops) > len(step):
                     log.info("taking the whole make phase (%d writes): a step of %d would leave"
                              " routes that reach now without the sessions the rest makes",
@@ -157,11 +157,11 @@ class Reconciler:
                 elif not (go := self.verifier.gate(self._watcher.state, ops)):
                     # Held: a change in the reports, or the next dwell over, may free it.
                     wait_until = self.verifier.next_check() or math.inf
-                elif not (go := self._judged("break", steps.take_break, go)):
+                elif not (taken := await self._judged("break", steps.take_break, version, go)):
                     wait_until = math.inf  # held: only a change can free it
                 else:
-                    demotes = any(_demotion(op, self._watcher.state) for op in go)
-                    if await self.apply(go, fence) is not None:
+                    demotes = any(_demotion(op, self._watcher.state) for op in taken)
+                    if await self.apply(taken, fence) is not None:
                         if demotes:
                             demoting.restart()
                         continue
@@ -169,13 +169,22 @@ class Reconciler:
             await pause(functools.partial(self._watcher.wait_change, version),
                         self._timing.debounce, until=wait_until)
 
-    def _judged(self, phase: str, take: Callable[..., tuple[tuple[Op, ...], steps.Check]],
-                *ops: tuple[Op, ...]) -> tuple[Op, ...]:
-        """The ops of a step that `take` lets go, judged on the model; a refusal is logged
-        and counted once for as long as it stays the same."""
+    async def _judged(self, phase: str, take: Callable[..., tuple[tuple[Op, ...], steps.Check]],
+                      version: int, *ops: tuple[Op, ...]) -> tuple[Op, ...]:
+        """The ops of a step that `take` lets go, judged on the model at `version`, which they
+        were planned from. A refusal is logged and counted once for as long as it stays the
+        same.
+
+        The judgement simulates the whole mesh when the RRs change (seconds at 5,000 nodes:
+        docs/performance.md), so it runs in a thread, on a copy of the model: the lease, the
+        watch and the other tasks go on meanwhile. Events that land meanwhile do not void it:
+        the writes are guarded by the revisions they were planned from, as always, and a busy
+        cluster would otherwise never see a step judged in time.
+        """
         started = time.perf_counter()
-        go, verdict = take(self._steps, self._watcher.state, *ops,
-                           version=self._watcher.version)
+        now = steps.applied(self._watcher.state, ())
+        go, verdict = await trio.to_thread.run_sync(
+            functools.partial(take, self._steps, now, *ops, version=version))
         log.debug("%s step judged in %.2f ms: %s", phase,
                   (time.perf_counter() - started) * 1000, verdict)
         if go:
