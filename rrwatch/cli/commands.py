@@ -37,7 +37,13 @@ from rrwatch.host import birdc
 
 
 def plan(config: Config, *, detailed_exitcode: bool = False) -> int:
-    """Print what the daemon would write now, and check the mesh that would result."""
+    """Print what the daemon would write now, judge it step by step as the daemon does, and
+    check the mesh that would result.
+
+    Exit FAILED when the resulting mesh would leave routes unreachable with every RR up, or
+    when a step is held (it would make routes unreachable that reach now: the daemon would
+    stop there); else PENDING with `detailed_exitcode` when there are changes; else OK.
+    """
     read = read_etcd(config)
     if read is None:
         return ExitStatus.UNAVAILABLE
