@@ -13,7 +13,7 @@ import trio
 from rrwatch.config.loader import Timing
 from rrwatch.config.settings import Settings
 from rrwatch.core import calico, edits
-from rrwatch.core.model import ClusterState, RRLabel
+from rrwatch.core.model import ClusterState, RRLabel, client_labels
 from rrwatch.core.plan import DeletePeer, Limits, PutPeer, SetNode
 from rrwatch.core.policy import Policy
 from rrwatch.core.selector import parse
@@ -148,3 +148,29 @@ async def test_a_break_step_that_would_cut_routes_is_held_until_a_change_frees_i
                     " v6-1 -> v6-0"]
     assert any(r.getMessage() == "steps no longer held" for r in caplog.records)
     assert reconciler.stats.steps_refused == 1
+
+
+async def test_a_mesh_on_first_start_cut_into_steps_goes_as_one_whole_make_phase(etcd, caplog):
+    """The node-to-node mesh on, `multi`, two node writes per step: promoted RRs leave the mesh
+    at once, so any cut of the first start would leave the other clients without the RRs'
+    routes. The reconciler takes the whole make phase, which loses nothing, instead of holding
+    forever, and converges; nothing is refused."""
+    settings = Settings(Policy(rr_label=RR, ratio=0.005, min_rrs=3, max_rrs=3,
+                               topology="multi", client_rrs=2), Limits(node_writes=2),
+                        simulate.ZONE_LABEL)
+    watcher = Watcher(etcd, Records(lambda: ClusterState(simulate.ZONE_LABEL, RR)))
+    reconciler = Reconciler(etcd, watcher, lambda: settings, Timing(debounce=0.01, settle=0.1))
+    await simulate.put_all(etcd, simulate.nodes("a", range(8)))  # no BGPConfiguration: mesh on
+    with trio.fail_after(30), caplog.at_level(logging.INFO, logger="rrwatch.reconcile"):
+        async with trio.open_nursery() as nursery, election.session(etcd, 30) as lease:
+            await nursery.start(watcher.run)
+            fence = Fence(LEADER, await election.claim(etcd, LEADER, b"me", lease))
+            nursery.start_soon(reconciler.run, fence)
+            await reconciler.wait_converged(watcher.version)
+            nursery.cancel_scope.cancel()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("taking the whole make phase (") for m in messages), messages
+    assert reconciler.stats.steps_refused == 0
+    assert not [m for m in messages if m.startswith("holding")]
+    clients = [n for n in watcher.state.nodes.values() if n.cluster_id is None]
+    assert len(clients) == 5 and all(len(client_labels(n)) == 2 for n in clients)
