@@ -164,7 +164,6 @@ MAX_DEPTH = 64
 # a label, a string literal or has().
 Token = tuple[str, str]
 
-_PUNCTUATION = {"(": "(", ")": ")", "{": "{", "}": "}", ",": ","}
 _DOUBLED = {"=": "==", "&": "&&", "|": "||"}
 # After a label, only an operator may come. The last word must end where a label could not go
 # on: Calico checks that after the blanks that follow a two-word operator, but not after
@@ -194,8 +193,8 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(("eof", ""))
             return tokens
         char = text[pos]
-        if char in _PUNCTUATION:
-            tokens.append((_PUNCTUATION[char], ""))
+        if char in "(){},":
+            tokens.append((char, ""))
             pos += 1
         elif char in "'\"":
             end = text.find(char, pos + 1)
