@@ -195,6 +195,8 @@ class Steps:
                 reach_after = self._reach(new)
             except ConvergenceError as e:
                 return Check(problem=f"IPv{family} after this step: {e}")
+            if _whole(new, reach_after):
+                continue  # every route reaches after it: nothing is lost, whatever now is
             try:
                 reach_before = self._reach(old)
             except ConvergenceError:
@@ -238,6 +240,24 @@ class Steps:
                     loud = [i for i, quiet in enumerate(net.silent) if not quiet]
                 memo[key] = _run(net, index[name], loud)
         return memo
+
+
+def _whole(view: _View, reach: Mapping[Key, _Reach]) -> bool:
+    """Every route reaches every node in `view` (checked by origin keys and receiver classes,
+    without the neighbours that hear a silent origin directly: so it may say no when the
+    answer is yes, never the reverse). Then the state before need not be simulated, which is
+    most of the cost when the RRs change: a repair ends in such a state."""
+    loud = {what for loud, what in view.descs.values() if loud}
+    classes = {what for loud, what in view.descs.values() if not loud}
+    for key in set(view.keys.values()):
+        r = reach[key]
+        if not r.unreached.isdisjoint(loud):
+            return False
+        if r.unfed and any(feeders <= r.unfed for feeders in classes):  # type: ignore[operator]
+            return False
+        if NONE in classes:
+            return False
+    return True
 
 
 def _run(net: _Net, origin: int, loud: Sequence[int]) -> _Reach:
