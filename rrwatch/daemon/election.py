@@ -93,6 +93,8 @@ async def keep_alive(renew: Callable[[], Awaitable[int]], expires: float) -> str
     TTL has passed since the last renewal that succeeded was sent: a renewal still hanging then
     is cut off, and one that fails then is not tried again."""
     ttl = expires - trio.current_time()
+    if ttl <= 0:  # the grant's reply came after the TTL: by our clock it may be gone already
+        return f"the lease was granted {-ttl:.1f} s after its TTL had run out"
     while True:
         await trio.sleep(min(ttl / 3, max(0.0, expires - trio.current_time())))
         sent = trio.current_time()

@@ -248,6 +248,17 @@ async def test_the_ttl_counts_from_before_the_grant(autojump_clock):
     assert lease.times == pytest.approx([3 + 9, 3 + 18])  # a third of the 27 s left
 
 
+async def test_a_grant_answered_after_the_ttl_is_a_lost_lease(autojump_clock):
+    """A slow etcd answered the grant 4 s into a 3 s TTL: the lease is lost, not a crash on a
+    negative sleep, and nothing is renewed."""
+    granted = trio.current_time()
+    await trio.sleep(4)
+    lease = Lease(3)
+    assert await keep_alive(lease.renew, granted + 3) == (
+        "the lease was granted 1.0 s after its TTL had run out")
+    assert lease.times == []
+
+
 async def test_a_lease_that_etcd_says_has_expired_is_lost_at_once(autojump_clock):
     lease = Lease(30, {3: 0})
     assert await keep_alive(lease.renew, 30.0) == "the lease expired"
