@@ -10,11 +10,13 @@ and its peer computation), written here independently of rrwatch's own session l
   reached by `peerIP` is not known.
 
 Two renderings: `configs16`, calico-node's own BIRD 1.6 (`bird.cfg` and `bird6.cfg`, Calico's
-protocol names, `add paths on`), which the scenarios run; and `config`, one BIRD 2 file without
-add-paths, on which the hand-made layouts hold `rrwatch verify`'s prediction (verify does not
-model ADD-PATH yet). Left out of both on purpose: graceful restart (it would keep a dead RR's
-routes for two minutes and hide what the tests look for), BFD, passwords, IP-pool export filters
-and the kernel protocol (the lab checks BIRD's tables, not the kernel's).
+protocol names), which the lab's node speakers run; and `config`, one BIRD 2 file. Neither has
+Calico's `add paths on` yet: with it, Debian's BIRD 1.6.8 (not Calico's patched fork) sent
+updates without end in the `multi` layout with RR hosts, busy enough to leave its control socket
+unanswered for seconds, and `rrwatch verify` does not model ADD-PATH yet (issue 17 brings
+both). Left out of both on purpose: graceful restart (it would keep a dead RR's routes for two
+minutes and hide what the tests look for), BFD, passwords, IP-pool export filters and the
+kernel protocol (the lab checks BIRD's tables, not the kernel's).
 """
 
 from __future__ import annotations
@@ -170,8 +172,10 @@ def configs16(records: Records, name: str, prefixes: tuple[str, str]) -> tuple[s
     """calico-node's bird.cfg and bird6.cfg for node `name` on BIRD 1.6, as confd's templates
     write them: protocols `Mesh_<ip>`, `Global_<ip>` and `Node_<ip>` (the address with `.` or
     `:` made `_`) from `bgp_template`, the mesh passive towards a greater address (compared as
-    text, as the template does), `source address` the node's own. Every session has `add paths
-    on`, as Calico's have; graceful restart is left out (see the module's docstring)."""
+    text, as the template does), `source address` the node's own. `add paths` and graceful
+    restart are left out (see the module's docstring). The timers
+    are Calico's but for `error wait time`: 1 to 5 s, not 5 to 60, since a lab's speakers start
+    and learn of each other within seconds and the tests wait 30 s for routes, not minutes."""
     me = records.nodes[name]
     peers = peers_of(records, name)
     out = []
@@ -183,8 +187,8 @@ def configs16(records: Records, name: str, prefixes: tuple[str, str]) -> tuple[s
         if local:
             lines.append(
                 f"template bgp bgp_template {{ local as {me.asn}; multihop; gateway recursive;"
-                " import all; export where source ~ [RTS_STATIC, RTS_BGP]; add paths on;"
-                " connect delay time 1; connect retry time 3; error wait time 5,60; }")
+                " import all; export where source ~ [RTS_STATIC, RTS_BGP];"
+                " connect delay time 1; connect retry time 3; error wait time 1,5; }")
             for address, peer in sorted(peers.items()):
                 if ipaddress.ip_address(address).version != family:
                     continue

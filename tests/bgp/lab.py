@@ -100,6 +100,13 @@ class Bird:
 
         Not rrwatch.host.birdc on purpose: the tests hold rrwatch's reading of BIRD (metrics,
         status, reports) against this one."""
+        try:
+            return self._ask(command)
+        except TimeoutError:
+            raise TimeoutError(f"{self.binary} at {self.socket_path}: no answer to {command!r}"
+                               f" in 5 s: {self.log_tail()}") from None
+
+    def _ask(self, command: str) -> str:
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(5)
             s.connect(self.socket_path)
