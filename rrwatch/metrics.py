@@ -40,6 +40,8 @@ _COUNTERS = (
     ("write_errors", "Writes etcd could not take", "reconcile", "errors"),
     ("breaks_unverified", "Break writes let go on the settle timer alone: nothing reported on"
      " the sessions they remove (RRWATCH_VERIFY_SESSIONS=auto)", "verify", "unverified"),
+    ("steps_refused", "Steps not written because routes that reach now would stop reaching"
+     " (counted once while the refusal stays the same)", "reconcile", "steps_refused"),
     ("leaderships", "Times this instance became the leader", "daemon", "leaderships"),
     ("leader_key_takeovers", "Leader keys taken from a holder without a proper lease",
      "daemon", "usurpers"),
