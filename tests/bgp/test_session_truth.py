@@ -260,8 +260,7 @@ async def test_a_rrs_move_to_dedicated_machines_behind_a_firewall(
           f" {held_for:.1f} s (metric, at the opening); firewall open -> move complete"
           f" {done - opened:.1f} s; all new sessions Established -> first demotion"
           f" {demoted - up:.1f} s (dwell {SETTLE:.0f} s); unverified breaks"
-          f" {metrics.get('rrwatch_breaks_unverified_total', 0):.0f}; steps refused by the"
-          f" route check {metrics['rrwatch_steps_refused_total']:.0f}")
+          f" {metrics.get('rrwatch_breaks_unverified_total', 0):.0f}")
     if verify_sessions == "auto":
         assert not sampler.misses(changed)
         assert demoted > up  # no old RR went before the new sessions were up
@@ -276,8 +275,7 @@ async def _any_gone(etcd: Etcd, old: set[str]) -> bool:
     return not old <= await rrs(etcd)
 
 
-@pytest.mark.parametrize("topologies", [("simple", "multi"), ("multi", "simple")],
-                         ids=["simple-to-multi", "multi-to-simple"])
+@pytest.mark.parametrize("topologies", [("simple", "multi")], ids=["simple-to-multi"])
 async def test_b_topology_changes(topologies, lab, etcd, start_daemon):
     policy = {"min": 2, "max": 2, "client_rrs": 2, "topology": topologies[0]}
     nodes = await build(lab, etcd, policy)
@@ -402,7 +400,6 @@ async def test_d_mesh_off_waits_for_every_clients_rr_sessions(lab, etcd, start_d
         lacking = {line.split()[0] for line in refused.stderr.splitlines()
                    if line.startswith("  ")}  # one line per client and family
         assert lacking == {"node-a-2"}, refused.stderr
-        assert "1 client lacks Established sessions" in refused.stderr
         assert b'"nodeToNodeMeshEnabled":true' in (await etcd.get(calico.BGP_CONFIG)).value
 
         opened = time.monotonic()
