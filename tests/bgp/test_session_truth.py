@@ -260,7 +260,8 @@ async def test_a_rrs_move_to_dedicated_machines_behind_a_firewall(
           f" {held_for:.1f} s (metric, at the opening); firewall open -> move complete"
           f" {done - opened:.1f} s; all new sessions Established -> first demotion"
           f" {demoted - up:.1f} s (dwell {SETTLE:.0f} s); unverified breaks"
-          f" {metrics.get('rrwatch_breaks_unverified_total', 0):.0f}")
+          f" {metrics.get('rrwatch_breaks_unverified_total', 0):.0f}; steps refused by the"
+          f" route check {metrics['rrwatch_steps_refused_total']:.0f}")
     if verify_sessions == "auto":
         assert not sampler.misses(changed)
         assert demoted > up  # no old RR went before the new sessions were up
