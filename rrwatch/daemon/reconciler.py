@@ -154,7 +154,7 @@ class Reconciler:
                 elif not (ops := paced(self._settings().limits.step(plan.brk), demoting,
                                        self._watcher.state)):
                     wait_until = demoting.until  # only demotions are left, and one went lately
-                elif not (go := self.verifier.gate(self._watcher.state, ops)):
+                elif not (go := await self.verifier.gate(self._watcher.state, ops)):
                     # Held: a change in the reports, or the next dwell over, may free it.
                     wait_until = self.verifier.next_check() or math.inf
                 elif not (taken := await self._judged("break", steps.take_break, version, go)):

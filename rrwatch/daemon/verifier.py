@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import attrs
 import trio
 
-from rrwatch.core import breaks
+from rrwatch.core import breaks, steps
 from rrwatch.core.breaks import Evidence, Hold, Judgement, Up
 from rrwatch.core.model import ClusterState
 from rrwatch.core.plan import Op, SetNode
@@ -72,12 +72,16 @@ class Verifier:
         self._configured = {pair: (revision if pair not in before or pair & promoted
                                    else self._configured.get(pair, 0)) for pair in after}
 
-    def gate(self, state: ClusterState, ops: Sequence[Op]) -> tuple[Op, ...]:
+    async def gate(self, state: ClusterState, ops: Sequence[Op]) -> tuple[Op, ...]:
         """The break ops that may go now; the others wait, each (speaker, RR) they wait for
-        logged once."""
-        now = trio.current_time()
-        evidence = Evidence(self._ups, self._configured, now, self.dwell)
-        go, judgement = breaks.step(state, ops, evidence, self.mode, self._fabrics)
+        logged once.
+
+        The judgement costs O(speakers that lose a session × their RRs), seconds at 5,000
+        nodes (docs/performance.md), so it runs in a thread on a copy of the model that shares
+        its frozen values: the lease, the watch and the other tasks go on meanwhile."""
+        evidence = Evidence(self._ups, self._configured, trio.current_time(), self.dwell)
+        go, judgement = await trio.to_thread.run_sync(
+            breaks.step, steps.applied(state, ()), ops, evidence, self.mode, self._fabrics)
         self._note(judgement)
         if go and judgement.timer:
             self.stats.unverified += len(go)
