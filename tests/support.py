@@ -7,6 +7,7 @@ another: what two of them share lives here.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import json
 import math
@@ -25,9 +26,12 @@ from hypothesis import strategies as st
 
 from rrwatch import config
 from rrwatch.core import calico, edits
+from rrwatch.core.breaks import Evidence, sightings
 from rrwatch.core.model import CLIENT_LABEL_PREFIX, ClusterState, Node, Peer, Reflector, RRLabel
 from rrwatch.core.plan import Limits, Planner, outcome
 from rrwatch.core.policy import Policy
+from rrwatch.core.reports import Report, Session
+from rrwatch.core.sessions import fabric
 from rrwatch.daemon.live import Live
 from rrwatch.daemon.records import load
 from rrwatch.etcd import Etcd, EtcdError
@@ -695,3 +699,31 @@ class FakeBird:
             self._server.shutdown()
             self._server.server_close()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+# -- the break gate's inputs: what RRs report, and what the leader saw of it --------------------
+
+SESSIONS_AT = datetime.datetime(2026, 12, 4, 12, 0, tzinfo=datetime.UTC)
+SESSIONS_DWELL = 10.0
+
+
+def session_report(state: ClusterState, rr: str, up: bool) -> Report:
+    """What `rr` reports of its sessions with every other node: all Established, or all
+    Active (a firewall drops BGP)."""
+    return Report(True, {
+        str(node.ipv4): Session("Established" if up else "Active", SESSIONS_AT,
+                                error="" if up else "Socket: Connection timed out")
+        for name, node in state.nodes.items() if name != rr})
+
+
+def session_evidence(state: ClusterState, *, seen_at: float = 0.0, configured: int = 0
+                     ) -> Evidence:
+    """The leader first saw the reports at `seen_at`, judges at 100 s, and wrote every session's
+    configuration at revision `configured`."""
+    return Evidence(sightings(state, {}, seen_at), configured_all(state, configured), 100.0,
+                    SESSIONS_DWELL)
+
+
+def configured_all(state: ClusterState, revision: int) -> dict[frozenset[str], int]:
+    fab = fabric(state, 4)
+    return {frozenset((a, b)): revision for a in fab.sessions for b in fab.sessions[a]}

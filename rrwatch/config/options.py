@@ -113,7 +113,8 @@ OPTIONS = (
            "N"),
     Option("max_demotions", "policy.max_demotions", ("RRWATCH_MAX_DEMOTIONS",),
            values.at_least(int, 1), "1",
-           "most RR demotions per settle time (other breaks go on meanwhile)",
+           "most RR demotions and cluster-ID changes per settle time (other breaks go on"
+           " meanwhile)",
            "N"),
     # Local bounds: the policy object in etcd can neither set nor raise these.
     Option("policy_object", "policy.object", ("RRWATCH_POLICY_OBJECT",),

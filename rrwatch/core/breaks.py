@@ -299,6 +299,10 @@ def _after(state: ClusterState, ops: Sequence[Op]) -> ClusterState:
     for name in {op.name for op in ops if isinstance(op, SetNode)}:
         changed.put_node(state.nodes[name])
     outcome(changed, ops)
+    nodes = {**state.nodes, **changed.nodes}
+    for op in ops:  # BIRD restarts each session of an RR with a new cluster ID: none is up then
+        if isinstance(op, SetNode) and op.why == "re-id":
+            del nodes[op.name]
     return ClusterState(state.zone_label, state.rr_label, state.exclude, state.prefer,
-                        nodes={**state.nodes, **changed.nodes}, peers=changed.peers,
-                        reflectors=state.reflectors, bgp=state.bgp)
+                        nodes=nodes, peers=changed.peers, reflectors=state.reflectors,
+                        bgp=state.bgp)

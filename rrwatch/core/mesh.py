@@ -33,6 +33,7 @@ from rrwatch.core.policy import Policy
 from rrwatch.core.selector import And, Compare, Has, Not, Or, Selector, SelectorError, parse, render
 
 MESH_PEER = "rrwatch-rr-mesh"
+RR_PEER_PREFIX = OWNED_PEER_PREFIX + "rr-"  # in `multi`, an RR's BGPPeer: + its cluster ID
 CLIENTS_PEER = "rrwatch-rr-clients"
 
 
@@ -165,6 +166,17 @@ def allocate_ids(
                 reserved.add(cluster)
                 break
     reserved |= {c for n in state.marked if (c := state.nodes[n].cluster_id) is not None}
+    # An RR of its own whose new ID is still to come (a re-ID waits in the break phase) keeps
+    # the one its BGPPeer already names: the clients' labels follow the peer, and inheriting
+    # whatever they name would move the ID with every step.
+    written = {str(peer.spec["node"]): name[len(RR_PEER_PREFIX):]
+               for name, peer in state.peers.items()
+               if peer.owned and name.startswith(RR_PEER_PREFIX) and peer.spec.get("node")}
+    for group, (_, members) in sorted(groups.items()):
+        if group not in ids and len(members) == 1 and (
+                target := written.get(members[0])) and target not in reserved:
+            ids[group] = target
+            reserved.add(target)
     orphans: dict[str, list[str]] = {}  # zone -> IDs its clients name most, lowest first
     for address in sorted(filter(None, map(_ipv4, state.referenced.keys() - reserved))):
         zones = state.referenced[str(address)]
@@ -219,7 +231,7 @@ def desired(state: ClusterState, policy: Policy) -> Mesh:
         entries = sorted((n, state.zone_of(state.nodes[n]), c) for n, c in reflectors.items())
         assignment = Assignment(tuple(entries), policy.client_rrs)
         for name, _, cluster in entries:
-            peers["rrwatch-rr-" + cluster] = {
+            peers[RR_PEER_PREFIX + cluster] = {
                 "node": name, "peerSelector": render(Has(client_label(cluster)))}
     _host_peers(state, peers, problems)
     if len(state.zones) > policy.max_zones:

@@ -32,8 +32,10 @@ from rrwatch.core.policy import Policy
 class SetNode:
     """Set the fields rrwatch owns on a node: cluster ID and RR label, and client labels.
 
-    `why` is "promote" (cluster set), "demote" (cluster None: back to a client) or "peer" (a
-    client's labels only).
+    `why` is "promote" (cluster set), "re-id" (an RR's cluster ID changes), "demote" (cluster
+    None: back to a client) or "peer" (a client's labels only). Each but "peer" changes the
+    node's BIRD protocols, which BIRD restarts: a re-ID takes the RR from its clients until its
+    sessions are up again, so it is a break, paced like a demotion.
     """
 
     name: str
@@ -49,6 +51,8 @@ class SetNode:
     def __str__(self) -> str:
         if self.why == "promote":
             return f"promote {self.name} (cluster ID {self.cluster})"
+        if self.why == "re-id":
+            return f"re-ID {self.name} (cluster ID {self.cluster}; its sessions restart)"
         if self.why == "demote":
             return f"demote {self.name}"
         ids = ", ".join(sorted(label[len(CLIENT_LABEL_PREFIX):] for label in self.clients))
@@ -85,6 +89,8 @@ class DeletePeer:
 
 
 Op = SetNode | PutPeer | DeletePeer
+# Ops that take an RR's sessions down (BIRD restarts them): at most Limits.demotions a step.
+PACED = ("demote", "re-id")
 
 
 @attrs.frozen
@@ -105,10 +111,10 @@ class Limits:
                     # writes still fit.
                     out += (op for op in ops[i:] if not isinstance(op, SetNode))
                     break
-                if op.why == "demote" and demotions >= self.demotions:
+                if op.why in PACED and demotions >= self.demotions:
                     continue
                 writes += 1
-                demotions += op.why == "demote"
+                demotions += op.why in PACED
             out.append(op)
         return tuple(out)
 
@@ -129,17 +135,21 @@ def make_plan(state: ClusterState, mesh: Mesh, clients: Iterable[str] | None = N
     """The operations that take the state to the mesh, make before break.
 
     `make`: promotions (preferred nodes first), peer writes, then clients gaining RRs (keeping
-    the RRs they leave, while those live). `brk`: clients dropping RRs, peer deletes, then
-    demotions (preferred nodes last). `clients` limits which other nodes are checked for client
-    labels (default: all); the Planner passes only those that may have changed.
+    the RRs they leave, while those live). `brk`: clients dropping RRs, peer deletes, RRs
+    taking a new cluster ID, then demotions (preferred nodes last). `clients` limits which other
+    nodes are checked for client labels (default: all); the Planner passes only those that may
+    have changed.
     """
     label = state.rr_label
     make: list[Op] = []
     brk: list[Op] = []
+    reids: list[Op] = []
     for name in sorted(mesh.reflectors, key=lambda n: state.candidate(state.nodes[n])):
         node = state.nodes[name]
         cluster = mesh.reflectors[name]
-        if node.cluster_id != cluster or not label.on(node) or client_labels(node):
+        if node.cluster_id not in (None, cluster):
+            reids.append(SetNode(name, node.revision, cluster, why="re-id"))
+        elif node.cluster_id != cluster or not label.on(node) or client_labels(node):
             make.append(SetNode(name, node.revision, cluster, why="promote"))
 
     demotions = []
@@ -177,6 +187,7 @@ def make_plan(state: ClusterState, mesh: Mesh, clients: Iterable[str] | None = N
     for name, peer in sorted(state.peers.items()):
         if peer.owned and name not in mesh.peers:
             brk.append(DeletePeer(name, peer.revision))
+    brk += reids
     brk += demotions
     make.sort(key=_make_order)
     return Plan(make=tuple(make), brk=tuple(brk), blocked=tuple(blocked))

@@ -28,7 +28,7 @@ from rrwatch.config.loader import Timing
 from rrwatch.core import edits, steps
 from rrwatch.core.mesh import Mesh
 from rrwatch.core.model import ClusterState, RRLabel
-from rrwatch.core.plan import DeletePeer, Op, Plan, Planner, PutPeer, SetNode
+from rrwatch.core.plan import PACED, DeletePeer, Op, Plan, Planner, PutPeer, SetNode
 from rrwatch.daemon.election import Fence, LostLeadership
 from rrwatch.daemon.verifier import Verifier
 from rrwatch.daemon.watcher import Watcher
@@ -161,9 +161,11 @@ class Reconciler:
                     wait_until = math.inf  # held: only a change can free it
                 else:
                     demotes = any(_demotion(op, self._watcher.state) for op in taken)
+                    before = self.verifier.pairs(self._watcher.state)
                     if await self.apply(taken, fence) is not None:
                         if demotes:
                             demoting.restart()
+                        self.verifier.made(self._watcher.state, before, taken, self._written)
                         continue
                     wait_until = trio.current_time() + RETRY_AFTER
             await pause(functools.partial(self._watcher.wait_change, version),
@@ -344,9 +346,9 @@ async def pause(changed: Callable[[], Awaitable[None]], debounce: float, *,
 
 
 def _demotion(op: Op, state: ClusterState) -> bool:
-    """A demotion of an RR with sessions: one that has a cluster ID (clearing a stale label
-    breaks nothing)."""
-    return (isinstance(op, SetNode) and op.why == "demote" and op.name in state.nodes
+    """A demotion or re-ID of an RR with sessions: one that has a cluster ID (clearing a stale
+    label breaks nothing)."""
+    return (isinstance(op, SetNode) and op.why in PACED and op.name in state.nodes
             and state.nodes[op.name].cluster_id is not None)
 
 

@@ -62,14 +62,16 @@ class Verifier:
 
     def made(self, state: ClusterState, before: Pairs | None, ops: Sequence[Op],
              revision: int) -> None:
-        """A make step landed at `revision`: its new sessions, and every session of a node it
-        promoted (whose BIRD configuration changes), count only when seen up after it."""
+        """A step landed at `revision`: its new sessions, and every session of an RR it
+        promoted or gave a new cluster ID (whose BIRD restarts them), count only when seen up
+        after it."""
         if before is None:
             return
-        promoted = {op.name for op in ops if isinstance(op, SetNode) and op.why == "promote"}
+        restarted = {op.name for op in ops
+                     if isinstance(op, SetNode) and op.why in ("promote", "re-id")}
         after = self.pairs(state) or set()
         # Sessions no longer configured are forgotten: the map holds today's sessions at most.
-        self._configured = {pair: (revision if pair not in before or pair & promoted
+        self._configured = {pair: (revision if pair not in before or pair & restarted
                                    else self._configured.get(pair, 0)) for pair in after}
 
     async def gate(self, state: ClusterState, ops: Sequence[Op]) -> tuple[Op, ...]:

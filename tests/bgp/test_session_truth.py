@@ -276,7 +276,8 @@ async def _any_gone(etcd: Etcd, old: set[str]) -> bool:
     return not old <= await rrs(etcd)
 
 
-@pytest.mark.parametrize("topologies", [("simple", "multi")], ids=["simple-to-multi"])
+@pytest.mark.parametrize("topologies", [("simple", "multi"), ("multi", "simple")],
+                         ids=["simple-to-multi", "multi-to-simple"])
 async def test_b_topology_changes(topologies, lab, etcd, start_daemon):
     policy = {"min": 2, "max": 2, "client_rrs": 2, "topology": topologies[0]}
     nodes = await build(lab, etcd, policy)
@@ -401,6 +402,7 @@ async def test_d_mesh_off_waits_for_every_clients_rr_sessions(lab, etcd, start_d
         lacking = {line.split()[0] for line in refused.stderr.splitlines()
                    if line.startswith("  ")}  # one line per client and family
         assert lacking == {"node-a-2"}, refused.stderr
+        assert "1 client lacks Established sessions" in refused.stderr
         assert b'"nodeToNodeMeshEnabled":true' in (await etcd.get(calico.BGP_CONFIG)).value
 
         opened = time.monotonic()

@@ -46,30 +46,39 @@ def test_plans_converge_within_the_churn_limits(nodes, policy, limits):
 
 @given(s.clusters(), s.policies())
 def test_make_phase_never_breaks(nodes, policy):
-    """`make` only adds: promotions, peer writes, client labels kept for every live RR;
-    `brk` only removes: demotions, peer deletes, client labels dropped."""
+    """`make` only adds: promotions (never a new ID for an RR: BIRD would restart its
+    sessions), peer writes, client labels kept for every live RR; `brk` only removes: demotions,
+    re-IDs, peer deletes, client labels dropped."""
     state = state_of(nodes, policy)
     plan = make_plan(state, desired(state, policy))
     live = {CLIENT_LABEL_PREFIX + state.nodes[n].cluster_id for n in state.marked
             if state.nodes[n].cluster_id}
     for op in plan.make:
         assert isinstance(op, PutPeer) or op.why in ("promote", "peer")
+        if isinstance(op, SetNode) and op.why == "promote":
+            assert state.nodes[op.name].cluster_id in (None, op.cluster)
         if isinstance(op, SetNode) and op.why == "peer":
             assert client_labels(state.nodes[op.name]) & live <= op.clients
     for op in plan.brk:
-        assert isinstance(op, DeletePeer) or op.why in ("demote", "peer")
+        assert isinstance(op, DeletePeer) or op.why in ("demote", "re-id", "peer")
         if isinstance(op, SetNode) and op.why == "peer":
             assert op.clients <= client_labels(state.nodes[op.name])
 
 
 @given(s.clusters(), s.policies())
 def test_new_rrs_are_in_place_before_the_break_phase(nodes, policy):
-    """After `make`, before `brk`, every desired RR has its cluster ID."""
+    """After `make`, before `brk`, every desired RR has its cluster ID, but those that take a
+    new one in `brk`, which keep the one they have."""
     state = state_of(nodes, policy)
     mesh = desired(state, policy)
-    outcome(state, make_plan(state, mesh).make)
+    plan = make_plan(state, mesh)
+    outcome(state, plan.make)
+    reids = {op.name for op in plan.brk if isinstance(op, SetNode) and op.why == "re-id"}
     for name, cluster in mesh.reflectors.items():
-        assert state.nodes[name].cluster_id == cluster
+        if name in reids:
+            assert state.nodes[name].cluster_id not in (None, cluster)
+        else:
+            assert state.nodes[name].cluster_id == cluster
 
 
 @given(s.clusters(), s.policies(), st.lists(st.tuples(st.booleans(), s.nodes()), max_size=8))
