@@ -16,8 +16,8 @@ from rrwatch import config
 from rrwatch.core import calico
 from rrwatch.core.plan import Planner
 from rrwatch.daemon.live import Live
-from rrwatch.daemon.reconciler import write_request
 from rrwatch.daemon.records import load
+from rrwatch.daemon.requests import write_request
 from rrwatch.etcd import Etcd, EtcdError, get, mod_is
 
 

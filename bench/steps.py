@@ -6,7 +6,7 @@
 For each size, 3 zones of nodes with IPv4 and IPv6 addresses and the node-to-node mesh off:
 
 - first start: `multi` from nothing, taken as the reconciler takes it (steps of 200 node
-  writes, each judged with `steps.take_make` before it is applied), against the plan that made
+  writes, each judged with `stepping.take_make` before it is applied), against the plan that made
   each step; and `verify`, the whole simulation, once on the converged cluster;
 - node add: on the converged cluster, a new node's plan (its client labels) and the judgement
   of that one-op step, as each event costs the daemon; the judge has seen the cluster before,
@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from rrwatch.core import steps
+from rrwatch.core import stepping, steps
 from rrwatch.core.model import BgpConfig, ClusterState, Node, RRLabel
 from rrwatch.core.plan import Limits, Planner, outcome
 from rrwatch.core.policy import Policy
@@ -74,10 +74,10 @@ def first_start(size: int, policy: Policy, limits: Limits, mesh: bool = False) -
             break
         step = limits.step(plan.make or plan.brk)
         if plan.make:
-            (ops, verdict), took = timed(steps.take_make, judge, state, plan.make, step)
+            (ops, verdict), took = timed(stepping.take_make, judge, state, plan.make, step)
             whole += len(ops) > len(step)
         else:
-            (ops, verdict), took = timed(steps.take_break, judge, state, step)
+            (ops, verdict), took = timed(stepping.take_break, judge, state, step)
         checks.append(took)
         if not ops:
             raise AssertionError(f"held at {size} nodes: {verdict}")
@@ -97,14 +97,14 @@ def events(run: dict, size: int, count: int = 20) -> dict:
         state.put_node(node(i))
         (_, plan), took = timed(planner.plan, state)
         plans.append(took)
-        _, took = timed(steps.take_make, judge, state, plan.make, limits.step(plan.make))
+        _, took = timed(stepping.take_make, judge, state, plan.make, limits.step(plan.make))
         checks.append(took)
         state.remove_node(node(i).name)
         planner.plan(state)
     rr = sorted(state.marked)[0]
     state.remove_node(rr)
     (_, plan), rr_plan = timed(planner.plan, state)
-    _, rr_check = timed(steps.take_make, judge, state, plan.make, limits.step(plan.make))
+    _, rr_check = timed(stepping.take_make, judge, state, plan.make, limits.step(plan.make))
     return {"plan": statistics.median(plans), "check": statistics.median(checks),
             "rr_plan": rr_plan, "rr_check": rr_check}
 

@@ -42,6 +42,9 @@ _COUNTERS = (
      " the sessions they remove (RRWATCH_VERIFY_SESSIONS=auto)", "verify", "unverified"),
     ("steps_refused", "Steps not written because routes that reach now would stop reaching"
      " (counted once while the refusal stays the same)", "reconcile", "steps_refused"),
+    ("invalid_writes", "Writes not made because Calico's validation would refuse the record"
+     " they leave (counted once while the refusal stays the same)", "reconcile",
+     "invalid_writes"),
     ("leaderships", "Times this instance became the leader", "daemon", "leaderships"),
     ("leader_key_takeovers", "Leader keys taken from a holder without a proper lease",
      "daemon", "usurpers"),

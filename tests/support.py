@@ -434,7 +434,6 @@ def everything_at_once() -> ClusterState:
 # -- a simulated Calico cluster in the test etcd, and independent checks of its mesh -------------
 
 ZONES = ("a", "b", "c")
-SHARED_ID = "224.0.0.1"
 OWNER = {"app.kubernetes.io/managed-by": "rrwatch"}
 RR_KEY = RR_LABEL.key  # the seed default's RR label, as the daemon writes it
 CONVERGE = 30  # seconds a convergence may take before the test fails
@@ -472,6 +471,7 @@ def mesh_problems(data: dict[str, bytes]) -> list[str]:
     problems = []
     per_zone: dict[str, list[str]] = {}
     rrs: dict[str, list[str]] = {}
+    ids = set()  # the RRs' cluster IDs: one, which they share
     for key, value in data.items():
         if not key.startswith(calico.NODES):
             continue
@@ -488,9 +488,12 @@ def mesh_problems(data: dict[str, bytes]) -> list[str]:
         if eligible:
             per_zone.setdefault(zone, []).append(name)
         if cluster is not None or RR_KEY in labels:
-            if not eligible or cluster != SHARED_ID or labels.get(RR_KEY) != "":
+            if not eligible or cluster is None or labels.get(RR_KEY) != "":
                 problems.append(f"{name}: half-made or ineligible RR")
             rrs.setdefault(zone, []).append(name)
+            ids.add(cluster)
+    if len(ids) > 1:
+        problems.append(f"the RRs do not share a cluster ID: {sorted(map(str, ids))}")
     for zone, names in per_zone.items():
         want = expected_rrs(len(names))
         if len(rrs.get(zone, ())) != want:

@@ -21,7 +21,7 @@ import trio
 from rrwatch.cli import graphviz
 from rrwatch.config import Config
 from rrwatch.config.settings import Settings, describe
-from rrwatch.core import breaks, dot, edits, steps
+from rrwatch.core import breaks, dot, edits, stepping
 from rrwatch.core.breaks import Evidence, Hold, sightings
 from rrwatch.core.model import ClusterState
 from rrwatch.core.plan import Plan, Planner, outcome
@@ -74,19 +74,23 @@ def plan(config: Config, *, detailed_exitcode: bool = False) -> int:
 
 def _steps(state: ClusterState, todo: Plan, settings: Settings) -> bool:
     """Print whether the state after the make phase, and after each break step, still carries
-    every route that reaches now; whether a step is held."""
-    for name, ops, verdict in steps.phases(state, todo.make, todo.brk, settings.limits):
-        if verdict.ok:
+    every route that reaches now; whether a step is held, and the detour taken meanwhile."""
+    held = False
+    for name, ops, verdict in stepping.phases(state, todo.make, todo.brk, settings.limits):
+        if name == "detour":
+            _say(f"meanwhile, as a detour, the daemon takes {ops[0]} first: it loses no route on"
+                 " its own")
+        elif verdict.ok:
             _say(f"{name} ({len(ops)} writes): {verdict}")
-            continue
-        _say(f"held: {name} ({len(ops)} writes) would make routes unreachable that reach now,"
-             " so the daemon does not take it" + (
-                 " (only a first part of it that loses nothing, if one does)"
-                 if name.startswith("break") else ""))
-        for line in ([str(verdict)] if verdict.problem else map(str, verdict.losses)):
-            _say(f"  {line}")
-        return True
-    return False
+        else:
+            held = True
+            _say(f"held: {name} ({len(ops)} writes) would make routes unreachable that reach"
+                 " now, so the daemon does not take it" + (
+                     " (only a first part of it that loses nothing, if one does)"
+                     if name.startswith("break") else ""))
+            for line in ([str(verdict)] if verdict.problem else map(str, verdict.losses)):
+                _say(f"  {line}")
+    return held
 
 
 def verify_mesh(config: Config, *, failures: int = 0) -> int:

@@ -5,19 +5,15 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-import re
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from rrwatch.core.calico_api import label_problems
 from rrwatch.core.model import RRLabel
 from rrwatch.core.selector import Selector, SelectorError
 from rrwatch.core.selector import parse as parse_selector
 from rrwatch.core.validate import is_node_name
-
-_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
-_LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?{_NAME}$")
-_LABEL_VALUE = re.compile(rf"^({_NAME})?$")
 
 
 def endpoints(text: str) -> tuple[str, ...]:
@@ -38,17 +34,16 @@ def file(text: str) -> str:
 
 
 def label(text: str) -> RRLabel:
+    """`key=value`, as Kubernetes and Calico's API take labels (core.calico_api)."""
     key, _, value = text.partition("=")
-    if not _LABEL_KEY.match(key) or len(key) > 316:
-        raise ValueError(f"{key!r} is not a label key")
-    if not _LABEL_VALUE.match(value) or len(value) > 63:
-        raise ValueError(f"{value!r} is not a label value")
+    if problem := next(label_problems(key, value), None):
+        raise ValueError(problem)
     return RRLabel(key, value)
 
 
 def zone_label(text: str) -> str:
-    if text and not _LABEL_KEY.match(text):
-        raise ValueError(f"{text!r} is not a label key")
+    if text and (problem := next(label_problems(text, ""), None)):
+        raise ValueError(problem)
     return text
 
 

@@ -16,6 +16,7 @@ from rrwatch.core.model import (
     host_key,
     owned_labels,
 )
+from rrwatch.core.plan import DeletePeer, Op, PutPeer, SetNode
 
 # Go struct field order, for inserting a field where Go's encoder would have put it.
 _METADATA_ORDER = (
@@ -92,8 +93,25 @@ def edit_node(
         bgp.pop("routeReflectorClusterID", None)
     else:
         bgp = _ordered_set(bgp, "routeReflectorClusterID", cluster, _NODE_BGP_ORDER)
-    obj["spec"] = {**spec, "bgp": bgp}
+    if bgp:
+        obj["spec"] = {**spec, "bgp": bgp}
+    else:  # Calico's API refuses a present-but-empty spec.bgp: an RR without an address
+        obj["spec"] = {k: v for k, v in spec.items() if k != "bgp"}
     return dumps(obj)
+
+
+def written(op: Op, current: bytes | None, rr_label: RRLabel) -> bytes | None:
+    """The value `op` leaves at its key, from the record as it is (`current`, for an op that
+    edits a stored one); None for a delete."""
+    if isinstance(op, DeletePeer):
+        return None
+    if isinstance(op, PutPeer) and op.revision is None:
+        return new_peer(op.name, op.spec)
+    if current is None:
+        raise ValueError(f"{op} edits a record, and none was given")
+    if isinstance(op, SetNode):
+        return edit_node(current, rr_label, op.cluster, op.clients)
+    return edit_peer(current, op.spec)
 
 
 def _peer_spec(base: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """The difference between the desired mesh and the model, as guarded operations. Pure code.
 
 A plan has two phases, so that it is make-before-break: `make` promotes nodes, writes peers and
-gives clients their new RRs; `brk` takes clients off old RRs, deletes peers and demotes nodes,
-and the reconciler runs it only once `make` is empty and the new sessions have had time to
-settle. A client therefore always keeps an RR session that is up.
+gives clients their new RRs; `brk` gives RRs new cluster IDs, takes clients off old RRs, deletes
+peers and demotes nodes, and the reconciler runs it only once `make` is empty and the new
+sessions have had time to settle. A client therefore always keeps an RR session that is up.
 Every operation names the revision it was planned from; a write that finds another revision
 fails and the plan is made again from the next event.
 """
@@ -135,8 +135,8 @@ def make_plan(state: ClusterState, mesh: Mesh, clients: Iterable[str] | None = N
     """The operations that take the state to the mesh, make before break.
 
     `make`: promotions (preferred nodes first), peer writes, then clients gaining RRs (keeping
-    the RRs they leave, while those live). `brk`: clients dropping RRs, peer deletes, RRs
-    taking a new cluster ID, then demotions (preferred nodes last). `clients` limits which other
+    the RRs they leave, while those live). `brk`: RRs taking a new cluster ID, clients
+    dropping RRs, peer deletes, then demotions (preferred nodes last). `clients` limits which other
     nodes are checked for client labels (default: all); the Planner passes only those that may
     have changed.
     """
@@ -152,7 +152,7 @@ def make_plan(state: ClusterState, mesh: Mesh, clients: Iterable[str] | None = N
         elif node.cluster_id != cluster or not label.on(node) or client_labels(node):
             make.append(SetNode(name, node.revision, cluster, why="promote"))
 
-    demotions = []
+    demotions: list[Op] = []
     for name in state.marked - mesh.reflectors.keys():
         node = state.nodes[name]
         demotions.append(SetNode(name, node.revision, None, mesh.client_labels(state, name),
@@ -187,10 +187,11 @@ def make_plan(state: ClusterState, mesh: Mesh, clients: Iterable[str] | None = N
     for name, peer in sorted(state.peers.items()):
         if peer.owned and name not in mesh.peers:
             brk.append(DeletePeer(name, peer.revision))
-    brk += reids
-    brk += demotions
     make.sort(key=_make_order)
-    return Plan(make=tuple(make), brk=tuple(brk), blocked=tuple(blocked))
+    # Re-IDs first: while the clients still have every session the make phase left them (in
+    # `simple` -> `multi`, the peer that gives every client every RR), an RR restarting its
+    # sessions takes no route away, and after the peer deletes it would (core.steps).
+    return Plan(make=tuple(make), brk=tuple(reids + brk + demotions), blocked=tuple(blocked))
 
 
 def outcome(state: ClusterState, ops: Iterable[Op]) -> None:

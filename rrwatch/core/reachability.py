@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import attrs
 
 from rrwatch.core.model import ClusterState
-from rrwatch.core.sessions import FAMILIES, Fabric, Speaker, _fabric, _peering
+from rrwatch.core.sessions import FAMILIES, Fabric, Speaker, fabric_of, peerings
 
 # Route changes allowed per session before propagation counts as oscillating. Without MED it
 # should always settle, in a few changes per session; the bound only guarantees an end.
@@ -63,12 +63,12 @@ def verify(state: ClusterState, failures: int = 0) -> Verdict:
     """Check every family that has speakers; with failures=1, also without each RR in turn."""
     if failures not in (0, 1):
         raise ValueError(f"failures must be 0 or 1, not {failures}")
-    peering = _peering(state)
+    peering = peerings(state)
     problems = set(peering.problems)
     found = {}
     scenarios = 0
     for family in FAMILIES:
-        fab, more = _fabric(state, family, peering)
+        fab, more = fabric_of(state, family, peering)
         problems.update(more)
         if not fab.speakers:
             continue
@@ -90,7 +90,7 @@ LOCAL: Path = (-1, 0, 0, -1, -1, (), ())
 
 
 @attrs.define
-class _Net:
+class Net:
     """One scenario of a fabric as integer-indexed lists, for the simulation."""
 
     names: list[str]
@@ -102,7 +102,7 @@ class _Net:
     bound: int
 
 
-def _net(fab: Fabric, failed: str | None, everyone: bool) -> _Net:
+def index_net(fab: Fabric, failed: str | None, everyone: bool) -> Net:
     """Index the fabric without `failed`; links to silent speakers only if `everyone`."""
     names = sorted(n for n in fab.speakers if n != failed)
     index = {name: i for i, name in enumerate(names)}
@@ -126,7 +126,7 @@ def _net(fab: Fabric, failed: str | None, everyone: bool) -> _Net:
             j for j in map(index.__getitem__, near[i]) if s.reflector
             and speakers[j].asn == s.asn and _known(s, speakers[j]) != s.cluster_id))
     bound = _CHANGES_PER_SESSION * (sum(map(len, links)) + 1)
-    return _Net(names, speakers, near, silent, links, clients, bound)
+    return Net(names, speakers, near, silent, links, clients, bound)
 
 
 def _known(at: Speaker, neighbour: Speaker) -> str | None:
@@ -137,7 +137,7 @@ def _known(at: Speaker, neighbour: Speaker) -> str | None:
     return neighbour.cluster_id if neighbour.node or not at.node else None
 
 
-def _propagate(net: _Net, origin: int) -> dict[int, Path]:
+def propagate(net: Net, origin: int) -> dict[int, Path]:
     """Announce one route from `origin`; the best path of each speaker that has one."""
     best = {origin: LOCAL}
     rib: dict[int, dict[int, Path]] = {}  # receiver -> sender -> path (adj-rib-in)
@@ -176,7 +176,7 @@ def _propagate(net: _Net, origin: int) -> dict[int, Path]:
     return best
 
 
-def _cid(net: _Net, s: int, n: int) -> str:
+def _cid(net: Net, s: int, n: int) -> str:
     """The cluster ID that speaker `s` uses on its session with `n`.
 
     BIRD keeps one per session: `rr cluster id`, which Calico's template (and rrwatch's, on RR
@@ -188,7 +188,7 @@ def _cid(net: _Net, s: int, n: int) -> str:
     return "router/" + speaker.name
 
 
-def _export(net: _Net, s: int, path: Path, n: int, ibgp: bool) -> Path | None:
+def _export(net: Net, s: int, path: Path, n: int, ibgp: bool) -> Path | None:
     """What speaker `s` advertises to neighbour `n` of its best path (None: nothing).
 
     iBGP to iBGP follows BIRD (proto/bgp/attrs.c): reflect only to or from a client; never
@@ -214,7 +214,7 @@ def _export(net: _Net, s: int, path: Path, n: int, ibgp: bool) -> Path | None:
     return (len(as_path), 0, 0, int(speaker.address), s, as_path, ())
 
 
-def _accepts(net: _Net, r: int, s: int, path: Path) -> bool:
+def _accepts(net: Net, r: int, s: int, path: Path) -> bool:
     """Does speaker `r` keep `path` from neighbour `s`? Not with its own AS in the AS path, nor
     with its session's cluster ID in the cluster list."""
     if net.speakers[r].asn in path[5]:
@@ -222,7 +222,7 @@ def _accepts(net: _Net, r: int, s: int, path: Path) -> bool:
     return not (path[1] == 1 and _cid(net, r, s) in path[6])
 
 
-def _feeds_silent(net: _Net, s: int, path: Path | None) -> bool:
+def feeds_silent(net: Net, s: int, path: Path | None) -> bool:
     """Would speaker `s` advertise `path` to a silent neighbour (which would keep it)?
 
     A silent node is a Calico node without a cluster ID, so every RR takes it for a client
@@ -250,8 +250,8 @@ def unreachable(fab: Fabric, failed: str | None = None, *, group: bool = True
     if failed is not None and failed not in fab.speakers:
         raise ValueError(f"{failed} is not a speaker of the IPv{fab.family} fabric")
     if not group:
-        return _brute_force(_net(fab, failed, everyone=True))
-    net = _net(fab, failed, everyone=False)
+        return _brute_force(index_net(fab, failed, everyone=True))
+    net = index_net(fab, failed, everyone=False)
     names = net.names
     loud = [i for i, s in enumerate(net.speakers) if s.node and not net.silent[i]]
     # Silent receivers that hear from the same loud neighbours hear the same routes.
@@ -264,11 +264,11 @@ def unreachable(fab: Fabric, failed: str | None = None, *, group: bool = True
     origins = [[i] for i in loud] + _twins(net)
     for members in origins:
         origin = members[0]
-        best = _propagate(net, origin)
+        best = propagate(net, origin)
         missed = {t for t in loud if t != origin and t not in best}
         neighbours = net.near[origin]
         for feeders, receivers in classes.items():
-            if not any(_feeds_silent(net, j, best.get(j)) for j in feeders):
+            if not any(feeds_silent(net, j, best.get(j)) for j in feeders):
                 # A silent origin reaches its own neighbours directly.
                 missed.update(t for t in receivers if t != origin and names[t] not in neighbours)
         # A twin hears what its representative hears outside the group; inside, all or none.
@@ -280,7 +280,7 @@ def unreachable(fab: Fabric, failed: str | None = None, *, group: bool = True
     return sorted(pairs)
 
 
-def _twins(net: _Net) -> list[list[int]]:
+def _twins(net: Net) -> list[list[int]]:
     """The silent nodes in groups of twins: same AS and neighbours, adjacent or not.
 
     Swapping two twins maps the fabric onto itself. Being silent, neither passes a route on, and
@@ -302,11 +302,11 @@ def _twins(net: _Net) -> list[list[int]]:
     return groups + list(adjacent.values())
 
 
-def _brute_force(net: _Net) -> list[tuple[str, str]]:
+def _brute_force(net: Net) -> list[tuple[str, str]]:
     nodes = [i for i, s in enumerate(net.speakers) if s.node]
     pairs: list[tuple[str, str]] = []
     for origin in nodes:
-        best = _propagate(net, origin)
+        best = propagate(net, origin)
         pairs.extend((net.names[origin], net.names[t]) for t in nodes
                      if t != origin and t not in best)
     return sorted(pairs)

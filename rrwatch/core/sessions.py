@@ -86,14 +86,14 @@ def fabric(state: ClusterState, family: int, *, hosts_only: bool = False) -> Fab
     `hosts_only`: only the sessions with registered RR hosts, at a cost in proportion to the
     nodes (the node-to-node mesh alone would cost their square).
     """
-    return _fabric(state, family, _peering(state, hosts_only))[0]
+    return fabric_of(state, family, peerings(state, hosts_only))[0]
 
 
 # -- sessions ------------------------------------------------------------------------------------
 
 
 @attrs.frozen
-class _Peering:
+class Peerings:
     """What BGPPeers and the mesh make each node configure, before families are known."""
 
     by_name: Mapping[str, set[str]]  # node -> nodes it configures sessions to
@@ -102,7 +102,8 @@ class _Peering:
     unfit: Mapping[str, str]  # node -> why RR hosts give it no session (host_refusals)
 
 
-def _peering(state: ClusterState, hosts_only: bool = False) -> _Peering:
+def peerings(state: ClusterState, hosts_only: bool = False) -> Peerings:
+    """What the BGPPeers and the mesh configure, read once for both families (`fabric_of`)."""
     nodes = state.nodes
     by_name: dict[str, set[str]] = {name: set() for name in nodes}
     by_ip: dict[str, list[tuple[IPAddress, int | None, str]]] = {}
@@ -138,7 +139,7 @@ def _peering(state: ClusterState, hosts_only: bool = False) -> _Peering:
         for name in mesh:
             by_name[name].update(mesh)
     unfit = host_refusals(state) if state.reflectors else {}
-    return _Peering(by_name, by_ip, tuple(problems), unfit)
+    return Peerings(by_name, by_ip, tuple(problems), unfit)
 
 
 def host_refusals(state: ClusterState) -> dict[str, str]:
@@ -173,7 +174,7 @@ def _ends(
     else:
         local = frozenset(names)  # a global peer
     remote = select(peer_selector) if peer_selector else frozenset()
-    address = _peer_address(peer_ip) if peer_ip else None
+    address = peer_address(peer_ip) if peer_ip else None
     reverse = bool(peer_selector) and _text(spec, "reversePeering") != "Manual"
     asn = calico.as_number("asNumber", spec.get("asNumber"))
     return local, remote, address, asn, reverse
@@ -189,7 +190,7 @@ def _text(spec: Mapping[str, object], field: str) -> str:
     return value
 
 
-def _peer_address(text: str) -> IPAddress:
+def peer_address(text: str) -> IPAddress:
     """The address of a peerIP: `a.b.c.d`, `a.b.c.d:port` or `[v6]:port` (the port is ignored)."""
     try:
         return ipaddress.ip_address(text)
@@ -208,7 +209,8 @@ def _peer_address(text: str) -> IPAddress:
     raise ValueError(f"peerIP {text!r} is not an address, address:port or [address]:port")
 
 
-def _fabric(state: ClusterState, family: int, peering: _Peering) -> tuple[Fabric, set[str]]:
+def fabric_of(state: ClusterState, family: int, peering: Peerings) -> tuple[Fabric, set[str]]:
+    """One family's fabric from the peerings read (`fabric` reads them too), and problems."""
     # Registered hosts first: a host always owns its registered address, and its name.
     speakers: dict[str, Speaker] = {}
     at: dict[IPAddress, str] = {}

@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 
 from rrwatch.core.model import ClusterState
-from rrwatch.core.plan import Limits, Op, outcome
-from rrwatch.core.reachability import ConvergenceError, _feeds_silent, _Net, _net, _propagate
-from rrwatch.core.sessions import FAMILIES, Fabric, Speaker, _fabric, _peering, fabric
+from rrwatch.core.plan import Op, SetNode, outcome
+from rrwatch.core.reachability import ConvergenceError, Net, feeds_silent, index_net, propagate
+from rrwatch.core.sessions import FAMILIES, Fabric, Speaker, fabric, fabric_of, peerings
 from rrwatch.core.text import printable
 
 SHOWN = 5  # pairs a Loss names
@@ -97,6 +97,18 @@ def applied(state: ClusterState, ops: Sequence[Op]) -> ClusterState:
     return after
 
 
+def restarted(ops: Sequence[Op]) -> frozenset[str]:
+    """The RRs that `ops` give a new cluster ID: BIRD restarts each of their sessions."""
+    return frozenset(op.name for op in ops if isinstance(op, SetNode) and op.why == "re-id")
+
+
+def _without(state: ClusterState, names: frozenset[str]) -> ClusterState:
+    """`state` with the nodes `names` gone, for the fabric alone (as `breaks` builds it)."""
+    return ClusterState(state.zone_label, state.rr_label, state.exclude, state.prefer,
+                        nodes={n: v for n, v in state.nodes.items() if n not in names},
+                        peers=state.peers, reflectors=state.reflectors, bgp=state.bgp)
+
+
 def check(state: ClusterState, ops: Sequence[Op]) -> Check:
     """Whether the state after `ops` carries every route that reaches in `state` (one-shot)."""
     return Steps().check(state, ops)
@@ -134,12 +146,12 @@ class _View:
 
 def _views(state: ClusterState) -> dict[int, _View]:
     """Both families' views (the BGPPeers read once for both)."""
-    peering = _peering(state)
-    return {family: _view(_fabric(state, family, peering)[0]) for family in FAMILIES}
+    peering = peerings(state)
+    return {family: _view(fabric_of(state, family, peering)[0]) for family in FAMILIES}
 
 
 def _view(fab: Fabric) -> _View:
-    """The fabric by origin keys and receiver descriptions. Silent is `reachability._net`'s
+    """The fabric by origin keys and receiver descriptions. Silent is `reachability.index_net`'s
     rule, read here without building the simulation's net (built only for a propagation not
     yet remembered); a test holds the two alike."""
     by_as: dict[int, set[str]] = {}
@@ -180,11 +192,23 @@ class Steps:
         it `state` is), so that the judgements of several steps from one model read its
         sessions once.
         """
-        return self.compare(state, applied(state, ops), version=version)
+        return self.compare(state, applied(state, ops), version=version,
+                            restarted=restarted(ops))
 
     def compare(self, before: ClusterState, after: ClusterState, *,
-                version: int | None = None) -> Check:
-        """The pairs that reach in `before` and would not in `after`."""
+                version: int | None = None, restarted: frozenset[str] = NONE) -> Check:
+        """The pairs that reach in `before` and would not in `after`; and, if RRs take a new
+        cluster ID (`restarted`), would not while BIRD restarts each of their sessions, with
+        them gone (the pairs of their own aside: those blink whatever is done). A step that
+        deletes the peer giving every client every RR, and re-IDs RRs with it, can be whole
+        before and after, and cut clients off while the RRs restart."""
+        verdict = self._compare(before, after, version)
+        if verdict.ok and restarted:
+            verdict = self._compare(before, _without(after, restarted), version)
+        return verdict
+
+    def _compare(self, before: ClusterState, after: ClusterState, version: int | None
+                 ) -> Check:
         losses = []
         now, then = self._views(before, version), _views(after)
         for family in FAMILIES:
@@ -229,13 +253,13 @@ class Steps:
             while len(self._memo) > CORES:
                 self._memo.popitem(last=False)
         self._memo.move_to_end(slot)
-        net: _Net | None = None
+        net: Net | None = None
         index: dict[str, int] = {}
         loud: list[int] = []
         for name, key in view.keys.items():
             if key not in memo:  # one propagation stands for every origin with this key
                 if net is None:
-                    net = _net(view.fab, None, everyone=False)
+                    net = index_net(view.fab, None, everyone=False)
                     index = {n: i for i, n in enumerate(net.names)}
                     loud = [i for i, quiet in enumerate(net.silent) if not quiet]
                 memo[key] = _run(net, index[name], loud)
@@ -260,10 +284,10 @@ def _whole(view: _View, reach: Mapping[Key, _Reach]) -> bool:
     return True
 
 
-def _run(net: _Net, origin: int, loud: Sequence[int]) -> _Reach:
-    best = _propagate(net, origin)
+def _run(net: Net, origin: int, loud: Sequence[int]) -> _Reach:
+    best = propagate(net, origin)
     return _Reach(frozenset(net.names[j] for j in loud if j not in best),
-                  frozenset(net.names[j] for j in loud if not _feeds_silent(net, j, best.get(j))))
+                  frozenset(net.names[j] for j in loud if not feeds_silent(net, j, best.get(j))))
 
 
 def _lost(family: int, old: _View, new: _View, before: Mapping[Key, _Reach],
@@ -307,65 +331,3 @@ def _lost(family: int, old: _View, new: _View, before: Mapping[Key, _Reach],
     count = sum(map(len, lost.values()))
     shown = tuple(sorted((o, t) for o, ts in lost.items() for t in ts)[:SHOWN]) if count else ()
     return Loss(family, count, shown) if count else None
-
-
-# -- which ops to take ----------------------------------------------------------------------------
-
-
-def take_make(judge: Steps, state: ClusterState, phase: Sequence[Op], step: Sequence[Op], *,
-              version: int | None = None) -> tuple[tuple[Op, ...], Check]:
-    """The make ops to write now, and the check that took or refused them.
-
-    The step (the phase cut by the churn limit) if it loses nothing. Otherwise the whole phase,
-    if that loses nothing: a cut can leave routes in mid-air that the rest of the phase carries.
-    With the node-to-node mesh on, for one, promoted RRs leave the mesh at once, and the clients
-    not yet in the step have no session with them until their own writes; every cut of a first
-    start would then be refused, and holding would never converge. Smaller cuts are no help: a
-    prefix of promotions without the peers that follow them loses more. Every step that is
-    taken loses nothing, so neither does the phase they add up to. If the whole phase would
-    lose routes, nothing is taken: the check returned is the phase's.
-    """
-    verdict = judge.check(state, step, version=version)
-    if verdict.ok:
-        return tuple(step), verdict
-    if len(step) < len(phase):
-        verdict = judge.check(state, phase, version=version)
-        if verdict.ok:
-            return tuple(phase), verdict
-    return (), verdict
-
-
-def take_break(judge: Steps, state: ClusterState, step: Sequence[Op], *,
-               version: int | None = None) -> tuple[tuple[Op, ...], Check]:
-    """The longest of the break step, its first half, quarter, ... down to its first op, that
-    loses nothing (break ops remove sessions one by one, in the plan's order: clients off old
-    RRs, then BGPPeers, then demotions); none if each would lose routes, with the step's check.
-    """
-    first = verdict = judge.check(state, step, version=version)
-    n = len(step)
-    while not verdict.ok and n > 1:
-        n //= 2
-        verdict = judge.check(state, step[:n], version=version)
-    return (tuple(step[:n]), verdict) if verdict.ok else ((), first)
-
-
-def phases(state: ClusterState, make: Sequence[Op], brk: Sequence[Op], limits: Limits
-           ) -> Iterator[tuple[str, tuple[Op, ...], Check]]:
-    """The make phase as a whole, then the break phase in the steps that `limits` cuts, each
-    judged against the state that the one before leaves (for `plan`): (name, ops, check). Stops
-    after the first that is refused: the daemon holds there."""
-    judge = Steps()
-    now = state
-    cuts: list[tuple[str, tuple[Op, ...]]] = [("make phase", tuple(make))] if make else []
-    rest = tuple(brk)
-    while rest and (step := limits.step(rest)):
-        cuts.append((f"break step {len(cuts) + 1 - bool(make)}", step))
-        taken = set(map(id, step))
-        rest = tuple(op for op in rest if id(op) not in taken)
-    for name, ops in cuts:
-        after = applied(now, ops)
-        verdict = judge.compare(now, after)
-        yield name, ops, verdict
-        if not verdict.ok:
-            return
-        now = after

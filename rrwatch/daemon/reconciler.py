@@ -18,21 +18,23 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from rrwatch.config.loader import Timing
-from rrwatch.core import edits, steps
+from rrwatch.core import stepping, steps
 from rrwatch.core.mesh import Mesh
-from rrwatch.core.model import ClusterState, RRLabel
-from rrwatch.core.plan import PACED, DeletePeer, Op, Plan, Planner, PutPeer, SetNode
+from rrwatch.core.plan import Op, Plan, Planner
+from rrwatch.core.text import printable
 from rrwatch.daemon.election import Fence, LostLeadership
+from rrwatch.daemon.pacing import Settle, demotion, paced, pause
+from rrwatch.daemon.requests import InvalidWrite, batches, chunks, edits_stored, write_request
 from rrwatch.daemon.verifier import Verifier
 from rrwatch.daemon.watcher import Watcher
-from rrwatch.etcd import KV, Etcd, EtcdError, delete, get, mod_is, put
+from rrwatch.etcd import KV, Etcd, EtcdError, get, mod_is
 
 if TYPE_CHECKING:
     from rrwatch.config.settings import Settings
@@ -43,12 +45,6 @@ log = logging.getLogger("rrwatch.reconcile")
 RETRY_AFTER = 1.0
 # The longest wait for the model to show our writes, or a record that beat one of them.
 CATCH_UP = 5.0
-# etcd's default --max-txn-ops, 128, limits the compares and each branch of a transaction: a
-# batch of 127 writes leaves room for the fence's compare, and for reading the fence key too
-# when the transaction fails. A transaction's values (base64, as sent) are kept to about
-# BATCH_BYTES, well under etcd's default 1.5 MiB request limit.
-BATCH = 127
-BATCH_BYTES = 512 * 1024
 
 
 @attrs.define
@@ -61,6 +57,7 @@ class ReconcileStats:
     # Steps not taken because the state after them would lose routes that reach now (each
     # distinct refusal once: a held step is judged again at every change, and counted once)
     steps_refused: int = 0
+    invalid_writes: int = 0  # writes not made: Calico's validation would refuse the record
     pending: int = 0  # writes the last plan wanted
     converged_at: float = 0.0  # wall-clock time of the last plan that wanted none
 
@@ -89,6 +86,7 @@ class Reconciler:
         self._written = 0  # the highest revision the last apply wrote at
         self._steps = steps.Steps()  # judges each step's result (core/steps.py)
         self._refused = ""  # the refusal last logged, while a step is held
+        self._refused_writes: dict[str, str] = {}  # key -> why its write was not made
 
     def plan(self) -> Plan:
         settings = self._settings()
@@ -130,46 +128,68 @@ class Reconciler:
             elif self._dry_run or fence is None:  # (no fence only in a dry run)
                 for op in plan.make + plan.brk:
                     log.info("would %s", op)
-            elif plan.make:
-                step = self._settings().limits.step(plan.make)
-                ops = await self._judged("make", steps.take_make, version, plan.make, step)
-                if len(ops) > len(step):
-                    log.info("taking the whole make phase (%d writes): a step of %d would leave"
-                             " routes that reach now without the sessions the rest makes",
-                             len(ops), len(step))
-                if not ops:
-                    wait_until = math.inf  # held: only a change can free it
-                else:
-                    before = self.verifier.pairs(self._watcher.state)
-                    landed = await self.apply(ops, fence)
-                    if landed:  # new sessions: the break phase waits a settle time from now
-                        settle.restart()
-                        self.verifier.made(self._watcher.state, before, ops, self._written)
-                    if landed is not None:
-                        continue  # plan again from the model, which now holds what happened
-                    wait_until = trio.current_time() + RETRY_AFTER
-            elif plan.brk:
-                if not settle.over():
-                    wait_until = settle.until
-                elif not (ops := paced(self._settings().limits.step(plan.brk), demoting,
-                                       self._watcher.state)):
-                    wait_until = demoting.until  # only demotions are left, and one went lately
-                elif not (go := await self.verifier.gate(self._watcher.state, ops)):
-                    # Held: a change in the reports, or the next dwell over, may free it.
-                    wait_until = self.verifier.next_check() or math.inf
-                elif not (taken := await self._judged("break", steps.take_break, version, go)):
-                    wait_until = math.inf  # held: only a change can free it
-                else:
-                    demotes = any(_demotion(op, self._watcher.state) for op in taken)
+            elif plan.make and (ops := await self._make_step(plan.make, version)):
+                before = self.verifier.pairs(self._watcher.state)
+                landed = await self.apply(ops, fence)
+                if landed:  # new sessions: the break phase waits a settle time from now
+                    settle.restart()
+                    self.verifier.made(self._watcher.state, before, ops, self._written)
+                if landed is not None:
+                    continue  # plan again from the model, which now holds what happened
+                wait_until = trio.current_time() + RETRY_AFTER
+            elif plan.brk and settle.over():
+                taken, wait_until = await self._break_step(plan, version, demoting)
+                if taken:
+                    demotes = any(demotion(op, self._watcher.state) for op in taken)
                     before = self.verifier.pairs(self._watcher.state)
                     if await self.apply(taken, fence) is not None:
                         if demotes:
                             demoting.restart()
+                        self.verifier.broke(taken)
                         self.verifier.made(self._watcher.state, before, taken, self._written)
                         continue
                     wait_until = trio.current_time() + RETRY_AFTER
+            elif plan.brk:
+                wait_until = settle.until
             await pause(functools.partial(self._watcher.wait_change, version),
                         self._timing.debounce, until=wait_until)
+
+    async def _make_step(self, make: tuple[Op, ...], version: int) -> tuple[Op, ...]:
+        """The make ops to write now: the step the churn limit cuts, or the whole phase
+        (`stepping.take_make`); none while the route check holds them."""
+        step = self._settings().limits.step(make)
+        ops = await self._judged("make", stepping.take_make, version, make, step)
+        if len(ops) > len(step):
+            log.info("taking the whole make phase (%d writes): a step of %d would leave routes"
+                     " that reach now without the sessions the rest makes", len(ops), len(step))
+        return ops
+
+    async def _break_step(self, plan: Plan, version: int, demoting: Settle
+                          ) -> tuple[tuple[Op, ...], float]:
+        """The break ops to write now, or none and when to look again.
+
+        Once the make phase is done: the break step, paced, as far as the gate and the route
+        check let it go. When the route check holds a step (make or break): a detour, the first
+        single break op that the gate lets go and that loses no route (`stepping.take_one`).
+        """
+        state = self._watcher.state
+        if not plan.make:
+            if not (ops := paced(self._settings().limits.step(plan.brk), demoting, state)):
+                return (), demoting.until  # only demotions are left, and one went lately
+            if not (go := await self.verifier.gate(state, ops)):
+                # Held: a change in the reports, or the next dwell over, may free it.
+                return (), self.verifier.next_check() or math.inf
+            if taken := await self._judged("break", stepping.take_break, version, go):
+                return taken, 0
+        if not (ops := paced(plan.brk, demoting, state)):
+            return (), demoting.until
+        if not (go := await self.verifier.gate(state, ops)):
+            return (), self.verifier.next_check() or math.inf
+        taken, _ = await trio.to_thread.run_sync(functools.partial(
+            stepping.take_one, self._steps, steps.applied(state, ()), go, version=version))
+        if taken:
+            log.info("taking %s ahead of the held step: it loses no route on its own", taken[0])
+        return taken, math.inf  # held: only a change can free it
 
     async def _judged(self, phase: str, take: Callable[..., tuple[tuple[Op, ...], steps.Check]],
                       version: int, *ops: tuple[Op, ...]) -> tuple[Op, ...]:
@@ -192,8 +212,9 @@ class Reconciler:
         if go:
             self._held("")
         else:
-            self._held(f"holding the {phase} step: it would make routes unreachable that"
-                       f" reach now: {verdict}")
+            step = ops[-1]
+            self._held(f"holding the {phase} step ({len(step)} writes, from {step[0]}): it would"
+                       f" make routes unreachable that reach now: {verdict}")
         return go
 
     def _held(self, refusal: str) -> None:
@@ -205,6 +226,15 @@ class Reconciler:
         else:
             log.info("steps no longer held")
         self._refused = refusal
+
+    def _invalid(self, op: Op, why: str) -> None:
+        """A write not made: Calico's API would refuse the record it leaves. Logged and counted
+        once for as long as the same op is refused for the same reason."""
+        if self._refused_writes.get(op.key) != why:
+            self._refused_writes[op.key] = why
+            self.stats.invalid_writes += 1
+            log.error("not writing %s: Calico's validation would refuse %s: %s", op, op.key,
+                      printable(why))
 
     async def wait_converged(self, version: int) -> None:
         """Return once a plan made from model version `version` or later needed no writes."""
@@ -262,7 +292,7 @@ class Reconciler:
         current: dict[str, KV] = {}
         reads = []
         for op in ops:
-            if _edits(op):
+            if edits_stored(op):
                 kv = self._watcher.recent(op.key)  # the value a fresh event brought
                 if kv is not None and kv.mod_revision == op.revision:
                     current[op.key] = kv
@@ -274,13 +304,17 @@ class Reconciler:
         requests: list[tuple[Op, dict]] = []
         for op in ops:
             # The policy this op was planned with: the planner is replaced on a new policy.
-            request = write_request(op, current.get(op.key), self._planner.policy.rr_label)
+            try:
+                request = write_request(op, current.get(op.key), self._planner.policy.rr_label)
+            except InvalidWrite as e:
+                self._invalid(op, str(e))
+                continue
             if request is None:
                 lost[op.key] = current.get(op.key)
             else:
                 requests.append((op, request))
         landed: dict[str, int] = {}
-        for chunk in _chunks(requests):
+        for chunk in chunks(requests):
             written, beaten = await self._txn(chunk, fence)
             landed.update(written)
             lost.update(beaten)
@@ -316,81 +350,3 @@ class Reconciler:
             for problem in reported:
                 log.warning("%s", problem)
             self._reported = reported
-
-
-class Settle:
-    """The gate of the break phase: old sessions are broken only `seconds` after new ones
-    were last made (`restart`), so that the new ones are up first. It starts closed, for what
-    happened before it was made is unknown."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.until = trio.current_time() + seconds
-
-    def restart(self) -> None:
-        """New sessions were made just now."""
-        self.until = trio.current_time() + self.seconds
-
-    def over(self) -> bool:
-        """Whether old sessions may be broken now."""
-        return trio.current_time() >= self.until
-
-
-async def pause(changed: Callable[[], Awaitable[None]], debounce: float, *,
-                until: float = math.inf) -> None:
-    """Return `debounce` seconds after `changed()` returns, so that a burst of changes makes one
-    plan, or at `until` if that comes first."""
-    with trio.move_on_at(until):
-        await changed()
-        await trio.sleep(debounce)
-
-
-def _demotion(op: Op, state: ClusterState) -> bool:
-    """A demotion or re-ID of an RR with sessions: one that has a cluster ID (clearing a stale
-    label breaks nothing)."""
-    return (isinstance(op, SetNode) and op.why in PACED and op.name in state.nodes
-            and state.nodes[op.name].cluster_id is not None)
-
-
-def paced(ops: tuple[Op, ...], demoting: Settle, state: ClusterState) -> tuple[Op, ...]:
-    """The break step without its demotions while the last one's settle window is open."""
-    return ops if demoting.over() else tuple(op for op in ops if not _demotion(op, state))
-
-
-def batches(ops: tuple[Op, ...]) -> list[tuple[Op, ...]]:
-    """The ops in order, at most BATCH at a time."""
-    return [ops[i:i + BATCH] for i in range(0, len(ops), BATCH)]
-
-
-def _chunks(requests: list[tuple[Op, dict]]) -> list[list[tuple[Op, dict]]]:
-    """The requests in order, split so that each transaction carries at most about
-    BATCH_BYTES of values (nodes with large annotations could otherwise pass etcd's limit)."""
-    out: list[list[tuple[Op, dict]]] = []
-    size = 0
-    for op, request in requests:
-        cost = len(request.get("request_put", {}).get("value", ""))
-        if not out or (out[-1] and size + cost > BATCH_BYTES):
-            out.append([])
-            size = 0
-        out[-1].append((op, request))
-        size += cost
-    return out
-
-
-def _edits(op: Op) -> bool:
-    """The op rewrites a stored value, so it needs that value as planned from."""
-    return isinstance(op, SetNode) or (isinstance(op, PutPeer) and op.revision is not None)
-
-
-def write_request(op: Op, current: KV | None, rr_label: RRLabel) -> dict | None:
-    """The etcd request that carries out `op` on the record as it is now (`current`, read when
-    the op edits stored JSON); None when that record changed since the plan was made."""
-    if isinstance(op, DeletePeer):
-        return delete(op.key)
-    if isinstance(op, PutPeer) and op.revision is None:
-        return put(op.key, edits.new_peer(op.name, op.spec))
-    if current is None or current.mod_revision != op.revision:
-        return None
-    if isinstance(op, SetNode):
-        return put(op.key, edits.edit_node(current.value, rr_label, op.cluster, op.clients))
-    return put(op.key, edits.edit_peer(current.value, op.spec))

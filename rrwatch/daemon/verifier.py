@@ -43,6 +43,7 @@ class Verifier:
         self._revisions: dict[str, int] = {}  # the report revisions the sightings follow
         self._configured: dict[frozenset[str], int] = {}
         self._fabrics = breaks.Fabrics()  # while breaks are held, reports change, records not
+        self._on_timer = False  # the last gate let breaks go on the timer alone
 
     def observe(self, state: ClusterState) -> None:
         """Take up the reports that changed since the last look."""
@@ -85,9 +86,14 @@ class Verifier:
         go, judgement = await trio.to_thread.run_sync(
             breaks.step, steps.applied(state, ()), ops, evidence, self.mode, self._fabrics)
         self._note(judgement)
-        if go and judgement.timer:
-            self.stats.unverified += len(go)
+        self._on_timer = judgement.timer
         return go
+
+    def broke(self, ops: Sequence[Op]) -> None:
+        """Break ops that the last gate let go landed: counted if the timer let them go (the
+        route check may have taken fewer than the gate let go, or a detour only one)."""
+        if self._on_timer:
+            self.stats.unverified += len(ops)
 
     def clear(self) -> None:
         """No break is pending: none is held, and no fabric need be kept."""

@@ -23,7 +23,7 @@ def _session(a: str, b: str) -> dict[str, object]:
 def test_a_step_that_hides_a_route_is_shown_held_with_the_pairs_it_would_lose(capsys):
     """iBGP deception as a make phase (o gains a session with b2, whose reflection b prefers but
     may not pass to its client t): `plan` says the phase is held and names o -> t; the break
-    steps after it are not judged, since the daemon never gets there."""
+    steps after it are not judged, since the daemon never gets there, but a detour is shown."""
     nodes = []
     for name, n, cluster in (("o", 1, None), ("x", 10, "224.0.0.1"), ("y", 30, "224.0.0.3"),
                              ("b", 20, "224.0.0.2"), ("b2", 5, "224.0.0.2"), ("t", 2, None)):
@@ -43,6 +43,12 @@ def test_a_step_that_hides_a_route_is_shown_held_with_the_pairs_it_would_lose(ca
         " daemon does not take it",
         "  IPv4: 1 (origin -> receiver) would stop reaching: o -> t",
     ]
+    # A break op that loses nothing on its own goes first, as the daemon's detour.
+    detour = Plan(make=todo.make, brk=(DeletePeer("x-y", 1), DeletePeer("idle", 1)))
+    assert commands._steps(state, detour, settings) is True
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "meanwhile, as a detour, the daemon takes delete BGPPeer idle first: it loses no route"
+        " on its own")
     # Without it, the make phase is empty and the break step is judged.
     assert commands._steps(state, Plan(brk=todo.brk), settings) is True
     assert capsys.readouterr().out.splitlines()[0] == (

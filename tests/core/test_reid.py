@@ -13,11 +13,18 @@ import ipaddress
 import attrs
 from hypothesis import given
 
+from rrwatch.core import calico
 from rrwatch.core.breaks import step
 from rrwatch.core.model import BgpConfig, ClusterState, Node
-from rrwatch.core.plan import Limits, Planner, SetNode, outcome
+from rrwatch.core.plan import DeletePeer, Limits, Planner, SetNode, outcome
+from rrwatch.core.policy import Policy
+from rrwatch.core.reachability import unreachable
+from rrwatch.core.sessions import FAMILIES, fabric
+from rrwatch.core.steps import applied, check
+from rrwatch.testing import simulate
 from tests.support import (
     POLICY,
+    RR_LABEL,
     clusters,
     converge,
     policies,
@@ -91,3 +98,39 @@ def test_every_plan_converges_with_re_ids_one_at_a_time(nodes, policy):
     state = state_of(nodes, policy)
     converge(state, policy, Limits(demotions=1))
     assert not Planner(policy).plan(state)[1]
+
+
+def three_zones_to_multi() -> tuple[ClusterState, tuple]:
+    """3 zones of 4 nodes, 2 RRs a zone sharing one ID (`simple`, mesh off), after the make
+    phase of `multi` (2 RRs a client): its break phase."""
+    simple = Policy(rr_label=RR_LABEL, ratio=0.005, min_rrs=2, max_rrs=2, topology="simple")
+    multi = attrs.evolve(simple, topology="multi", client_rrs=2)
+    state = ClusterState(simulate.ZONE_LABEL, RR_LABEL, None, None)
+    for zone in "abc":
+        for i, (key, value) in enumerate(simulate.nodes(zone, range(4)).items()):
+            calico.apply(state, key, value, i + 1)
+    state.set_bgp(BgpConfig(mesh_enabled=False))
+    converge(state, simple)
+    planner = Planner(multi)
+    while (plan := planner.plan(state)[1]).make:
+        outcome(state, plan.make)
+    return state, plan.brk
+
+
+def test_a_re_id_is_judged_while_its_rr_restarts_and_goes_before_the_peer_deletes():
+    """`simple` -> `multi` in the BGP lab: deleting the peer that gives every client every RR
+    in the step that re-IDs some RRs is whole before and after, but while those RRs restart, a
+    client whose other RR still shares the old ID with the rest is heard by nobody else (the
+    other RRs take the reflection for a loop). The route check judges that moment too, and the
+    plan re-IDs first, while every client still has every RR."""
+    state, brk = three_zones_to_multi()
+    reids = [op for op in brk if isinstance(op, SetNode) and op.why == "re-id"]
+    delete = next(op for op in brk if isinstance(op, DeletePeer))
+    assert brk[:len(reids)] == tuple(reids)
+    step = (delete, *reids[:3])
+    after = applied(state, step)
+    assert all(set(unreachable(fabric(after, f))) <= set(unreachable(fabric(state, f)))
+               for f in FAMILIES)  # whole after the step
+    verdict = check(state, step)
+    assert not verdict.ok and verdict.count
+    assert check(state, reids[:3]).ok

@@ -534,10 +534,10 @@ def test_twin_grouping_equals_brute_force(state):
 def test_mesh_nodes_and_clients_of_the_same_rrs_are_twins():
     """Nodes of one mesh are adjacent twins; clients of the same RRs are twins apart."""
     meshed = fabric(build([node(f"n{i}", i) for i in range(1, 6)], mesh=True), 4)
-    net = reachability._net(meshed, None, everyone=False)
+    net = reachability.index_net(meshed, None, everyone=False)
     assert [len(g) for g in reachability._twins(net)] == [5]
     clients = fabric(multi_state(12, rrs=3, k=1), 4)
-    net = reachability._net(clients, None, everyone=False)
+    net = reachability.index_net(clients, None, everyone=False)
     assert sorted(len(g) for g in reachability._twins(net)) == [4, 4, 4]
 
 

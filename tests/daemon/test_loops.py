@@ -13,7 +13,7 @@ import trio
 from rrwatch.core.model import ClusterState, Node, RRLabel
 from rrwatch.core.plan import SetNode
 from rrwatch.daemon.election import keep_alive
-from rrwatch.daemon.reconciler import Settle, paced, pause
+from rrwatch.daemon.pacing import Settle, paced, pause
 from rrwatch.daemon.watcher import DRIFT_GRACE, Probe, WatchStats, anti_entropy, confirmed
 from rrwatch.etcd import EtcdError
 

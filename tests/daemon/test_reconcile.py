@@ -8,6 +8,7 @@ import base64
 import json
 import logging
 
+import pytest
 import trio
 
 from rrwatch.config.loader import Timing
@@ -19,15 +20,16 @@ from rrwatch.core.policy import Policy
 from rrwatch.core.selector import parse
 from rrwatch.daemon import election
 from rrwatch.daemon.election import Fence
-from rrwatch.daemon.reconciler import (
+from rrwatch.daemon.reconciler import Reconciler
+from rrwatch.daemon.records import Records
+from rrwatch.daemon.requests import (
     BATCH,
     BATCH_BYTES,
-    Reconciler,
-    _chunks,
+    InvalidWrite,
     batches,
+    chunks,
     write_request,
 )
-from rrwatch.daemon.records import Records
 from rrwatch.daemon.watcher import Watcher
 from rrwatch.etcd import KV
 from rrwatch.testing import simulate
@@ -53,12 +55,12 @@ def test_large_values_split_a_batch_into_transactions_under_the_byte_budget():
     small = {"request_delete_range": {"key": "eA=="}}
     requests = [(SetNode(f"n{i}", i, None), big) for i in range(5)] + [
         (DeletePeer("p", 1), small)]
-    chunks = _chunks(requests)
-    assert [len(c) for c in chunks] == [3, 3]
-    assert [pair for chunk in chunks for pair in chunk] == requests
-    assert _chunks(requests[::-1]) == [requests[::-1][:4], requests[::-1][4:]]
+    cut = chunks(requests)
+    assert [len(c) for c in cut] == [3, 3]
+    assert [pair for chunk in cut for pair in chunk] == requests
+    assert chunks(requests[::-1]) == [requests[::-1][:4], requests[::-1][4:]]
     huge = (SetNode("n", 1, None), {"request_put": {"value": "x" * BATCH_BYTES * 2}})
-    assert _chunks([huge, huge]) == [[huge], [huge]]  # over the budget: alone, still sent
+    assert chunks([huge, huge]) == [[huge], [huge]]  # over the budget: alone, still sent
 
 
 def test_an_edit_is_made_on_the_record_it_was_planned_from_only():
@@ -79,6 +81,18 @@ def test_creating_and_deleting_peers_need_no_record():
     delete = write_request(DeletePeer("rrwatch-old", 3), None, RR)
     assert base64.b64decode(delete["request_delete_range"]["key"]) == (
         calico.PEERS + "rrwatch-old").encode()
+
+
+def test_a_write_calicos_validation_would_refuse_is_not_made():
+    """The backstop behind the planner: the record a write leaves is held to Calico's v3
+    rules, for the problems the write would bring (tests/core/test_validation.py holds every
+    plan to them)."""
+    with pytest.raises(InvalidWrite, match="not a DNS-1123 subdomain"):
+        write_request(PutPeer("rrwatch-Zone_A", None, {"peerSelector": "x == ''"}), None, RR)
+    value = simulate.node_value("node-a-00001", "a", 1)
+    with pytest.raises(InvalidWrite, match="not a dotted-quad"):
+        write_request(SetNode("node-a-00001", 7, "224.0.1", why="promote"),
+                      KV(NODE, value, 7), RR)
 
 
 # -- steps judged on a real etcd -----------------------------------------------------------------
@@ -143,9 +157,9 @@ async def test_a_break_step_that_would_cut_routes_is_held_until_a_change_frees_i
                 await trio.sleep(0.05)
             nursery.cancel_scope.cancel()
     held = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert held == ["holding the break step: it would make routes unreachable that reach now:"
-                    " IPv6: 2 (origin -> receiver) would stop reaching: v6-0 -> v6-1,"
-                    " v6-1 -> v6-0"]
+    assert held == ["holding the break step (1 writes, from delete BGPPeer rrwatch-legacy-v6): it"
+                    " would make routes unreachable that reach now: IPv6: 2 (origin -> receiver)"
+                    " would stop reaching: v6-0 -> v6-1, v6-1 -> v6-0"]
     assert any(r.getMessage() == "steps no longer held" for r in caplog.records)
     assert reconciler.stats.steps_refused == 1
 
