@@ -40,14 +40,19 @@ class Verdict:
     problems: tuple[str, ...]
     unreachable: Mapping[tuple[int, str | None], tuple[tuple[str, str], ...]]
     scenarios: int
+    # Configuration faults that take BGP down on nodes, or leave a BGPPeer selecting nothing:
+    # never ok, whatever still reaches (the simulation runs on what remains).
+    fatal: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return not self.unreachable
+        return not self.unreachable and not self.fatal
 
     def lines(self, limit: int = 20) -> list[str]:
-        """A human report: problems, then per failing case a header and its first pairs."""
-        out = [f"problem: {problem}" for problem in self.problems]
+        """A human report: fatal faults, problems, then per failing case a header and its
+        first pairs."""
+        out = [f"fatal: {fault}" for fault in self.fatal]
+        out += [f"problem: {problem}" for problem in self.problems]
         for (family, failed), pairs in sorted(
             self.unreachable.items(), key=lambda item: (item[0][0], item[0][1] or "")
         ):
@@ -77,7 +82,7 @@ def verify(state: ClusterState, failures: int = 0) -> Verdict:
             pairs = unreachable(fab, failed)
             if pairs:
                 found[(family, failed)] = tuple(pairs)
-    return Verdict(tuple(sorted(problems)), found, scenarios)
+    return Verdict(tuple(sorted(problems)), found, scenarios, tuple(sorted(peering.fatal)))
 
 
 # -- propagation ---------------------------------------------------------------------------------

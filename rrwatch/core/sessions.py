@@ -18,6 +18,7 @@ from rrwatch.core.validate import (
     speaker_problem,
 )
 
+BGP_PORT = 179  # where calico-node's BIRD listens
 HOST_PREFIX = "host/"  # external RR speakers are "host/<ip>"; node names cannot hold a slash
 FAMILIES = (4, 6)
 
@@ -97,17 +98,35 @@ class Peerings:
     """What BGPPeers and the mesh make each node configure, before families are known."""
 
     by_name: Mapping[str, set[str]]  # node -> nodes it configures sessions to
-    by_ip: Mapping[str, list[tuple[IPAddress, int | None, str]]]  # node -> (peerIP, AS, peer)
+    by_ip: Mapping[str, list[ByIP]]  # node -> its peerIP peerings
     problems: tuple[str, ...]
     unfit: Mapping[str, str]  # node -> why RR hosts give it no session (host_refusals)
+    # Faults that take a node's BGP down, or make a BGPPeer select nothing (verify reports
+    # them as fatal); and the nodes whose BIRD refuses its configuration: no session at all.
+    fatal: tuple[str, ...] = ()
+    down: frozenset[str] = frozenset()
+
+
+@attrs.frozen
+class ByIP:
+    """A peerIP peering of one node: the address, its port (None: 179), the AS, the BGPPeer,
+    and whether the node at that address peers back (confd's automatic reverse peering)."""
+
+    address: IPAddress
+    port: int | None
+    asn: int | None
+    peer: str
+    reverse: bool
 
 
 def peerings(state: ClusterState, hosts_only: bool = False) -> Peerings:
     """What the BGPPeers and the mesh configure, read once for both families (`fabric_of`)."""
     nodes = state.nodes
     by_name: dict[str, set[str]] = {name: set() for name in nodes}
-    by_ip: dict[str, list[tuple[IPAddress, int | None, str]]] = {}
+    by_ip: dict[str, list[ByIP]] = {}
     problems = []
+    fatal = []
+    down: set[str] = set()
     matched: dict[str, frozenset[str]] = {}  # each selector text is evaluated once
 
     def select(text: str) -> frozenset[str]:
@@ -121,15 +140,27 @@ def peerings(state: ClusterState, hosts_only: bool = False) -> Peerings:
         if hosts_only and not peer.spec.get("peerIP"):
             continue
         try:
-            local, remote, address, asn, reverse = _ends(peer.spec, select, nodes.keys())
-        except (SelectorError, ValueError) as e:
+            local, remote, endpoint, asn, reverse = _ends(peer.spec, select, nodes.keys())
+        except SelectorError as e:
+            fatal.append(f"BGPPeer {peer.name}: {e}; confd selects nothing with it")
+            continue
+        except ValueError as e:
             reason = e.reason if isinstance(e, decoding.BadRecord) else e
             problems.append(f"BGPPeer {peer.name}: {reason}; it configures nothing")
             continue
+        if endpoint is not None and not asn:
+            # confd renders `neighbor <ip> as 0`; BIRD refuses the whole configuration, and
+            # confd's check keeps every later one of these nodes from being installed.
+            if local:
+                down |= local
+                fatal.append(f"BGPPeer {peer.name}: peerIP {endpoint[0]} without asNumber:"
+                             f" confd writes `as 0`, which BIRD refuses, so BGP is down on"
+                             f" {_named(local)}")
+            continue
         for name in local:
             by_name[name].update(remote)
-            if address is not None:
-                by_ip.setdefault(name, []).append((address, asn, peer.name))
+            if endpoint is not None:
+                by_ip.setdefault(name, []).append(ByIP(*endpoint, asn, peer.name, reverse))
         if reverse:
             for name in remote:
                 by_name[name].update(local)
@@ -139,7 +170,14 @@ def peerings(state: ClusterState, hosts_only: bool = False) -> Peerings:
         for name in mesh:
             by_name[name].update(mesh)
     unfit = host_refusals(state) if state.reflectors else {}
-    return Peerings(by_name, by_ip, tuple(problems), unfit)
+    return Peerings(by_name, by_ip, tuple(problems), unfit, tuple(fatal), frozenset(down))
+
+
+def _named(nodes: Set[str], shown: int = 5) -> str:
+    """Some node names, for a problem's text."""
+    names = sorted(nodes)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def host_refusals(state: ClusterState) -> dict[str, str]:
@@ -164,20 +202,24 @@ def host_refusals(state: ClusterState) -> dict[str, str]:
 
 def _ends(
     spec: Mapping[str, object], select: Callable[[str], frozenset[str]], names: Set[str]
-) -> tuple[frozenset[str], frozenset[str], IPAddress | None, int | None, bool]:
-    """A BGPPeer's nodes, the nodes and address they peer with, its AS, and reverse peering."""
+) -> tuple[frozenset[str], frozenset[str], tuple[IPAddress, int | None] | None, int | None,
+           bool]:
+    """A BGPPeer's nodes, the nodes or the address (and port) they peer with, its AS, and
+    whether the far end peers back. As confd reads it: `nodeSelector` wins over `node`, a
+    non-empty `peerSelector` over `peerIP` (Calico's API refuses both, a direct write need not)."""
     node, node_selector = _text(spec, "node"), _text(spec, "nodeSelector")
     peer_selector, peer_ip = _text(spec, "peerSelector"), _text(spec, "peerIP")
-    if node or node_selector:
+    if node_selector:
+        local = select(node_selector)
+    elif node:
         local = frozenset(n for n in (node,) if n in names)
-        local |= select(node_selector) if node_selector else frozenset()
     else:
         local = frozenset(names)  # a global peer
     remote = select(peer_selector) if peer_selector else frozenset()
-    address = peer_address(peer_ip) if peer_ip else None
-    reverse = bool(peer_selector) and _text(spec, "reversePeering") != "Manual"
+    endpoint = peer_endpoint(peer_ip) if peer_ip and not peer_selector else None
+    reverse = _text(spec, "reversePeering") != "Manual"
     asn = calico.as_number("asNumber", spec.get("asNumber"))
-    return local, remote, address, asn, reverse
+    return local, remote, endpoint, asn, reverse
 
 
 def _text(spec: Mapping[str, object], field: str) -> str:
@@ -190,10 +232,10 @@ def _text(spec: Mapping[str, object], field: str) -> str:
     return value
 
 
-def peer_address(text: str) -> IPAddress:
-    """The address of a peerIP: `a.b.c.d`, `a.b.c.d:port` or `[v6]:port` (the port is ignored)."""
+def peer_endpoint(text: str) -> tuple[IPAddress, int | None]:
+    """A peerIP: `a.b.c.d`, `a.b.c.d:port` or `[v6]:port`, as (address, port or None)."""
     try:
-        return ipaddress.ip_address(text)
+        return ipaddress.ip_address(text), None
     except ValueError:
         pass
     if text.startswith("["):
@@ -201,12 +243,17 @@ def peer_address(text: str) -> IPAddress:
         port = port[1:] if port.startswith(":") else "?"
     else:
         host, _, port = text.rpartition(":")
-    if port.isdigit():
+    if port.isdigit() and 0 < int(port) < 65536:
         try:
-            return ipaddress.ip_address(host)
+            return ipaddress.ip_address(host), int(port)
         except ValueError:
             pass
     raise ValueError(f"peerIP {text!r} is not an address, address:port or [address]:port")
+
+
+def peer_address(text: str) -> IPAddress:
+    """The address of a peerIP (`peer_endpoint` without the port)."""
+    return peer_endpoint(text)[0]
 
 
 def fabric_of(state: ClusterState, family: int, peering: Peerings) -> tuple[Fabric, set[str]]:
@@ -235,7 +282,7 @@ def fabric_of(state: ClusterState, family: int, peering: Peerings) -> tuple[Fabr
             # imitates and for every host it means to peer with.
             why = peering.unfit.get(name, f"{address} is the address of RR host {address}")
             problems.add(f"node {name!r}: {why}; left out of IPv{family}")
-            for host in (owner, name, *(at.get(a) for a, _, _ in peering.by_ip.get(name, ()))):
+            for host in (owner, name, *(at.get(by.address) for by in peering.by_ip.get(name, ()))):
                 if host in hosts:
                     refused[host][name] = why
             continue
@@ -244,20 +291,27 @@ def fabric_of(state: ClusterState, family: int, peering: Peerings) -> tuple[Fabr
         at.setdefault(address, name)  # among nodes, the first keeps a shared address here
     speakers.update(nodes)
 
-    configured: dict[str, set[str]] = {}
-    for name in nodes:
-        mine = peering.by_name[name] & nodes.keys()
-        for address, peer_asn, peer in peering.by_ip.get(name, ()):
-            target = at.get(address)
+    configured: dict[str, set[str]] = {name: set() for name in nodes}
+    for name in nodes.keys() - peering.down:
+        mine = configured[name]
+        mine |= peering.by_name[name] & nodes.keys()
+        for by in peering.by_ip.get(name, ()):
+            target = at.get(by.address)
             if target is None:
                 continue  # a router rrwatch knows nothing of: not part of the check
-            if peer_asn is not None and peer_asn != speakers[target].asn:
-                problems.add(f"BGPPeer {peer}: asNumber {peer_asn}, but {target} is in AS "
+            if by.asn != speakers[target].asn:
+                problems.add(f"BGPPeer {by.peer}: asNumber {by.asn}, but {target} is in AS "
                              f"{speakers[target].asn}; no session")
                 continue
             mine.add(target)
+            # confd's reverse side: the node at that address (its AS and port matching) peers
+            # back, whatever its own BGPPeers say.
+            if by.reverse and target in nodes and by.port in (None, BGP_PORT):
+                configured[target].add(name)
+    for name in peering.down & nodes.keys():
+        configured[name].clear()  # BIRD refuses its configuration: no session at all
+    for name, mine in configured.items():
         mine.discard(name)  # a node never peers with itself
-        configured[name] = mine
 
     # An RR host refuses a neighbour whose record fails a check (host_refusals), and another
     # host whose registered address could not be a neighbour's.

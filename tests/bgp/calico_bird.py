@@ -87,6 +87,12 @@ def _peer_ip(text: str) -> str:
     return text
 
 
+def _port(text: str) -> int:
+    if text.startswith("[") or text.count(":") == 1:
+        return int(text.rpartition(":")[2])
+    return 179
+
+
 @attrs.frozen
 class Peering:
     asn: int
@@ -115,20 +121,25 @@ def peers_of(records: Records, name: str) -> dict[str, Peering]:
 
     reverse = []
     for spec in sorted(records.peers, key=kind):  # global ones first (the sort is stable)
-        if spec.get("node"):
-            local = [spec["node"]]
-        elif spec.get("nodeSelector"):
+        if spec.get("nodeSelector"):  # it wins over `node`, as `peerSelector` over `peerIP`
             local = _matching(records, spec["nodeSelector"])
+        elif spec.get("node"):
+            local = [spec["node"]]
         else:
             local = sorted(records.nodes)
         remote = _matching(records, spec["peerSelector"]) if spec.get("peerSelector") else []
+        peer_ip = "" if remote or spec.get("peerSelector") else spec.get("peerIP", "")
         if name in local:
-            if spec.get("peerIP"):
-                found.setdefault(_peer_ip(spec["peerIP"]),
+            if peer_ip:
+                found.setdefault(_peer_ip(peer_ip),
                                  Peering(int(spec["asNumber"]), "", kind(spec)))
             for other in remote:
                 add_node(other, kind(spec))
-        if name in remote and spec.get("reversePeering", "Auto") != "Manual":
+        # The reverse side: the selected nodes, and the node whose IP, AS and port a peerIP
+        # names.
+        at_me = bool(peer_ip) and _peer_ip(peer_ip) in (me.ipv4, me.ipv6) and int(
+            spec["asNumber"]) == me.asn and _port(peer_ip) == 179
+        if (name in remote or at_me) and spec.get("reversePeering", "Auto") != "Manual":
             reverse += local
     for other in reverse:  # confd writes reverse peerings as node-specific ones
         add_node(other, "Node")

@@ -307,6 +307,28 @@ async def test_rrs_sharing_a_cluster_id_with_split_clients_is_predicted(rrs, lab
     assert await agree(lab, state, names, names) >= {(a, b) for a in LEFT for b in RIGHT}
 
 
+@pytest.mark.parametrize("reverse", ["Auto", "Manual"])
+async def test_a_peer_ip_to_a_node_is_answered_by_confds_reverse_side(reverse, lab, etcd):
+    """Clients peer with an in-cluster RR by peerIP, and nothing names them on the RR's side:
+    confd makes the node at that IP peer back (the reverse side), unless the BGPPeer says
+    `reversePeering: Manual`. BIRD and verify agree both ways."""
+    rr = lab.add("rr1")
+    clients = [lab.add(name) for name in LEFT]
+    items = dict([(calico.BGP_CONFIG, BGP_CONFIG), hand_node(rr, {"name": rr.name}, CID)])
+    items.update(hand_node(c, {"name": c.name}) for c in clients)
+    items.update(hand_peer(f"{c.name}-rr", {"node": c.name, "peerIP": rr.ipv4, "asNumber": 64512,
+                                            "reversePeering": reverse}) for c in clients)
+    await simulate.put_all(etcd, items)
+    state = (await load(etcd, Live(cluster_config()).records)).state
+    names = [c.name for c in clients] + [rr.name]
+    configure_nodes(lab, await etcd_data(etcd), names)
+    if reverse == "Auto":
+        await wait_established(lab, names, session_count(state))
+        assert session_count(state) == len(clients)  # IPv4: the peerIP is rr1's IPv4 address
+    missed = await agree(lab, state, names, names)
+    assert (missed == set()) == (reverse == "Auto")
+
+
 async def test_losing_the_only_rr_of_some_clients_is_predicted(lab, etcd, start_daemon):
     """`multi` with one RR per client: killing an RR cuts off exactly the routes verify
     predicts for that failure."""

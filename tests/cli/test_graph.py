@@ -255,7 +255,7 @@ def test_ipv6_host_names_render(graphviz):
     state.set_bgp(BgpConfig(mesh_enabled=True))
     state.put_reflector(Reflector("/calico/bgp/v1/rr_v6/fd00:200::1", 1,
                                   IPv6Address("fd00:200::1"), "224.0.0.9"))
-    state.put_peer(Peer("host", 1, False, {"peerIP": "[fd00:200::1]:179"}))
+    state.put_peer(Peer("host", 1, False, {"peerIP": "[fd00:200::1]:179", "asNumber": 64512}))
     assert parse(dot(state, family=4)).declared == []
     groups = rendered(dot(state, family=6))
     assert sorted(title(g) for g in groups["node"]) == ["host/fd00:200::1", "n1", "n2", "n3"]

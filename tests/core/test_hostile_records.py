@@ -341,4 +341,4 @@ def test_a_foreign_peer_whose_selector_does_not_parse_is_reported(selector):
     mesh = desired(state, Policy())
     assert any(p.startswith("BGPPeer broken: its nodeSelector does not parse")
                for p in mesh.problems)
-    assert any("broken" in p and "configures nothing" in p for p in verify(state).problems)
+    assert any("broken" in p and "selects nothing" in p for p in verify(state).fatal)

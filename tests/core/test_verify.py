@@ -117,7 +117,8 @@ def split_clients(*, rr1: str, rr2: str) -> dict[str, dict[str, object]]:
     peers = {}
     for name in LEFT + RIGHT:
         rr = rr1 if name in LEFT else rr2
-        target = {"peerIP": rr} if rr[0].isdigit() else {"peerSelector": f"name == '{rr}'"}
+        target = ({"peerIP": rr, "asNumber": 64512} if rr[0].isdigit()
+                  else {"peerSelector": f"name == '{rr}'"})
         peers[f"{name}-rr"] = {"node": name, **target}
     return peers
 
@@ -370,30 +371,65 @@ def test_manual_reverse_peering_is_one_sided():
     assert manual.sessions["n2"] == frozenset()
 
 
-def test_peer_ip_is_one_sided_between_nodes():
-    """A peerIP BGPPeer to a Calico node configures only the local end; both ends make it up."""
+def test_a_peer_ip_peering_to_a_node_is_answered_by_confds_reverse_side():
+    """confd makes the node whose IP, AS and port match a peerIP BGPPeer peer back: one record
+    brings the session up, unless the BGPPeer asks for `reversePeering: Manual`, or names a
+    port the node does not listen on."""
     nodes = [node("n1", 1), node("n2", 2)]
-    one = {"p": {"node": "n1", "peerIP": "10.0.0.2"}}
-    both = {**one, "q": {"node": "n2", "peerIP": "10.0.0.1:179"}}
-    assert fabric(build(nodes, one), 4).sessions["n1"] == frozenset()
+    one = {"node": "n1", "peerIP": "10.0.0.2", "asNumber": 64512}
+    assert fabric(build(nodes, {"p": one}), 4).sessions == {"n1": {"n2"}, "n2": {"n1"}}
+    for other in ({"reversePeering": "Manual"}, {"peerIP": "10.0.0.2:1790"}):
+        assert fabric(build(nodes, {"p": {**one, **other}}), 4).sessions["n1"] == frozenset()
+    manual = {**one, "reversePeering": "Manual"}
+    both = {"p": manual, "q": {"node": "n2", "peerIP": "10.0.0.1:179", "asNumber": 64512,
+                               "reversePeering": "Manual"}}
     assert fabric(build(nodes, both), 4).sessions["n1"] == {"n2"}
+
+
+def test_a_peer_ip_without_as_number_takes_bgp_down_on_its_nodes():
+    """confd renders `neighbor <ip> as 0`; BIRD refuses that configuration, and confd's check
+    keeps every later one of those nodes from being installed. A fatal finding that names
+    them; the simulation runs on what remains (they have no session)."""
+    nodes = [node("rr1", 1, cluster=CID), node("n2", 2), node("n3", 3)]
+    peers = {"clients": CLIENTS_TO_RRS, "bad": {"node": "n3", "peerIP": "10.0.0.9"}}
+    verdict = verify(build(nodes, peers))
+    assert not verdict.ok
+    assert verdict.fatal == ("BGPPeer bad: peerIP 10.0.0.9 without asNumber: confd writes"
+                             " `as 0`, which BIRD refuses, so BGP is down on n3",)
+    assert set(verdict.unreachable[(4, None)]) == pairs_between(["n3"], ["rr1", "n2"])
+    assert verify(build(nodes, {"clients": CLIENTS_TO_RRS})).ok
+    assert verdict.lines()[0].startswith("fatal: BGPPeer bad:")
+
+
+def test_which_field_wins_when_both_of_a_pair_are_set():
+    """Calico's API refuses both `node` and `nodeSelector`, or both `peerSelector` and
+    `peerIP`; a direct write may set both, and confd then takes the selector alone."""
+    nodes = [node("n1", 1, labels={"x": "", "name": "n1"}), node("n2", 2, labels={"name": "n2"}),
+             node("n3", 3, labels={"name": "n3"})]
+    spec = {"node": "n2", "nodeSelector": "has(x)", "peerSelector": "name == 'n3'",
+            "peerIP": "10.0.0.2", "asNumber": 64512}
+    fab = fabric(build(nodes, {"p": spec}), 4)
+    assert fab.sessions == {"n1": {"n3"}, "n2": frozenset(), "n3": {"n1"}}
 
 
 def test_no_node_peers_with_itself():
     """A node matched by both selectors of a peer (or by its own IP) gets no session to itself."""
     nodes = [node("n1", 1), node("n2", 2)]
     fab = fabric(build(nodes, {"all": {"nodeSelector": "all()", "peerSelector": "all()"},
-                               "self": {"node": "n1", "peerIP": "10.0.0.1"}}), 4)
+                               "self": {"node": "n1", "peerIP": "10.0.0.1",
+                                        "asNumber": 64512}}), 4)
     assert fab.sessions == {"n1": {"n2"}, "n2": {"n1"}}
 
 
 def test_unparsable_selector_is_reported_and_configures_nothing():
-    """A BGPPeer with a bad selector is named in problems; the others still count."""
+    """A BGPPeer with a bad selector is a fatal finding (confd selects nothing with it), a bad
+    peerIP a problem; the others still count."""
     nodes = [node("rr1", 1, cluster=CID), node("n2", 2)]
     state = build(nodes, {"bad": {"nodeSelector": "has(", "peerSelector": RR_ONLY},
                           "wrong": {"peerIP": "10.0.0.300"}})
     verdict = verify(state)
-    assert [p.split(":")[0] for p in verdict.problems] == ["BGPPeer bad", "BGPPeer wrong"]
+    assert [p.split(":")[0] for p in verdict.problems] == ["BGPPeer wrong"]
+    assert [p.split(":")[0] for p in verdict.fatal] == ["BGPPeer bad"]
     assert set(verdict.unreachable[(4, None)]) == all_pairs(["rr1", "n2"])
     assert fabric(state, 4).sessions["n2"] == frozenset()
 
