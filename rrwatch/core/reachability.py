@@ -127,19 +127,9 @@ def index_net(fab: Fabric, failed: str | None, everyone: bool) -> Net:
         mine = sorted(index[m] for m in (near[i] if everyone else near[i] & loud))
         links.append([(j, speakers[j].asn == s.asn) for j in mine])
         # Over every neighbour, silent ones too: a route a silent client sends is reflected.
-        clients.append(frozenset(
-            j for j in map(index.__getitem__, near[i]) if s.reflector
-            and speakers[j].asn == s.asn and _known(s, speakers[j]) != s.cluster_id))
+        clients.append(frozenset(index[m] for m in fab.clients.get(s.name, ()) if m in index))
     bound = _CHANGES_PER_SESSION * (sum(map(len, links)) + 1)
     return Net(names, speakers, near, silent, links, clients, bound)
-
-
-def _known(at: Speaker, neighbour: Speaker) -> str | None:
-    """The cluster ID that `at` configures for `neighbour` (Calico's template).
-
-    A Calico node knows the cluster IDs of nodes only; an external host knows everyone's.
-    """
-    return neighbour.cluster_id if neighbour.node or not at.node else None
 
 
 def propagate(net: Net, origin: int) -> dict[int, Path]:

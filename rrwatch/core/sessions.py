@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Set
 import attrs
 
 from rrwatch.core import calico, decoding
-from rrwatch.core.model import ClusterState, IPAddress
+from rrwatch.core.model import ClusterState, IPAddress, Peer
 from rrwatch.core.selector import SelectorError, parse
 from rrwatch.core.validate import (
     address_problem,
@@ -50,6 +50,9 @@ class Fabric:
     speakers: Mapping[str, Speaker]
     sessions: Mapping[str, frozenset[str]]
     refused: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)
+    # Per route reflector: the neighbours it configures as `rr client` (confd's rule, per
+    # peering: same AS, and the peering carries no cluster ID or another one).
+    clients: Mapping[str, frozenset[str]] = attrs.field(factory=dict)
     reflectors: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
 
     @reflectors.default
@@ -105,6 +108,9 @@ class Peerings:
     # them as fatal); and the nodes whose BIRD refuses its configuration: no session at all.
     fatal: tuple[str, ...] = ()
     down: frozenset[str] = frozenset()
+    # (node, node) whose first peering in confd's order is a peerIP one: it carries no
+    # cluster ID, so an RR takes even a same-ID RR at that address for a client.
+    via_ip: frozenset[tuple[str, str]] = frozenset()
 
 
 @attrs.frozen
@@ -136,7 +142,18 @@ def peerings(state: ClusterState, hosts_only: bool = False) -> Peerings:
                                       if selector.matches(node.labels))
         return matched[text]
 
-    for peer in sorted(state.peers.values(), key=lambda p: p.name):
+    # confd's order: global BGPPeers, then node-specific ones, then the reverse peerings.
+    # The first peering of a node to an address wins: whether it carries the far node's
+    # cluster ID (all do but a forward peerIP one) decides the RR's rr-client rule.
+    carries: dict[tuple[str, str], bool] = {}
+    reversed_: list[tuple[str, str]] = []
+    at = {ip: name for name, node in sorted(nodes.items()) for ip in (node.ipv4, node.ipv6)
+          if ip is not None}
+
+    def specific(peer: Peer) -> tuple[bool, str]:
+        return bool(peer.spec.get("node") or peer.spec.get("nodeSelector")), peer.name
+
+    for peer in sorted(state.peers.values(), key=specific):
         if hosts_only and not peer.spec.get("peerIP"):
             continue
         try:
@@ -157,20 +174,30 @@ def peerings(state: ClusterState, hosts_only: bool = False) -> Peerings:
                              f" confd writes `as 0`, which BIRD refuses, so BGP is down on"
                              f" {_named(local)}")
             continue
+        target = at.get(endpoint[0]) if endpoint is not None else None
         for name in local:
             by_name[name].update(remote)
+            for other in remote:
+                carries.setdefault((name, other), True)
             if endpoint is not None:
                 by_ip.setdefault(name, []).append(ByIP(*endpoint, asn, peer.name, reverse))
+                if target is not None:
+                    carries.setdefault((name, target), False)
         if reverse:
             for name in remote:
                 by_name[name].update(local)
+            reversed_ += ((other, name) for name in local for other in (
+                *remote, *((target,) if target is not None else ())))
+    for pair in reversed_:
+        carries.setdefault(pair, True)
     if state.bgp.mesh_enabled and not hosts_only:
         # Route reflectors leave the node-to-node mesh.
         mesh = {name for name, node in nodes.items() if node.cluster_id is None}
         for name in mesh:
             by_name[name].update(mesh)
     unfit = host_refusals(state) if state.reflectors else {}
-    return Peerings(by_name, by_ip, tuple(problems), unfit, tuple(fatal), frozenset(down))
+    return Peerings(by_name, by_ip, tuple(problems), unfit, tuple(fatal), frozenset(down),
+                    frozenset(pair for pair, carried in carries.items() if not carried))
 
 
 def _named(nodes: Set[str], shown: int = 5) -> str:
@@ -339,4 +366,17 @@ def fabric_of(state: ClusterState, family: int, peering: Peerings) -> tuple[Fabr
     for name, mine in configured.items():
         sessions[name] = frozenset(b for b in mine if name in (
             sessions[b] if b in hosts else configured[b]))
-    return Fabric(family, speakers, sessions, refused), problems
+    clients = {name: frozenset(
+        t for t in sessions[name] if speakers[t].asn == speaker.asn
+        and _known(speaker, speakers[t], (name, t) in peering.via_ip) != speaker.cluster_id)
+        for name, speaker in speakers.items() if speaker.reflector}
+    return Fabric(family, speakers, sessions, refused, clients), problems
+
+
+def _known(at: Speaker, neighbour: Speaker, via_ip: bool) -> str | None:
+    """The cluster ID that `at`'s peering with `neighbour` carries (confd's template): none for
+    a peering by peerIP, and a Calico node knows only nodes' cluster IDs; an RR host, whose
+    BIRD rrwatch renders, knows everyone's."""
+    if at.node and (via_ip or not neighbour.node):
+        return None
+    return neighbour.cluster_id

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from rrwatch.core.selector import parse
+from rrwatch.core.selector import SelectorError, parse
 
 NODES = "/calico/resources/v3/projectcalico.org/nodes/"
 PEERS = "/calico/resources/v3/projectcalico.org/bgppeers/"
@@ -75,7 +75,11 @@ def read(data: Mapping[str, bytes]) -> Records:
 
 
 def _matching(records: Records, selector: str) -> list[str]:
-    parsed = parse(selector)
+    """The nodes a selector selects; none if it does not parse (confd's reading)."""
+    try:
+        parsed = parse(selector)
+    except SelectorError:
+        return []
     return sorted(n for n, node in records.nodes.items() if parsed.matches(node.labels))
 
 
@@ -130,15 +134,15 @@ def peers_of(records: Records, name: str) -> dict[str, Peering]:
         remote = _matching(records, spec["peerSelector"]) if spec.get("peerSelector") else []
         peer_ip = "" if remote or spec.get("peerSelector") else spec.get("peerIP", "")
         if name in local:
-            if peer_ip:
+            if peer_ip:  # without asNumber, confd writes `as 0`
                 found.setdefault(_peer_ip(peer_ip),
-                                 Peering(int(spec["asNumber"]), "", kind(spec)))
+                                 Peering(int(spec.get("asNumber") or 0), "", kind(spec)))
             for other in remote:
                 add_node(other, kind(spec))
         # The reverse side: the selected nodes, and the node whose IP, AS and port a peerIP
         # names.
         at_me = bool(peer_ip) and _peer_ip(peer_ip) in (me.ipv4, me.ipv6) and int(
-            spec["asNumber"]) == me.asn and _port(peer_ip) == 179
+            spec.get("asNumber") or records.asn) == me.asn and _port(peer_ip) == 179
         if (name in remote or at_me) and spec.get("reversePeering", "Auto") != "Manual":
             reverse += local
     for other in reverse:  # confd writes reverse peerings as node-specific ones

@@ -8,12 +8,16 @@ rrwatch itself, which renders, checks and loads their BIRD. Figures print with `
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import tempfile
 import time
 
 import pytest
 import trio
 
 from rrwatch.core import bird_config, calico, edits
+from rrwatch.core.model import ClusterState
 from rrwatch.core.reachability import verify
 from rrwatch.core.reports import parse_report
 from rrwatch.core.sessions import HOST_PREFIX, fabric
@@ -24,7 +28,8 @@ from rrwatch.host import keeper
 from rrwatch.testing import simulate
 from tests import support
 from tests.bgp import calico_bird
-from tests.bgp.lab import ROUTES, Lab, Speaker, missing_pairs, until_complete
+from tests.bgp.lab import ROUTES, Lab, Speaker, bird1_dir, missing_pairs, until_complete
+from tests.support import RR_LABEL
 
 ZONES = ("a", "b", "c")
 PER_ZONE = 4
@@ -327,6 +332,108 @@ async def test_a_peer_ip_to_a_node_is_answered_by_confds_reverse_side(reverse, l
         assert session_count(state) == len(clients)  # IPv4: the peerIP is rr1's IPv4 address
     missed = await agree(lab, state, names, names)
     assert (missed == set()) == (reverse == "Auto")
+
+
+@pytest.mark.parametrize("by", ["selector", "peerIP"])
+async def test_a_same_id_rr_peered_by_peer_ip_is_a_client_as_verify_predicts(by, lab, etcd):
+    """Three RRs share a cluster ID; x peers with rr1 by selector, rr1 with rr2 by selector or
+    by peerIP. confd makes a peerIP peering an `rr client` one even to a same-ID RR, so rr1
+    reflects x's route to rr2 only then. BIRD and verify agree both ways."""
+    speakers = [lab.add(name) for name in ("x", "rr1", "rr2")]
+    rr2 = speakers[2]
+    items = dict([(calico.BGP_CONFIG, BGP_CONFIG)])
+    items.update(hand_node(sp, {"name": sp.name}, CID) for sp in speakers)
+    to_rr2 = ({"peerSelector": "name == 'rr2'"} if by == "selector"
+              else {"peerIP": rr2.ipv4, "asNumber": 64512})
+    items.update([hand_peer("x-rr1", {"node": "x", "peerSelector": "name == 'rr1'"}),
+                  hand_peer("rr1-rr2", {"node": "rr1", **to_rr2})])
+    await simulate.put_all(etcd, items)
+    state = (await load(etcd, Live(cluster_config()).records)).state
+    names = [sp.name for sp in speakers]
+    configure_nodes(lab, await etcd_data(etcd), names)
+    await wait_established(lab, names, session_count(state))
+    missed = await agree(lab, state, names, names)
+    assert missed == ({("x", "rr2"), ("rr2", "x")} if by == "selector" else set())
+
+
+@pytest.mark.parametrize("selector", ["name starts with 'rr'", "name startswith 'rr'",
+                                      "has (rrx)", ""])
+async def test_clients_peer_with_an_rr_through_calicos_selector_spellings(selector, lab, etcd):
+    """The clients' BGPPeer selects the RR by `startswith` (one word or two); or by `has (x)`,
+    which Calico's parser refuses (a blank before the parenthesis), so confd selects nothing
+    with it; or by an empty peerSelector, which configures nothing. BIRD and verify agree."""
+    rr = lab.add("rr1")
+    clients = [lab.add(name) for name in LEFT]
+    items = dict([(calico.BGP_CONFIG, BGP_CONFIG),
+                  hand_node(rr, {"name": rr.name, "rrx": ""}, CID)])
+    items.update(hand_node(c, {"name": c.name, "client": ""}) for c in clients)
+    items.update([hand_peer("to-rr", {"nodeSelector": "has(client)", "peerSelector": selector})])
+    await simulate.put_all(etcd, items)
+    state = (await load(etcd, Live(cluster_config()).records)).state
+    names = [c.name for c in clients] + [rr.name]
+    configure_nodes(lab, await etcd_data(etcd), names)
+    await wait_established(lab, names, session_count(state))
+    works = "start" in selector
+    assert session_count(state) == (len(clients) * 2 if works else 0)  # both families
+    assert bool(verify(state).fatal) == (selector == "has (rrx)")
+    missed = await agree(lab, state, names, names)
+    assert (missed == set()) == works
+
+
+@pytest.mark.parametrize("ids", ["shared", "distinct"])
+async def test_issue_2735_by_peer_ip_complete_only_with_distinct_ids(ids, lab, etcd):
+    """Calico issue 2735's layout as its reporters built it: each client peers with one RR by
+    peerIP (confd's reverse side brings the session up), and the RRs peer with each other. With
+    one shared cluster ID, neither half hears the other; with distinct IDs, all is heard."""
+    rrs = [lab.add("rr1"), lab.add("rr2")]
+    clients = [lab.add(name) for name in LEFT + RIGHT]
+    cids = [CID, CID] if ids == "shared" else ["224.0.0.1", "224.0.0.2"]
+    items = dict([(calico.BGP_CONFIG, BGP_CONFIG)])
+    items.update(hand_node(rr, {"name": rr.name}, cid) for rr, cid in zip(rrs, cids,
+                                                                          strict=True))
+    items.update(hand_node(c, {"name": c.name}) for c in clients)
+    items.update([hand_peer("rr-pair", {"node": "rr1", "peerSelector": "name == 'rr2'"})])
+    items.update(hand_peer(f"{c.name}-rr", {"node": c.name, "asNumber": 64512, "peerIP": (
+        rrs[0] if c.name in LEFT else rrs[1]).ipv4}) for c in clients)
+    await simulate.put_all(etcd, items)
+    state = (await load(etcd, Live(cluster_config()).records)).state
+    names = [sp.name for sp in rrs + clients]
+    configure_nodes(lab, await etcd_data(etcd), names)
+    await wait_established(lab, names, session_count(state))
+    missed = await agree(lab, state, names, names)
+    split = {(a, b) for a in LEFT for b in RIGHT} | {(b, a) for a in LEFT for b in RIGHT}
+    assert (missed >= split) if ids == "shared" else missed == set()
+
+
+@pytest.mark.parametrize("scope", ["node", "global"])
+def test_a_peer_ip_without_as_number_is_refused_by_bird_where_verify_says(scope):
+    """confd writes `neighbor <ip> as 0` for a peerIP BGPPeer without asNumber. BIRD 1.6's
+    parse check (`bird -p`, which confd runs before installing a configuration) refuses the
+    configuration of exactly the nodes verify names in its fatal finding."""
+    items = simulate.nodes("a", range(4))
+    items[calico.BGP_CONFIG] = BGP_CONFIG
+    spec = {"peerIP": "10.99.0.9"} | ({"node": "node-a-00001"} if scope == "node" else {})
+    items.update([hand_peer("tor", spec)])
+    state = ClusterState(simulate.ZONE_LABEL, RR_LABEL, None, None)
+    for revision, (key, value) in enumerate(sorted(items.items()), 1):
+        calico.apply(state, key, value, revision)
+    fatal = verify(state).fatal
+    assert len(fatal) == 1 and "confd writes `as 0`" in fatal[0]
+    down = {name for name in state.nodes if name in fatal[0]}
+    assert down == ({"node-a-00001"} if scope == "node" else set(state.nodes))
+    records = calico_bird.read(items)
+    refused = set()
+    for name in state.nodes:
+        config = calico_bird.configs16(records, name, ("10.1.0.0/24", "fd01::/64"))[0]
+        with tempfile.NamedTemporaryFile("w", suffix=".cfg") as f:
+            f.write(config)
+            f.flush()
+            check = subprocess.run([os.path.join(bird1_dir(), "bird"), "-p", "-c", f.name],
+                                   capture_output=True, text=True)
+        if check.returncode:
+            assert "Remote AS number must be set" in check.stderr
+            refused.add(name)
+    assert refused == down
 
 
 async def test_losing_the_only_rr_of_some_clients_is_predicted(lab, etcd, start_daemon):

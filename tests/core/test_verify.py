@@ -401,6 +401,26 @@ def test_a_peer_ip_without_as_number_takes_bgp_down_on_its_nodes():
     assert verdict.lines()[0].startswith("fatal: BGPPeer bad:")
 
 
+@pytest.mark.parametrize("by", ["selector", "peerIP"])
+def test_a_peer_ip_peering_makes_even_a_same_id_rr_a_client(by):
+    """confd's rr-client rule is per peering: a peerIP peering carries no cluster ID, so rr1
+    takes rr2 for a client though they share one (rr2's reverse side carries rr1's, and takes
+    rr1 for a non-client). x is an RR of the same ID, peered with rr1 by selector. rr1 then
+    reflects x's route to rr2, which by selector it may not (non-client to non-client)."""
+    nodes = [node(name, i, cluster=CID, labels={"name": name})
+             for i, name in enumerate(["x", "rr1", "rr2"], 1)]
+    to_rr2 = ({"peerSelector": "name == 'rr2'"} if by == "selector"
+              else {"peerIP": "10.0.0.3", "asNumber": 64512})
+    state = build(nodes, {"x-rr1": {"node": "x", "peerSelector": "name == 'rr1'"},
+                          "rr1-rr2": {"node": "rr1", **to_rr2}})
+    fab = fabric(state, 4)
+    assert fab.sessions["rr1"] == {"x", "rr2"}
+    assert fab.clients["rr1"] == (set() if by == "selector" else {"rr2"})
+    assert fab.clients["rr2"] == frozenset() and fab.clients["x"] == frozenset()
+    missed = set(verify(state).unreachable.get((4, None), ()))
+    assert missed == ({("x", "rr2"), ("rr2", "x")} if by == "selector" else set())
+
+
 def test_which_field_wins_when_both_of_a_pair_are_set():
     """Calico's API refuses both `node` and `nodeSelector`, or both `peerSelector` and
     `peerIP`; a direct write may set both, and confd then takes the selector alone."""
