@@ -308,7 +308,8 @@ def _print(verdict: Verdict, prefix: str) -> None:
         _say(f"{prefix}every node's routes reach every other node"
              f" ({verdict.scenarios} cases simulated)")
     else:
-        _say(f"{prefix}some routes do not reach:")
+        _say(f"{prefix}some routes do not reach:" if verdict.unreachable else
+             f"{prefix}every node's routes reach every node that runs BGP, but:")
         for line in verdict.lines():
             _say(f"  {line}")
 

@@ -15,7 +15,7 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rrwatch.core.decoding import BadRecord, json_object, reading
+from rrwatch.core.decoding import BadRecord, BirdRefuses, json_object, reading
 from rrwatch.core.model import (
     DEFAULT_AS,
     BgpConfig,
@@ -66,17 +66,20 @@ def apply(state: ClusterState, key: str, value: bytes | None, revision: int) -> 
         return  # a key in a watched range that rrwatch does not read
     parse, put, remove = route
     state.unreadable.discard(key)
+    state.bird_refuses.pop(key, None)
     if value is None:
         remove()
         return
     try:
         with reading(key):
             parsed = parse(key, value, revision)
-    except BadRecord:
+    except BadRecord as e:
         # The defaults are no stand-in for an unreadable BGPConfiguration: they would change
         # every peer's AS. The last good one stays, and AS-dependent writes wait.
         state.bgp_unreadable() if key == BGP_CONFIG else remove()
         state.unreadable.add(key)
+        if isinstance(e, BirdRefuses):
+            state.bird_refuses[key] = e.reason
         raise
     put(parsed)
 
@@ -197,6 +200,13 @@ def cluster_id(key: str, value: Any) -> str | None:
         raise BadRecord(key, f"cluster ID {value!r} is not an IPv4 address") from None
 
 
+def _node_cluster_id(key: str, value: Any) -> str | None:
+    try:
+        return cluster_id(key, value)
+    except BadRecord as e:
+        raise BirdRefuses(key, e.reason) from None
+
+
 @functools.lru_cache(maxsize=4096)
 def _shared(text: str) -> str:
     """`text`, or an equal string met lately: one copy of the label keys and values that most
@@ -221,7 +231,7 @@ def parse_node(key: str, value: bytes, revision: int) -> Node:
         ipv4=_address(key, "ipv4Address", bgp.get("ipv4Address"), 4),
         ipv6=_address(key, "ipv6Address", bgp.get("ipv6Address"), 6),
         asn=as_number(key, bgp.get("asNumber")),
-        cluster_id=cluster_id(key, bgp.get("routeReflectorClusterID")),
+        cluster_id=_node_cluster_id(key, bgp.get("routeReflectorClusterID")),
         rr_label=_field(key, annotations, LABEL_ANNOTATION, str, None),
     )
 

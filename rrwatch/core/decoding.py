@@ -26,6 +26,12 @@ class BadRecord(ValueError):
         self.reason = reason
 
 
+class BirdRefuses(BadRecord):
+    """A bad value that confd passes on as it is, and calico-node's BIRD refuses with the
+    whole configuration it is in (a node's cluster ID that is not a dotted quad): that node
+    runs no BGP. `verify` reports it as fatal."""
+
+
 @contextlib.contextmanager
 def reading(key: str) -> Iterator[None]:
     """Any failure while reading one record's value is that record's fault, whatever its type

@@ -175,6 +175,7 @@ class ClusterState:
     marked: set[str] = attrs.field(factory=set)
     changed: set[str] = attrs.field(factory=set)
     unreadable: set[str] = attrs.field(factory=set)  # keys whose values are bad: never written
+    bird_refuses: dict[str, str] = attrs.field(factory=dict)  # of those, BIRD refuses: why
     # Registered RR hosts: `reflectors` holds those in force; `refused` the others (key ->
     # why). A registration may not claim a node's address, nor one outside `host_prefixes`
     # (empty: anywhere). Node addresses are counted so that this costs O(1) per event.

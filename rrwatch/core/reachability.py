@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from rrwatch.core import calico
 from rrwatch.core.model import ClusterState
 from rrwatch.core.sessions import FAMILIES, Fabric, Speaker, fabric_of, peerings
 
@@ -82,7 +83,10 @@ def verify(state: ClusterState, failures: int = 0) -> Verdict:
             pairs = unreachable(fab, failed)
             if pairs:
                 found[(family, failed)] = tuple(pairs)
-    return Verdict(tuple(sorted(problems)), found, scenarios, tuple(sorted(peering.fatal)))
+    fatal = [*peering.fatal, *(
+        f"node {key[len(calico.NODES):]}: {why}: confd passes it on, and its BIRD refuses the"
+        " configuration: no BGP there" for key, why in state.bird_refuses.items())]
+    return Verdict(tuple(sorted(problems)), found, scenarios, tuple(sorted(fatal)))
 
 
 # -- propagation ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ rrwatch itself, which renders, checks and loads their BIRD. Figures print with `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 import trio
 
 from rrwatch.core import bird_config, calico, edits
+from rrwatch.core.decoding import BadRecord
 from rrwatch.core.model import ClusterState
 from rrwatch.core.reachability import verify
 from rrwatch.core.reports import parse_report
@@ -422,18 +424,40 @@ def test_a_peer_ip_without_as_number_is_refused_by_bird_where_verify_says(scope)
     down = {name for name in state.nodes if name in fatal[0]}
     assert down == ({"node-a-00001"} if scope == "node" else set(state.nodes))
     records = calico_bird.read(items)
-    refused = set()
-    for name in state.nodes:
-        config = calico_bird.configs16(records, name, ("10.1.0.0/24", "fd01::/64"))[0]
-        with tempfile.NamedTemporaryFile("w", suffix=".cfg") as f:
-            f.write(config)
-            f.flush()
-            check = subprocess.run([os.path.join(bird1_dir(), "bird"), "-p", "-c", f.name],
-                                   capture_output=True, text=True)
-        if check.returncode:
-            assert "Remote AS number must be set" in check.stderr
-            refused.add(name)
-    assert refused == down
+    refused = {name: why for name in state.nodes if (why := _bird_refuses(records, name))}
+    assert refused.keys() == down
+    assert all("Remote AS number must be set" in why for why in refused.values())
+
+
+def _bird_refuses(records, name: str) -> str:
+    """What BIRD 1.6's parse check (`bird -p`, run by confd before it installs a configuration)
+    says of node `name`'s bird.cfg as confd writes it; empty if it takes it."""
+    config = calico_bird.configs16(records, name, ("10.1.0.0/24", "fd01::/64"))[0]
+    with tempfile.NamedTemporaryFile("w", suffix=".cfg") as f:
+        f.write(config)
+        f.flush()
+        check = subprocess.run([os.path.join(bird1_dir(), "bird"), "-p", "-c", f.name],
+                               capture_output=True, text=True)
+    return check.stderr if check.returncode else ""
+
+
+def test_an_rr_cluster_id_bird_refuses_is_the_fatal_finding_verify_names():
+    """An RR whose cluster ID is not a dotted quad, with a client: BIRD 1.6 refuses the RR's
+    configuration, and no other node's; verify names that node, and only it, as fatal."""
+    items = simulate.nodes("a", range(3))
+    items[calico.BGP_CONFIG] = BGP_CONFIG
+    rr = calico.NODES + "node-a-00000"
+    items[rr] = items[rr].replace(b'"bgp":{', b'"bgp":{"routeReflectorClusterID":"224.0.0",')
+    items.update([hand_peer("to-rr", {"nodeSelector": "all()",
+                                      "peerSelector": "kubernetes.io/hostname == 'node-a-00000'"})])
+    state = ClusterState(simulate.ZONE_LABEL, RR_LABEL, None, None)
+    for revision, (key, value) in enumerate(sorted(items.items()), 1):
+        with contextlib.suppress(BadRecord):
+            calico.apply(state, key, value, revision)
+    assert [f.split(":")[0] for f in verify(state).fatal] == ["node node-a-00000"]
+    records = calico_bird.read(items)
+    refused = {name for name in records.nodes if _bird_refuses(records, name)}
+    assert refused == {"node-a-00000"}
 
 
 async def test_losing_the_only_rr_of_some_clients_is_predicted(lab, etcd, start_daemon):

@@ -11,6 +11,7 @@ from rrwatch.core import calico, edits
 from rrwatch.core.model import BgpConfig, Node, Peer
 from rrwatch.core.plan import DeletePeer, Limits, Plan, PutPeer
 from rrwatch.core.policy import Policy
+from rrwatch.core.reachability import Verdict
 from rrwatch.errors import ExitStatus
 from rrwatch.testing import simulate
 from tests.support import RR_LABEL, ZONE_LABEL, state_of
@@ -90,3 +91,12 @@ async def test_plan_on_etcd_shows_each_phase_and_fails_on_a_held_break(etcd, rrw
                        " loses nothing, if one does)")
     assert lines[held + 1] == ("  IPv6: 2 (origin -> receiver) would stop reaching:"
                                " v6-0 -> v6-1, v6-1 -> v6-0")
+
+
+def test_a_fatal_fault_is_printed_as_such_even_when_every_route_reaches(capsys):
+    """A BGPPeer whose selector does not parse breaks no route that reaches now, and still
+    fails `verify`: the report says what is wrong rather than that routes do not reach."""
+    fault = "BGPPeer x: no label in has( at 0; confd selects nothing with it"
+    commands._print(Verdict((), {}, 2, (fault,)), "revision 5: ")
+    assert capsys.readouterr().out.splitlines() == [
+        "revision 5: every node's routes reach every node that runs BGP, but:", f"  fatal: {fault}"]

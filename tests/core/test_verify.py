@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rrwatch.core import reachability, sessions
+from rrwatch.core import calico, decoding, reachability, sessions
 from rrwatch.core.model import BgpConfig, Node, Peer, Reflector
 from rrwatch.core.reachability import Verdict, unreachable, verify
 from rrwatch.core.sessions import fabric
+from rrwatch.testing import simulate
 from tests.support import state_of
 
 RR = "calico-route-reflector"
@@ -419,6 +420,29 @@ def test_a_peer_ip_peering_makes_even_a_same_id_rr_a_client(by):
     assert fab.clients["rr2"] == frozenset() and fab.clients["x"] == frozenset()
     missed = set(verify(state).unreachable.get((4, None), ()))
     assert missed == ({("x", "rr2"), ("rr2", "x")} if by == "selector" else set())
+
+
+def test_an_rr_whose_cluster_id_bird_refuses_is_a_fatal_finding():
+    """A cluster ID that is not a dotted quad: confd passes it on and the node's BIRD refuses
+    its whole configuration. The model leaves the node out (a bad record, logged and counted),
+    and verify names it in a fatal finding until the record is mended or deleted."""
+    state = build([node("rr1", 1, cluster=CID), node("n2", 2)],
+                  {"clients": CLIENTS_TO_RRS})
+    key = calico.NODES + "rr3"
+    bad = simulate.node_value("rr3", "a", 3).replace(
+        b'"bgp":{', b'"bgp":{"routeReflectorClusterID":"224.0.0",')
+    with pytest.raises(decoding.BirdRefuses):
+        calico.apply(state, key, bad, 2)
+    assert "rr3" not in state.nodes
+    fatal = verify(state).fatal
+    assert len(fatal) == 1 and fatal[0].startswith("node rr3: cluster ID '224.0.0' is not")
+    assert not verify(state).ok
+    calico.apply(state, key, simulate.node_value("rr3", "a", 3), 3)
+    assert verify(state).fatal == () and "rr3" in state.nodes
+    with pytest.raises(decoding.BirdRefuses):
+        calico.apply(state, key, bad, 4)
+    calico.apply(state, key, None, 5)
+    assert verify(state).fatal == ()
 
 
 def test_which_field_wins_when_both_of_a_pair_are_set():
