@@ -142,13 +142,19 @@ def peerings(state: ClusterState, hosts_only: bool = False) -> Peerings:
                                       if selector.matches(node.labels))
         return matched[text]
 
-    # confd's order: global BGPPeers, then node-specific ones, then the reverse peerings.
-    # The first peering of a node to an address wins: whether it carries the far node's
-    # cluster ID (all do but a forward peerIP one) decides the RR's rr-client rule.
-    carries: dict[tuple[str, str], bool] = {}
-    reversed_: list[tuple[str, str]] = []
-    at = {ip: name for name, node in sorted(nodes.items()) for ip in (node.ipv4, node.ipv6)
-          if ip is not None}
+    # confd's order: global BGPPeers, then node-specific ones, then the reverse peerings; the
+    # first peering of a node to an address wins. Only a forward peerIP one carries no cluster
+    # ID, which matters on an RR alone (the rr-client rule): such pairs are few, and each is
+    # checked against the selector peerings before it.
+    selected: list[tuple[frozenset[str], frozenset[str]]] = []  # (local, remote), in order
+    via_ip: set[tuple[str, str]] = set()
+    at: dict[IPAddress, str] = {}  # node addresses, read once some RR peers by peerIP
+
+    def node_at(address: IPAddress) -> str | None:
+        if not at:
+            at.update((ip, name) for name, node in sorted(nodes.items(), reverse=True)
+                      for ip in (node.ipv4, node.ipv6) if ip is not None)
+        return at.get(address)
 
     def specific(peer: Peer) -> tuple[bool, str]:
         return bool(peer.spec.get("node") or peer.spec.get("nodeSelector")), peer.name
@@ -174,22 +180,21 @@ def peerings(state: ClusterState, hosts_only: bool = False) -> Peerings:
                              f" confd writes `as 0`, which BIRD refuses, so BGP is down on"
                              f" {_named(local)}")
             continue
-        target = at.get(endpoint[0]) if endpoint is not None else None
+        rrs = [n for n in local if nodes[n].cluster_id is not None] if endpoint else []
+        target = node_at(endpoint[0]) if endpoint is not None and rrs else None
         for name in local:
             by_name[name].update(remote)
-            for other in remote:
-                carries.setdefault((name, other), True)
             if endpoint is not None:
                 by_ip.setdefault(name, []).append(ByIP(*endpoint, asn, peer.name, reverse))
-                if target is not None:
-                    carries.setdefault((name, target), False)
+        for name in rrs:
+            if target is not None and not any(
+                    name in mine and target in theirs for mine, theirs in selected):
+                via_ip.add((name, target))
+        if remote:
+            selected.append((local, remote))
         if reverse:
             for name in remote:
                 by_name[name].update(local)
-            reversed_ += ((other, name) for name in local for other in (
-                *remote, *((target,) if target is not None else ())))
-    for pair in reversed_:
-        carries.setdefault(pair, True)
     if state.bgp.mesh_enabled and not hosts_only:
         # Route reflectors leave the node-to-node mesh.
         mesh = {name for name, node in nodes.items() if node.cluster_id is None}
@@ -197,7 +202,7 @@ def peerings(state: ClusterState, hosts_only: bool = False) -> Peerings:
             by_name[name].update(mesh)
     unfit = host_refusals(state) if state.reflectors else {}
     return Peerings(by_name, by_ip, tuple(problems), unfit, tuple(fatal), frozenset(down),
-                    frozenset(pair for pair, carried in carries.items() if not carried))
+                    frozenset(via_ip))
 
 
 def _named(nodes: Set[str], shown: int = 5) -> str:

@@ -422,6 +422,20 @@ def test_a_peer_ip_peering_makes_even_a_same_id_rr_a_client(by):
     assert missed == ({("x", "rr2"), ("rr2", "x")} if by == "selector" else set())
 
 
+def test_the_first_peering_of_an_rr_to_an_address_decides_whether_it_is_a_client():
+    """confd keeps the first peering per address (BGPPeers by name within their group): a
+    selector one before the peerIP one carries the cluster ID, so the same-ID RR stays a
+    non-client; the other way round it is a client."""
+    nodes = [node(name, i, cluster=CID, labels={"name": name})
+             for i, name in enumerate(["rr1", "rr2"], 1)]
+    by_selector = {"node": "rr1", "peerSelector": "name == 'rr2'"}
+    by_ip = {"node": "rr1", "peerIP": "10.0.0.2", "asNumber": 64512}
+    first = fabric(build(nodes, {"a": by_selector, "b": by_ip}), 4)
+    assert first.sessions["rr1"] == {"rr2"} and first.clients["rr1"] == frozenset()
+    second = fabric(build(nodes, {"a": by_ip, "b": by_selector}), 4)
+    assert second.clients["rr1"] == {"rr2"}
+
+
 def test_an_rr_whose_cluster_id_bird_refuses_is_a_fatal_finding():
     """A cluster ID that is not a dotted quad: confd passes it on and the node's BIRD refuses
     its whole configuration. The model leaves the node out (a bad record, logged and counted),
