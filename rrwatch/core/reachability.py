@@ -131,7 +131,7 @@ def index_net(fab: Fabric, failed: str | None, everyone: bool) -> Net:
         mine = sorted(index[m] for m in (near[i] if everyone else near[i] & loud))
         links.append([(j, speakers[j].asn == s.asn) for j in mine])
         # Over every neighbour, silent ones too: a route a silent client sends is reflected.
-        clients.append(frozenset(index[m] for m in fab.clients.get(s.name, ()) if m in index))
+        clients.append(frozenset(index[m] for m in fab.clients(s.name) if m in index))
     bound = _CHANGES_PER_SESSION * (sum(map(len, links)) + 1)
     return Net(names, speakers, near, silent, links, clients, bound)
 

@@ -50,9 +50,8 @@ class Fabric:
     speakers: Mapping[str, Speaker]
     sessions: Mapping[str, frozenset[str]]
     refused: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)
-    # Per route reflector: the neighbours it configures as `rr client` (confd's rule, per
-    # peering: same AS, and the peering carries no cluster ID or another one).
-    clients: Mapping[str, frozenset[str]] = attrs.field(factory=dict)
+    # (RR, node) whose peering is a peerIP one, which carries no cluster ID (`clients`).
+    via_ip: frozenset[tuple[str, str]] = frozenset()
     reflectors: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
 
     @reflectors.default
@@ -62,6 +61,17 @@ class Fabric:
     def __attrs_post_init__(self) -> None:
         if self.speakers.keys() != self.sessions.keys():
             raise ValueError("every speaker needs an entry in sessions, and only speakers")
+
+    def clients(self, name: str) -> frozenset[str]:
+        """The neighbours that speaker `name` configures as `rr client` (confd's rule, per
+        peering: an RR, a neighbour of its AS, and a peering that carries no cluster ID or
+        another one than the RR's)."""
+        me = self.speakers[name]
+        if not me.reflector:
+            return frozenset()
+        return frozenset(
+            t for t in self.sessions[name] if self.speakers[t].asn == me.asn
+            and _known(me, self.speakers[t], (name, t) in self.via_ip) != me.cluster_id)
 
     def reflectors_of(self, name: str) -> frozenset[str]:
         """The neighbours of `name` that are route reflectors."""
@@ -371,11 +381,8 @@ def fabric_of(state: ClusterState, family: int, peering: Peerings) -> tuple[Fabr
     for name, mine in configured.items():
         sessions[name] = frozenset(b for b in mine if name in (
             sessions[b] if b in hosts else configured[b]))
-    clients = {name: frozenset(
-        t for t in sessions[name] if speakers[t].asn == speaker.asn
-        and _known(speaker, speakers[t], (name, t) in peering.via_ip) != speaker.cluster_id)
-        for name, speaker in speakers.items() if speaker.reflector}
-    return Fabric(family, speakers, sessions, refused, clients), problems
+    via_ip = frozenset(pair for pair in peering.via_ip if pair[0] in nodes)
+    return Fabric(family, speakers, sessions, refused, via_ip), problems
 
 
 def _known(at: Speaker, neighbour: Speaker, via_ip: bool) -> str | None:

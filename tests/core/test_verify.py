@@ -416,8 +416,8 @@ def test_a_peer_ip_peering_makes_even_a_same_id_rr_a_client(by):
                           "rr1-rr2": {"node": "rr1", **to_rr2}})
     fab = fabric(state, 4)
     assert fab.sessions["rr1"] == {"x", "rr2"}
-    assert fab.clients["rr1"] == (set() if by == "selector" else {"rr2"})
-    assert fab.clients["rr2"] == frozenset() and fab.clients["x"] == frozenset()
+    assert fab.clients("rr1") == (set() if by == "selector" else {"rr2"})
+    assert fab.clients("rr2") == frozenset() and fab.clients("x") == frozenset()
     missed = set(verify(state).unreachable.get((4, None), ()))
     assert missed == ({("x", "rr2"), ("rr2", "x")} if by == "selector" else set())
 
@@ -431,9 +431,9 @@ def test_the_first_peering_of_an_rr_to_an_address_decides_whether_it_is_a_client
     by_selector = {"node": "rr1", "peerSelector": "name == 'rr2'"}
     by_ip = {"node": "rr1", "peerIP": "10.0.0.2", "asNumber": 64512}
     first = fabric(build(nodes, {"a": by_selector, "b": by_ip}), 4)
-    assert first.sessions["rr1"] == {"rr2"} and first.clients["rr1"] == frozenset()
+    assert first.sessions["rr1"] == {"rr2"} and first.clients("rr1") == frozenset()
     second = fabric(build(nodes, {"a": by_ip, "b": by_selector}), 4)
-    assert second.clients["rr1"] == {"rr2"}
+    assert second.clients("rr1") == {"rr2"}
 
 
 def test_an_rr_whose_cluster_id_bird_refuses_is_a_fatal_finding():
