@@ -118,9 +118,10 @@ class Peerings:
     # them as fatal); and the nodes whose BIRD refuses its configuration: no session at all.
     fatal: tuple[str, ...] = ()
     down: frozenset[str] = frozenset()
-    # (node, node) whose first peering in confd's order is a peerIP one: it carries no
-    # cluster ID, so an RR takes even a same-ID RR at that address for a client.
-    via_ip: frozenset[tuple[str, str]] = frozenset()
+    # (node, node) whose first peering in confd's order is a peerIP one, with its AS: it
+    # carries no cluster ID (so an RR takes even a same-ID RR there for a client), and a
+    # later peering to that address, with the right AS or not, is dropped.
+    first_ip: Mapping[tuple[str, str], int | None] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -152,18 +153,21 @@ def peerings(state: ClusterState, hosts_only: bool = False) -> Peerings:
                                       if selector.matches(node.labels))
         return matched[text]
 
-    # confd's order: global BGPPeers, then node-specific ones, then the reverse peerings; the
-    # first peering of a node to an address wins. Only a forward peerIP one carries no cluster
-    # ID, which matters on an RR alone (the rr-client rule): such pairs are few, and each is
-    # checked against the selector peerings before it.
+    # confd's order: the mesh, global BGPPeers, node-specific ones, then the reverse
+    # peerings; the first peering of a node to an address wins. A selector or mesh one uses
+    # the far node's AS and cluster ID; a peerIP one, its own AS and none. peerIP peerings
+    # to nodes are few: each is checked against the selector peerings before it.
     selected: list[tuple[frozenset[str], frozenset[str]]] = []  # (local, remote), in order
-    via_ip: set[tuple[str, str]] = set()
-    at: dict[IPAddress, str] = {}  # node addresses, read once some RR peers by peerIP
+    first_ip: dict[tuple[str, str], int | None] = {}
+    meshed = state.bgp.mesh_enabled and not hosts_only
+    at: dict[IPAddress, str] = {}  # node addresses, read once a peerIP may name a node
 
     def node_at(address: IPAddress) -> str | None:
         if not at:
-            at.update((ip, name) for name, node in sorted(nodes.items(), reverse=True)
-                      for ip in (node.ipv4, node.ipv6) if ip is not None)
+            for name, node in nodes.items():  # the first keeps a shared address, as fabric_of
+                for ip in (node.ipv4, node.ipv6):
+                    if ip is not None:
+                        at.setdefault(ip, name)
         return at.get(address)
 
     def specific(peer: Peer) -> tuple[bool, str]:
@@ -190,29 +194,30 @@ def peerings(state: ClusterState, hosts_only: bool = False) -> Peerings:
                              f" confd writes `as 0`, which BIRD refuses, so BGP is down on"
                              f" {_named(local)}")
             continue
-        rrs = [n for n in local if nodes[n].cluster_id is not None] if endpoint else []
-        target = node_at(endpoint[0]) if endpoint is not None and rrs else None
+        target = node_at(endpoint[0]) if endpoint is not None else None
         for name in local:
             by_name[name].update(remote)
             if endpoint is not None:
                 by_ip.setdefault(name, []).append(ByIP(*endpoint, asn, peer.name, reverse))
-        for name in rrs:
-            if target is not None and not any(
-                    name in mine and target in theirs for mine, theirs in selected):
-                via_ip.add((name, target))
+        if target is not None:
+            in_mesh = meshed and nodes[target].cluster_id is None
+            for name in local:
+                if not (in_mesh and nodes[name].cluster_id is None) and not any(
+                        name in mine and target in theirs for mine, theirs in selected):
+                    first_ip.setdefault((name, target), asn)
         if remote:
             selected.append((local, remote))
         if reverse:
             for name in remote:
                 by_name[name].update(local)
-    if state.bgp.mesh_enabled and not hosts_only:
+    if meshed:
         # Route reflectors leave the node-to-node mesh.
         mesh = {name for name, node in nodes.items() if node.cluster_id is None}
         for name in mesh:
             by_name[name].update(mesh)
     unfit = host_refusals(state) if state.reflectors else {}
     return Peerings(by_name, by_ip, tuple(problems), unfit, tuple(fatal), frozenset(down),
-                    frozenset(via_ip))
+                    first_ip)
 
 
 def _named(nodes: Set[str], shown: int = 5) -> str:
@@ -341,6 +346,13 @@ def fabric_of(state: ClusterState, family: int, peering: Peerings) -> tuple[Fabr
             target = at.get(by.address)
             if target is None:
                 continue  # a router rrwatch knows nothing of: not part of the check
+            if target in nodes:  # the first peering to that address is the one that counts
+                if (name, target) not in peering.first_ip:
+                    continue  # a selector one came first: confd drops this
+                if peering.first_ip[(name, target)] != by.asn:
+                    continue  # a peerIP one came first, and this is a later one
+                if by.asn != speakers[target].asn:
+                    mine.discard(target)  # confd's session, with the wrong AS: none comes up
             if by.asn != speakers[target].asn:
                 problems.add(f"BGPPeer {by.peer}: asNumber {by.asn}, but {target} is in AS "
                              f"{speakers[target].asn}; no session")
@@ -381,7 +393,8 @@ def fabric_of(state: ClusterState, family: int, peering: Peerings) -> tuple[Fabr
     for name, mine in configured.items():
         sessions[name] = frozenset(b for b in mine if name in (
             sessions[b] if b in hosts else configured[b]))
-    via_ip = frozenset(pair for pair in peering.via_ip if pair[0] in nodes)
+    via_ip = frozenset(pair for pair in peering.first_ip if pair[0] in nodes
+                       and nodes[pair[0]].reflector)
     return Fabric(family, speakers, sessions, refused, via_ip), problems
 
 

@@ -436,6 +436,23 @@ def test_the_first_peering_of_an_rr_to_an_address_decides_whether_it_is_a_client
     assert second.clients("rr1") == {"rr2"}
 
 
+def test_the_first_peering_to_an_address_decides_the_as_too():
+    """A peerIP peering with the wrong AS that confd keeps (it comes first) brings no session,
+    whatever comes after it; one that comes after a peering to that node is dropped."""
+    nodes = [node("n1", 1, labels={"name": "n1"}), node("n2", 2, labels={"name": "n2"})]
+    by_selector = {"node": "n1", "peerSelector": "name == 'n2'"}
+    wrong = {"node": "n1", "peerIP": "10.0.0.2", "asNumber": 65000}
+    first = build(nodes, {"a": wrong, "b": by_selector})
+    assert fabric(first, 4).sessions["n1"] == frozenset()
+    assert any("asNumber 65000" in p for p in verify(first).problems)
+    later = build(nodes, {"a": by_selector, "b": wrong})
+    assert fabric(later, 4).sessions["n1"] == {"n2"}
+    assert not any("asNumber" in p for p in verify(later).problems)
+    right = {**wrong, "asNumber": 64512}
+    assert fabric(build(nodes, {"a": wrong, "b": right}), 4).sessions["n1"] == frozenset()
+    assert fabric(build(nodes, {"a": right, "b": wrong}), 4).sessions["n1"] == {"n2"}
+
+
 def test_an_rr_whose_cluster_id_bird_refuses_is_a_fatal_finding():
     """A cluster ID that is not a dotted quad: confd passes it on and the node's BIRD refuses
     its whole configuration. The model leaves the node out (a bad record, logged and counted),
