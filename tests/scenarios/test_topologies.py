@@ -160,3 +160,22 @@ async def test_a_node_added_to_a_1000_node_multi_cluster_writes_only_that_node(
     _, clients = layout(data)
     assert len(clients[name]) == 3
     assert "Traceback" not in daemon.log()
+
+
+async def test_verify_fails_on_a_peer_ip_without_as_number_and_names_the_nodes(etcd, rrwatch):
+    """A foreign BGPPeer to a top-of-rack router without asNumber: confd writes `as 0`, which
+    BIRD refuses, so BGP is down on the node it applies to. `rrwatch verify` says so, as fatal,
+    and exits 1; with the AS set, the same records verify."""
+    items = {calico.BGP_CONFIG: MESH_OFF}
+    items.update(simulate.nodes("a", range(3)))
+    items[calico.PEERS + "tor"] = edits.new_peer("tor", {"node": "node-a-00001",
+                                                        "peerIP": "10.99.0.1"})
+    await simulate.put_all(etcd, items)
+    result = rrwatch("verify")
+    assert result.returncode == 1, result.stdout + result.stderr
+    fatal = [line.strip() for line in result.stdout.splitlines() if "fatal:" in line]
+    assert fatal == ["fatal: BGPPeer tor: peerIP 10.99.0.1 without asNumber: confd writes"
+                     " `as 0`, which BIRD refuses, so BGP is down on node-a-00001"]
+    await simulate.put_all(etcd, {calico.PEERS + "tor": edits.new_peer(
+        "tor", {"node": "node-a-00001", "peerIP": "10.99.0.1", "asNumber": 65001})})
+    assert "fatal:" not in rrwatch("verify").stdout
