@@ -21,8 +21,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from rrwatch.core import calico
+from rrwatch.core.bgp_peers import peer_address
 from rrwatch.core.selector import SelectorError, parse
-from rrwatch.core.sessions import peer_address
 from rrwatch.core.validate import is_node_name
 
 _QUALIFIED = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")  # Kubernetes' name part
