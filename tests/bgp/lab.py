@@ -74,6 +74,7 @@ class Bird:
         deadline = time.monotonic() + 10
         while not self.alive():
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
                 raise RuntimeError(f"{self.binary} did not start: {self.log_tail()}")
             time.sleep(0.02)
 
@@ -180,21 +181,32 @@ class Speaker:
         if config is not None:
             with open(self.config_path, "w") as f:
                 f.write(config)
-        self.birds = [Bird(bird, self.config_path, self.socket_path,
-                           os.path.join(self.dir, "bird.log"))]
-        self.birds[0].start(self.netns)
+        self.birds = []
+        one = Bird(bird, self.config_path, self.socket_path, os.path.join(self.dir, "bird.log"))
+        one.start(self.netns)
+        self.birds = [one]  # only once it answers: others may ask it from another thread
 
     def start_calico(self, configs: tuple[str, str]) -> None:
         """Start BIRD 1.6's `bird` and `bird6` on `configs` (bird.cfg, bird6.cfg), as calico-node
         runs them, with calico-node's socket names."""
+        # Published only once both answer: the lab's Confd starts them in a thread, and a
+        # test asking a BIRD that was still starting found no control socket.
         self.birds = []
-        for daemon, config, sock in zip(("bird", "bird6"), configs, self.sockets, strict=True):
-            path = os.path.join(self.dir, f"{daemon}.cfg")
-            with open(path, "w") as f:
-                f.write(config)
-            self.birds.append(Bird(os.path.join(self.lab.bird1, daemon), path, sock,
-                                   os.path.join(self.dir, f"{daemon}.log")))
-            self.birds[-1].start(self.netns)
+        birds: list[Bird] = []
+        try:
+            for daemon, config, sock in zip(("bird", "bird6"), configs, self.sockets,
+                                            strict=True):
+                path = os.path.join(self.dir, f"{daemon}.cfg")
+                with open(path, "w") as f:
+                    f.write(config)
+                birds.append(Bird(os.path.join(self.lab.bird1, daemon), path, sock,
+                                  os.path.join(self.dir, f"{daemon}.log")))
+                birds[-1].start(self.netns)
+        except BaseException:
+            for bird in birds:
+                bird.kill()
+            raise
+        self.birds = birds
 
     def restart(self) -> None:
         """Start its BIRDs again on the files they last had."""
