@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from rrwatch.core.model import ClusterState
-from rrwatch.core.plan import Op, SetNode, outcome
+from rrwatch.core.plan import Op, SetNode, outcome, reids
 from rrwatch.core.reports import Session
 from rrwatch.core.sessions import FAMILIES, Fabric, fabric
 
@@ -300,9 +300,8 @@ def _after(state: ClusterState, ops: Sequence[Op]) -> ClusterState:
         changed.put_node(state.nodes[name])
     outcome(changed, ops)
     nodes = {**state.nodes, **changed.nodes}
-    for op in ops:  # BIRD restarts each session of an RR with a new cluster ID: none is up then
-        if isinstance(op, SetNode) and op.why == "re-id":
-            del nodes[op.name]
+    for name in reids(ops):  # BIRD restarts each session of an RR with a new ID: none is up
+        del nodes[name]
     return ClusterState(state.zone_label, state.rr_label, state.exclude, state.prefer,
                         nodes=nodes, peers=changed.peers, reflectors=state.reflectors,
                         bgp=state.bgp)

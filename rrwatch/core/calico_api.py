@@ -14,7 +14,6 @@ rrwatch never writes one: the write path holds every value to the rules that app
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -22,6 +21,7 @@ from typing import Any
 
 from rrwatch.core import calico
 from rrwatch.core.bgp_peers import peer_address
+from rrwatch.core.decoding import BadRecord
 from rrwatch.core.selector import SelectorError, parse
 from rrwatch.core.validate import is_node_name
 
@@ -124,9 +124,10 @@ def _peer(spec: object) -> Iterator[str]:
 
 
 def _dotted_quad(text: object) -> bool:
+    """As the model reads a cluster ID (`calico.cluster_id`), and written as it reads it."""
     try:
-        return isinstance(text, str) and str(ipaddress.IPv4Address(text)) == text
-    except ValueError:
+        return calico.cluster_id("", text) == text
+    except BadRecord:
         return False
 
 

@@ -93,6 +93,11 @@ Op = SetNode | PutPeer | DeletePeer
 PACED = ("demote", "re-id")
 
 
+def reids(ops: Iterable[Op]) -> frozenset[str]:
+    """The RRs that `ops` give a new cluster ID: BIRD restarts each of their sessions."""
+    return frozenset(op.name for op in ops if isinstance(op, SetNode) and op.why == "re-id")
+
+
 @attrs.frozen
 class Limits:
     """Churn limit per step: the reconciler applies at most this much, then plans again."""

@@ -119,10 +119,10 @@ class Peerings:
     # them as fatal); and the nodes whose BIRD refuses its configuration: no session at all.
     fatal: tuple[str, ...] = ()
     down: frozenset[str] = frozenset()
-    # (node, node) whose first peering in confd's order is a peerIP one, with its AS: it
+    # (node, node) whose first peering in confd's order is a peerIP one, and that peering: it
     # carries no cluster ID (so an RR takes even a same-ID RR there for a client), and a
     # later peering to that address, with the right AS or not, is dropped.
-    first_ip: Mapping[tuple[str, str], int | None] = attrs.field(factory=dict)
+    first_ip: Mapping[tuple[str, str], ByIP] = attrs.field(factory=dict)
 
 
 def peerings(state: ClusterState, hosts_only: bool = False) -> Peerings:
@@ -147,7 +147,7 @@ def peerings(state: ClusterState, hosts_only: bool = False) -> Peerings:
     # the far node's AS and cluster ID; a peerIP one, its own AS and none. peerIP peerings
     # to nodes are few: each is checked against the selector peerings before it.
     selected: list[tuple[frozenset[str], frozenset[str]]] = []  # (local, remote), in order
-    first_ip: dict[tuple[str, str], int | None] = {}
+    first_ip: dict[tuple[str, str], ByIP] = {}
     meshed = state.bgp.mesh_enabled and not hosts_only
     at: dict[IPAddress, str] = {}  # node addresses, read once a peerIP may name a node
 
@@ -183,17 +183,18 @@ def peerings(state: ClusterState, hosts_only: bool = False) -> Peerings:
                              f" confd writes `as 0`, which BIRD refuses, so BGP is down on"
                              f" {_named(local)}")
             continue
-        target = node_at(endpoint[0]) if endpoint is not None else None
+        by = ByIP(*endpoint, asn, peer.name, reverse) if endpoint is not None else None
+        target = node_at(by.address) if by is not None else None
         for name in local:
             by_name[name].update(remote)
-            if endpoint is not None:
-                by_ip.setdefault(name, []).append(ByIP(*endpoint, asn, peer.name, reverse))
-        if target is not None:
+            if by is not None:
+                by_ip.setdefault(name, []).append(by)
+        if by is not None and target is not None:
             in_mesh = meshed and nodes[target].cluster_id is None
             for name in local:
                 if not (in_mesh and nodes[name].cluster_id is None) and not any(
                         name in mine and target in theirs for mine, theirs in selected):
-                    first_ip.setdefault((name, target), asn)
+                    first_ip.setdefault((name, target), by)
         if remote:
             selected.append((local, remote))
         if reverse:
@@ -280,10 +281,8 @@ def fabric_of(state: ClusterState, family: int, peering: Peerings) -> tuple[Fabr
             if target is None:
                 continue  # a router rrwatch knows nothing of: not part of the check
             if target in nodes:  # the first peering to that address is the one that counts
-                if (name, target) not in peering.first_ip:
-                    continue  # a selector one came first: confd drops this
-                if peering.first_ip[(name, target)] != by.asn:
-                    continue  # a peerIP one came first, and this is a later one
+                if peering.first_ip.get((name, target)) is not by:
+                    continue  # another came first: confd drops this one
                 if by.asn != speakers[target].asn:
                     mine.discard(target)  # confd's session, with the wrong AS: none comes up
             if by.asn != speakers[target].asn:

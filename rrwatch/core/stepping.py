@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from rrwatch.core.model import ClusterState
-from rrwatch.core.plan import Limits, Op
-from rrwatch.core.steps import Check, Steps, applied, restarted
+from rrwatch.core.plan import Limits, Op, reids
+from rrwatch.core.steps import Check, Steps, applied
 
 DETOUR = 8  # break ops a detour judges, at most
 
@@ -88,7 +88,7 @@ def phases(state: ClusterState, make: Sequence[Op], brk: Sequence[Op], limits: L
     done: set[int] = set()  # the break ops of the cuts taken
     for name, ops in cuts:
         after = applied(now, ops)
-        verdict = judge.compare(now, after, restarted=restarted(ops))
+        verdict = judge.compare(now, after, restarted=reids(ops))
         yield name, ops, verdict
         if not verdict.ok:
             if name != "make phase" and take_break(judge, now, ops)[0]:

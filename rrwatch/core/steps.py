@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from rrwatch.core.model import ClusterState
-from rrwatch.core.plan import Op, SetNode, outcome
+from rrwatch.core.plan import Op, outcome, reids
 from rrwatch.core.reachability import ConvergenceError, Net, feeds_silent, index_net, propagate
 from rrwatch.core.sessions import FAMILIES, Fabric, Speaker, fabric, fabric_of, peerings
 from rrwatch.core.text import printable
@@ -95,11 +95,6 @@ def applied(state: ClusterState, ops: Sequence[Op]) -> ClusterState:
     after = copy.deepcopy(state, shared)
     outcome(after, ops)
     return after
-
-
-def restarted(ops: Sequence[Op]) -> frozenset[str]:
-    """The RRs that `ops` give a new cluster ID: BIRD restarts each of their sessions."""
-    return frozenset(op.name for op in ops if isinstance(op, SetNode) and op.why == "re-id")
 
 
 def _without(state: ClusterState, names: frozenset[str]) -> ClusterState:
@@ -193,7 +188,7 @@ class Steps:
         sessions once.
         """
         return self.compare(state, applied(state, ops), version=version,
-                            restarted=restarted(ops))
+                            restarted=reids(ops))
 
     def compare(self, before: ClusterState, after: ClusterState, *,
                 version: int | None = None, restarted: frozenset[str] = NONE) -> Check:

@@ -28,7 +28,6 @@ from rrwatch.config.loader import Timing
 from rrwatch.core import stepping, steps
 from rrwatch.core.mesh import Mesh
 from rrwatch.core.plan import Op, Plan, Planner
-from rrwatch.core.text import printable
 from rrwatch.daemon.election import Fence, LostLeadership
 from rrwatch.daemon.pacing import Settle, demotion, paced, pause
 from rrwatch.daemon.requests import InvalidWrite, batches, chunks, edits_stored, write_request
@@ -233,8 +232,7 @@ class Reconciler:
         if self._refused_writes.get(op.key) != why:
             self._refused_writes[op.key] = why
             self.stats.invalid_writes += 1
-            log.error("not writing %s: Calico's validation would refuse %s: %s", op, op.key,
-                      printable(why))
+            log.error("not writing %s: Calico's validation would refuse %s: %s", op, op.key, why)
 
     async def wait_converged(self, version: int) -> None:
         """Return once a plan made from model version `version` or later needed no writes."""

@@ -3,11 +3,12 @@ unless RRWATCH_REQUIRE_BGP is set (as `.ci/run` does), which makes a missing par
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
-from tests.bgp.lab import Lab, missing
+from tests.bgp.lab import Lab, bird1_dir, missing
 from tests.support import require
 
 # What each part the lab may lack is, and the Debian package that has it (root: none).
@@ -24,6 +25,14 @@ def reason(lacking: list[str]) -> str:
     if packages := [PARTS[part][1] for part in lacking if PARTS[part][1]]:
         hows.append("apt install " + " ".join(packages))
     return f"the BGP lab needs {', '.join(PARTS[part][0] for part in lacking)}: {'; '.join(hows)}"
+
+
+@pytest.fixture
+def bird16() -> str:
+    """calico-node's `bird` (BIRD 1.6), for checks that need no lab: its parse check."""
+    path = os.path.join(bird1_dir(), "bird")
+    require(os.access(path, os.X_OK), reason(["bird1"]), "RRWATCH_REQUIRE_BGP")
+    return path
 
 
 @pytest.fixture

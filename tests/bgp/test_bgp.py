@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import tempfile
 import time
@@ -30,7 +29,7 @@ from rrwatch.host import keeper
 from rrwatch.testing import simulate
 from tests import support
 from tests.bgp import calico_bird
-from tests.bgp.lab import ROUTES, Lab, Speaker, bird1_dir, missing_pairs, until_complete
+from tests.bgp.lab import ROUTES, Lab, Speaker, missing_pairs, until_complete
 from tests.support import RR_LABEL
 
 ZONES = ("a", "b", "c")
@@ -408,7 +407,7 @@ async def test_issue_2735_by_peer_ip_complete_only_with_distinct_ids(ids, lab, e
 
 
 @pytest.mark.parametrize("scope", ["node", "global"])
-def test_a_peer_ip_without_as_number_is_refused_by_bird_where_verify_says(scope):
+def test_a_peer_ip_without_as_number_is_refused_by_bird_where_verify_says(scope, bird16):
     """confd writes `neighbor <ip> as 0` for a peerIP BGPPeer without asNumber. BIRD 1.6's
     parse check (`bird -p`, which confd runs before installing a configuration) refuses the
     configuration of exactly the nodes verify names in its fatal finding."""
@@ -424,24 +423,24 @@ def test_a_peer_ip_without_as_number_is_refused_by_bird_where_verify_says(scope)
     down = {name for name in state.nodes if name in fatal[0]}
     assert down == ({"node-a-00001"} if scope == "node" else set(state.nodes))
     records = calico_bird.read(items)
-    refused = {name: why for name in state.nodes if (why := _bird_refuses(records, name))}
+    refused = {name: why for name in state.nodes
+               if (why := _bird_refuses(bird16, records, name))}
     assert refused.keys() == down
     assert all("Remote AS number must be set" in why for why in refused.values())
 
 
-def _bird_refuses(records, name: str) -> str:
+def _bird_refuses(bird16: str, records, name: str) -> str:
     """What BIRD 1.6's parse check (`bird -p`, run by confd before it installs a configuration)
     says of node `name`'s bird.cfg as confd writes it; empty if it takes it."""
     config = calico_bird.configs16(records, name, ("10.1.0.0/24", "fd01::/64"))[0]
     with tempfile.NamedTemporaryFile("w", suffix=".cfg") as f:
         f.write(config)
         f.flush()
-        check = subprocess.run([os.path.join(bird1_dir(), "bird"), "-p", "-c", f.name],
-                               capture_output=True, text=True)
+        check = subprocess.run([bird16, "-p", "-c", f.name], capture_output=True, text=True)
     return check.stderr if check.returncode else ""
 
 
-def test_an_rr_cluster_id_bird_refuses_is_the_fatal_finding_verify_names():
+def test_an_rr_cluster_id_bird_refuses_is_the_fatal_finding_verify_names(bird16):
     """An RR whose cluster ID is not a dotted quad, with a client: BIRD 1.6 refuses the RR's
     configuration, and no other node's; verify names that node, and only it, as fatal."""
     items = simulate.nodes("a", range(3))
@@ -456,7 +455,7 @@ def test_an_rr_cluster_id_bird_refuses_is_the_fatal_finding_verify_names():
             calico.apply(state, key, value, revision)
     assert [f.split(":")[0] for f in verify(state).fatal] == ["node node-a-00000"]
     records = calico_bird.read(items)
-    refused = {name for name in records.nodes if _bird_refuses(records, name)}
+    refused = {name for name in records.nodes if _bird_refuses(bird16, records, name)}
     assert refused == {"node-a-00000"}
 
 
