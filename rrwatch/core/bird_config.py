@@ -4,6 +4,8 @@ Rendering is pure. The sessions are the ones `verify` simulates for a registered
 whose BGPPeers point at one of the host's registered addresses, and every other registered host.
 A neighbour is an `rr client` unless it has the host's own cluster ID, as Calico's template
 decides on the node side (calico-datastore.md); `rr cluster id` goes on client sessions only.
+Every session has `add paths on`, as Calico's have: the host passes on every path it holds, as
+`verify` models it.
 
 Every neighbour is checked before it is rendered (`verify.host_refusals`): BIRD refuses a whole
 configuration over one bad neighbour, so a node with AS 0 or a link-local address would
@@ -59,7 +61,7 @@ template bgp rrwatch_v{family} {{
   connect delay time 2;
   connect retry time 5;
   error wait time 5, 30;
-  ipv{family} {{ import all; export where source = RTS_BGP; }};
+  ipv{family} {{ import all; export where source = RTS_BGP; add paths on; }};
 }}
 """
 SESSION = """
