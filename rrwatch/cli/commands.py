@@ -88,7 +88,7 @@ def _steps(state: ClusterState, todo: Plan, settings: Settings) -> bool:
                  " now, so the daemon does not take it" + (
                      " (only a first part of it that loses nothing, if one does)"
                      if name.startswith("break") else ""))
-            for line in ([str(verdict)] if verdict.problem else map(str, verdict.losses)):
+            for line in map(str, verdict.losses):
                 _say(f"  {line}")
     return held
 

@@ -2,10 +2,10 @@
 
 Pure code. The nodes, BGPPeers, external RR registrations and BGP configuration say which BGP
 sessions come up (both ends must configure one); a simulation of route propagation per address
-family, with RFC 4456 reflection, Calico's client rule and BIRD's per-session cluster IDs, says
-who hears whose route. That is the check calico issue 2735 shows is needed: an RR never passes a
-reflection from an RR of its own cluster ID to its clients, so the clients of one cluster must
-all peer with every one of its RRs.
+family, with RFC 4456 reflection, Calico's client rule, BIRD's per-session cluster IDs and
+ADD-PATH, says who hears whose route. That is the check calico issue 2735 shows is needed: an
+RR never passes a reflection from an RR of its own cluster ID to its clients, so the clients of
+one cluster must all peer with every one of its RRs.
 
 Speed: a non-RR node whose sessions are all iBGP ("silent") never passes on a learned route, so
 the simulation leaves silent receivers out and reads their result off their neighbours at the
@@ -16,7 +16,6 @@ one mesh) are interchangeable, so one origin stands for all of its twins.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
 
 import attrs
@@ -24,14 +23,6 @@ import attrs
 from rrwatch.core import calico
 from rrwatch.core.model import ClusterState
 from rrwatch.core.sessions import FAMILIES, Fabric, Speaker, fabric_of, peerings
-
-# Route changes allowed per session before propagation counts as oscillating. Without MED it
-# should always settle, in a few changes per session; the bound only guarantees an end.
-_CHANGES_PER_SESSION = 100
-
-
-class ConvergenceError(RuntimeError):
-    """Route propagation did not settle within its bound."""
 
 
 @attrs.frozen
@@ -91,11 +82,11 @@ def verify(state: ClusterState, failures: int = 0) -> Verdict:
 
 # -- propagation ---------------------------------------------------------------------------------
 
-# A path as one tuple: (len(AS path), 1 if learned over iBGP, len(cluster list), neighbour's
-# address, neighbour, AS path, cluster list). The first four are the preference, lowest best, so
-# min() over paths is best-path selection. The originator is the simulation's one origin.
-Path = tuple[int, int, int, int, int, tuple[int, ...], tuple[str, ...]]
-LOCAL: Path = (-1, 0, 0, -1, -1, (), ())
+# A path as the simulation needs it: (kind, cluster list, AS path, neighbour it came from), the
+# lists as sets (only loops matter: with ADD-PATH no speaker chooses between paths).
+Path = tuple[int, frozenset[str], frozenset[int], int]
+OWN, CLIENT, PEER = 0, 1, 2  # the origin's own or over eBGP; over iBGP from a client; otherwise
+LOCAL: Path = (OWN, frozenset(), frozenset(), -1)
 
 
 @attrs.define
@@ -108,7 +99,6 @@ class Net:
     silent: list[bool]  # a non-RR node with only iBGP sessions: never passes a route on
     links: list[list[tuple[int, bool]]]  # per speaker: (neighbour, iBGP), the ones to simulate
     clients: list[frozenset[int]]  # per RR speaker: its iBGP clients
-    bound: int
 
 
 def index_net(fab: Fabric, failed: str | None, everyone: bool) -> Net:
@@ -132,47 +122,55 @@ def index_net(fab: Fabric, failed: str | None, everyone: bool) -> Net:
         links.append([(j, speakers[j].asn == s.asn) for j in mine])
         # Over every neighbour, silent ones too: a route a silent client sends is reflected.
         clients.append(frozenset(index[m] for m in fab.clients(s.name) if m in index))
-    bound = _CHANGES_PER_SESSION * (sum(map(len, links)) + 1)
-    return Net(names, speakers, near, silent, links, clients, bound)
+    return Net(names, speakers, near, silent, links, clients)
 
 
-def propagate(net: Net, origin: int) -> dict[int, Path]:
-    """Announce one route from `origin`; the best path of each speaker that has one."""
-    best = {origin: LOCAL}
-    rib: dict[int, dict[int, Path]] = {}  # receiver -> sender -> path (adj-rib-in)
-    queue, queued = deque([origin]), {origin}
-    budget = net.bound
-    while queue:
-        s = queue.popleft()
-        queued.discard(s)
-        path = best.get(s)
+def propagate(net: Net, origin: int) -> dict[int, list[Path]]:
+    """Announce one route from `origin`: the paths each speaker that has one holds.
+
+    Calico sets `add paths on` on every session, so a speaker passes on every path it holds,
+    not only its best: who hears a route does not depend on path selection, and adding a
+    session never takes a route away. A path that could go nowhere another held path cannot
+    (`_covered`) is left out, which bounds the search: paths only ever grow.
+    """
+    held = {origin: [LOCAL]}
+    todo = [(origin, LOCAL)]
+    while todo:
+        s, path = todo.pop()
         for n, ibgp in net.links[s]:
             if n == origin:
                 continue  # ORIGINATOR_ID: a speaker drops its own route
-            out = _export(net, s, path, n, ibgp) if path is not None else None
-            if out is not None and not _accepts(net, n, s, out):
-                out = None
-            heard = rib.setdefault(n, {})
-            if heard.get(s) == out:
+            out = _export(net, s, path, n, ibgp)
+            if out is None or not _accepts(net, n, s, out):
                 continue
-            budget -= 1
-            if budget < 0:
-                raise ConvergenceError(
-                    f"route from {net.names[origin]} still changing after {net.bound} updates")
-            if out is None:
-                del heard[s]
-            else:
-                heard[s] = out
-            new = min(heard.values()) if heard else None
-            if new != best.get(n):
-                if new is None:
-                    del best[n]
-                else:
-                    best[n] = new
-                if n not in queued:
-                    queue.append(n)
-                    queued.add(n)
-    return best
+            mine = held.setdefault(n, [])
+            if _covered(out, mine):
+                continue
+            mine[:] = [p for p in mine if not (p[3] == s and _below(out, p))]
+            mine.append(out)
+            todo.append((n, out))
+    return held
+
+
+def _below(a: Path, b: Path) -> bool:
+    """Can `a` go wherever `b` can (but back to its own neighbour)? Each of a kind, cluster list
+    and AS path no worse: export and acceptance only ever refuse on these growing."""
+    return a[0] <= b[0] and a[1] <= b[1] and a[2] <= b[2]
+
+
+def _covered(path: Path, held: list[Path]) -> bool:
+    """Can the paths held go wherever `path` can? One from the same neighbour that is `_below`
+    it, or two from different neighbours (BIRD sends no route back to its neighbour, so one of
+    the two can go to either)."""
+    others = set()
+    for p in held:
+        if _below(p, path):
+            if p[3] == path[3]:
+                return True
+            others.add(p[3])
+            if len(others) > 1:
+                return True
+    return False
 
 
 def _cid(net: Net, s: int, n: int) -> str:
@@ -188,52 +186,43 @@ def _cid(net: Net, s: int, n: int) -> str:
 
 
 def _export(net: Net, s: int, path: Path, n: int, ibgp: bool) -> Path | None:
-    """What speaker `s` advertises to neighbour `n` of its best path (None: nothing).
+    """What speaker `s` advertises to neighbour `n` of `path` (None: nothing).
 
     iBGP to iBGP follows BIRD (proto/bgp/attrs.c): reflect only to or from a client; never
-    over a session whose cluster ID the path already carries; prepend the source session's
-    cluster ID, and the target session's when it differs.
+    over a session whose cluster ID the path already carries; add the source session's cluster
+    ID and the target session's.
     """
-    source = path[4]
+    kind, clusters, ases, source = path
     if source == n:
         return None
-    speaker = net.speakers[s]
-    internal = source >= 0 and path[1] == 1  # learned over iBGP
-    if internal and ibgp:
-        if source not in net.clients[s] and n not in net.clients[s]:
+    if not ibgp:
+        return (OWN, frozenset(), ases | {net.speakers[s].asn}, s)
+    if kind != OWN:
+        if kind == PEER and n not in net.clients[s]:
             return None  # from a non-client: to clients only
-        out, came = _cid(net, s, n), _cid(net, s, source)
-        if out in path[6]:
+        out = _cid(net, s, n)
+        if out in clusters:
             return None
-        clusters = (came, *path[6]) if out == came else (out, came, *path[6])
-        return (len(path[5]), 1, len(clusters), int(speaker.address), s, path[5], clusters)
-    if ibgp:
-        return (len(path[5]), 1, len(path[6]), int(speaker.address), s, path[5], path[6])
-    as_path = (speaker.asn, *path[5])
-    return (len(as_path), 0, 0, int(speaker.address), s, as_path, ())
+        clusters = clusters | {out, _cid(net, s, source)}
+    return (CLIENT if s in net.clients[n] else PEER, clusters, ases, s)
 
 
 def _accepts(net: Net, r: int, s: int, path: Path) -> bool:
     """Does speaker `r` keep `path` from neighbour `s`? Not with its own AS in the AS path, nor
     with its session's cluster ID in the cluster list."""
-    if net.speakers[r].asn in path[5]:
-        return False
-    return not (path[1] == 1 and _cid(net, r, s) in path[6])
+    return net.speakers[r].asn not in path[2] and _cid(net, r, s) not in path[1]
 
 
-def feeds_silent(net: Net, s: int, path: Path | None) -> bool:
-    """Would speaker `s` advertise `path` to a silent neighbour (which would keep it)?
+def feeds_silent(net: Net, s: int, paths: list[Path]) -> bool:
+    """Would speaker `s` advertise one of `paths` to a silent neighbour (which would keep it)?
 
     A silent node is a Calico node without a cluster ID, so every RR takes it for a client
     (session cluster ID: the RR's own); and it shares the AS of `s`, which has already dropped
     any path that loops through that AS.
     """
-    if path is None:
-        return False
-    if path[4] < 0 or path[1] == 0:
-        return True
     speaker = net.speakers[s]
-    return speaker.reflector and speaker.cluster_id not in path[6]
+    return any(p[0] == OWN or (speaker.reflector and speaker.cluster_id not in p[1])
+               for p in paths)
 
 
 # -- who misses whose route ----------------------------------------------------------------------
@@ -263,11 +252,11 @@ def unreachable(fab: Fabric, failed: str | None = None, *, group: bool = True
     origins = [[i] for i in loud] + _twins(net)
     for members in origins:
         origin = members[0]
-        best = propagate(net, origin)
-        missed = {t for t in loud if t != origin and t not in best}
+        held = propagate(net, origin)
+        missed = {t for t in loud if t != origin and t not in held}
         neighbours = net.near[origin]
         for feeders, receivers in classes.items():
-            if not any(feeds_silent(net, j, best.get(j)) for j in feeders):
+            if not any(feeds_silent(net, j, held.get(j, [])) for j in feeders):
                 # A silent origin reaches its own neighbours directly.
                 missed.update(t for t in receivers if t != origin and names[t] not in neighbours)
         # A twin hears what its representative hears outside the group; inside, all or none.
@@ -305,7 +294,7 @@ def _brute_force(net: Net) -> list[tuple[str, str]]:
     nodes = [i for i, s in enumerate(net.speakers) if s.node]
     pairs: list[tuple[str, str]] = []
     for origin in nodes:
-        best = propagate(net, origin)
+        held = propagate(net, origin)
         pairs.extend((net.names[origin], net.names[t]) for t in nodes
-                     if t != origin and t not in best)
+                     if t != origin and t not in held)
     return sorted(pairs)

@@ -1,13 +1,14 @@
 """Plans verified step by step: does the state after a step still carry every route that reaches
 now? Pure code.
 
-Adding a session can hide a route. Without ADD-PATH a speaker passes on its best path only, and
-a new session can hand an RR a best path that it may not reflect to its clients (one that
-carries its own cluster ID, issue 2735's rule), so clients that heard the route through the old
-best path lose it: an "iBGP deception". Removing a session can cut the last path between two
-parts of the mesh. So a step is taken only if no (origin, receiver) pair of Calico nodes that
-reaches now would not reach after it. The judgement is relative to now: a step that repairs a
-broken cluster is taken, whatever stays broken, and only what a step would lose refuses it.
+Removing a session can cut the last path between two parts of the mesh. A new cluster ID, or
+a peering that makes a session a client session, can make an RR refuse a reflection it passed
+on (issue 2735's rule); a promotion takes a node out of the node-to-node mesh. Only adding a
+session alone never hides a route: Calico sets `add paths on`, so a speaker passes on every path
+it holds (without ADD-PATH, a new best path that an RR may not reflect would hide the old one).
+So a step is taken only if no (origin, receiver) pair of Calico nodes that reaches now would not
+reach after it. The judgement is relative to now: a step that repairs a broken cluster is taken,
+whatever stays broken, and only what a step would lose refuses it.
 
 The simulation is `reachability`'s, and so is its main shortcut: a silent node (a non-RR node
 whose sessions are all iBGP) never passes a route on, so routes travel through the loud speakers
@@ -34,7 +35,7 @@ import attrs
 
 from rrwatch.core.model import ClusterState
 from rrwatch.core.plan import Op, outcome, reids
-from rrwatch.core.reachability import ConvergenceError, Net, feeds_silent, index_net, propagate
+from rrwatch.core.reachability import Net, feeds_silent, index_net, propagate
 from rrwatch.core.sessions import FAMILIES, Fabric, Speaker, fabric, fabric_of, peerings
 from rrwatch.core.text import printable
 
@@ -62,22 +63,19 @@ class Loss:
 
 @attrs.frozen
 class Check:
-    """The judgement of a step: what it would lose, or why its result cannot be judged."""
+    """The judgement of a step: what it would lose."""
 
     losses: tuple[Loss, ...] = ()
-    problem: str = ""  # the route propagation after the step does not settle
 
     @property
     def ok(self) -> bool:
-        return not self.losses and not self.problem
+        return not self.losses
 
     @property
     def count(self) -> int:
         return sum(loss.count for loss in self.losses)
 
     def __str__(self) -> str:
-        if self.problem:
-            return printable(self.problem)
         if not self.losses:
             return "every route that reaches now still reaches"
         return "; ".join(map(str, self.losses))
@@ -210,16 +208,10 @@ class Steps:
             old, new = now[family], then[family]
             if old.fab == new.fab or not new.keys:
                 continue  # the same sessions carry the same routes
-            try:
-                reach_after = self._reach(new)
-            except ConvergenceError as e:
-                return Check(problem=f"IPv{family} after this step: {e}")
+            reach_after = self._reach(new)
             if _whole(new, reach_after):
                 continue  # every route reaches after it: nothing is lost, whatever now is
-            try:
-                reach_before = self._reach(old)
-            except ConvergenceError:
-                continue  # no route is known to reach now: nothing to lose
+            reach_before = self._reach(old)
             if loss := _lost(family, old, new, reach_before, reach_after):
                 losses.append(loss)
         return Check(tuple(losses))
@@ -280,9 +272,9 @@ def _whole(view: _View, reach: Mapping[Key, _Reach]) -> bool:
 
 
 def _run(net: Net, origin: int, loud: Sequence[int]) -> _Reach:
-    best = propagate(net, origin)
-    return _Reach(frozenset(net.names[j] for j in loud if j not in best),
-                  frozenset(net.names[j] for j in loud if not feeds_silent(net, j, best.get(j))))
+    held = propagate(net, origin)
+    return _Reach(frozenset(net.names[j] for j in loud if j not in held), frozenset(
+        net.names[j] for j in loud if not feeds_silent(net, j, held.get(j, []))))
 
 
 def _lost(family: int, old: _View, new: _View, before: Mapping[Key, _Reach],

@@ -9,12 +9,13 @@ and its peer computation), written here independently of rrwatch's own session l
   cluster id` unless the peer is known to have the same cluster ID; the cluster ID of a peer
   reached by `peerIP` is not known.
 
-Two renderings: `configs16`, calico-node's own BIRD 1.6 (`bird.cfg` and `bird6.cfg`, Calico's
-protocol names), which the lab's node speakers run; and `config`, one BIRD 2 file. Neither has
-Calico's `add paths on` yet: with it, Debian's BIRD 1.6.8 (not Calico's patched fork) sent
-updates without end in the `multi` layout with RR hosts, busy enough to leave its control socket
-unanswered for seconds, and `rrwatch verify` does not model ADD-PATH yet (issue 17 brings
-both). Left out of both on purpose: graceful restart (it would keep a dead RR's routes for two
+The rendering is `configs16`: calico-node's own BIRD 1.6 (`bird.cfg` and `bird6.cfg`, Calico's
+protocol names), which the lab's node speakers run. Calico's `add paths on` is set where a test
+asks for it (the hand-made confd layouts, which `rrwatch verify` models with ADD-PATH), not in
+the scenario tests: with it, Debian's BIRD 1.6.8 (not Calico's patched fork) sends updates for
+tens of seconds in the `zoned` and `multi` layouts with RR hosts (`multi`: past the tests' 30 s,
+busy enough to leave its control socket unanswered), while those layouts reach everything
+either way. Left out on purpose: graceful restart (it would keep a dead RR's routes for two
 minutes and hide what the tests look for), BFD, passwords, IP-pool export filters and the
 kernel protocol (the lab checks BIRD's tables, not the kernel's).
 """
@@ -159,36 +160,13 @@ def _client(me: CalicoNode, peer: Peering) -> str:
     return ""
 
 
-def config(records: Records, name: str, prefixes: tuple[str, str]) -> str:
-    """The BIRD 2 configuration of node `name`, which originates `prefixes` (IPv4, IPv6)."""
-    me = records.nodes[name]
-    out = [f"router id {me.ipv4};",
-           "protocol device {}",
-           'protocol direct { ipv4; ipv6; interface "eth0"; }',
-           f"protocol static {{ ipv4; route {prefixes[0]} blackhole; }}",
-           f"protocol static {{ ipv6; route {prefixes[1]} blackhole; }}"]
-    for family, local in ((4, me.ipv4), (6, me.ipv6)):
-        if local:
-            out.append(
-                f"template bgp calico{family} {{ local {local} as {me.asn}; multihop;"
-                " connect delay time 2; connect retry time 5; error wait time 5, 30;"
-                f" ipv{family} {{ import all; export where source ~ [RTS_STATIC, RTS_BGP]; }}; }}")
-    for address, peer in sorted(peers_of(records, name).items()):
-        family = ipaddress.ip_address(address).version
-        if not (me.ipv4 if family == 4 else me.ipv6):
-            continue
-        symbol = "peer_" + address.replace(".", "_").replace(":", "_")
-        out.append(f"protocol bgp {symbol} from calico{family} {{ neighbor {address} as"
-                   f" {peer.asn};{_client(me, peer)} }}")
-    return "\n".join(out) + "\n"
-
-
-def configs16(records: Records, name: str, prefixes: tuple[str, str]) -> tuple[str, str]:
+def configs16(records: Records, name: str, prefixes: tuple[str, str], *, add_paths: bool = False
+              ) -> tuple[str, str]:
     """calico-node's bird.cfg and bird6.cfg for node `name` on BIRD 1.6, as confd's templates
     write them: protocols `Mesh_<ip>`, `Global_<ip>` and `Node_<ip>` (the address with `.` or
     `:` made `_`) from `bgp_template`, the mesh passive towards a greater address (compared as
-    text, as the template does), `source address` the node's own. `add paths` and graceful
-    restart are left out (see the module's docstring). The timers
+    text, as the template does), `source address` the node's own; `add paths on` if
+    `add_paths`. Graceful restart is left out (see the module's docstring). The timers
     are Calico's but for `error wait time`: 1 to 5 s, not 5 to 60, since a lab's speakers start
     and learn of each other within seconds and the tests wait 30 s for routes, not minutes."""
     me = records.nodes[name]
@@ -203,7 +181,8 @@ def configs16(records: Records, name: str, prefixes: tuple[str, str]) -> tuple[s
             lines.append(
                 f"template bgp bgp_template {{ local as {me.asn}; multihop; gateway recursive;"
                 " import all; export where source ~ [RTS_STATIC, RTS_BGP];"
-                " connect delay time 1; connect retry time 3; error wait time 1,5; }")
+                f"{' add paths on;' if add_paths else ''} connect delay time 1;"
+                " connect retry time 3; error wait time 1,5; }")
             for address, peer in sorted(peers.items()):
                 if ipaddress.ip_address(address).version != family:
                     continue

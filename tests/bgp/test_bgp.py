@@ -68,13 +68,15 @@ async def etcd_data(etcd: Etcd) -> dict[str, bytes]:
     return (await support.read_cluster(etcd))[1]
 
 
-def configure_nodes(lab: Lab, data: dict[str, bytes], names: list[str]) -> None:
+def configure_nodes(lab: Lab, data: dict[str, bytes], names: list[str], *,
+                    add_paths: bool = False) -> None:
     """Give each named node speaker calico-node's BIRD 1.6 configurations as confd would render
-    them now; start its `bird` and `bird6` if new."""
+    them now (with Calico's `add paths on` if `add_paths`: see calico_bird's docstring); start
+    its `bird` and `bird6` if new."""
     records = calico_bird.read(data)
     for name in names:
         speaker = lab.speakers[name]
-        configs = calico_bird.configs16(records, name, speaker.prefixes)
+        configs = calico_bird.configs16(records, name, speaker.prefixes, add_paths=add_paths)
         if not speaker.running:
             speaker.start_calico(configs)
         else:
@@ -307,7 +309,7 @@ async def test_rrs_sharing_a_cluster_id_with_split_clients_is_predicted(rrs, lab
     else:
         for rr in (rr1, rr2):
             rr.start(bird_config.render(state, [rr.ipv4]).text)  # rrwatch's own rendering
-    configure_nodes(lab, data, names)
+    configure_nodes(lab, data, names, add_paths=True)
     speakers = [c.name for c in clients] + ["rr1", "rr2"]
     await wait_established(lab, speakers, session_count(state))
     assert await agree(lab, state, names, names) >= {(a, b) for a in LEFT for b in RIGHT}
@@ -327,7 +329,7 @@ async def test_a_peer_ip_to_a_node_is_answered_by_confds_reverse_side(reverse, l
     await simulate.put_all(etcd, items)
     state = (await load(etcd, Live(cluster_config()).records)).state
     names = [c.name for c in clients] + [rr.name]
-    configure_nodes(lab, await etcd_data(etcd), names)
+    configure_nodes(lab, await etcd_data(etcd), names, add_paths=True)
     if reverse == "Auto":
         await wait_established(lab, names, session_count(state))
         assert session_count(state) == len(clients)  # IPv4: the peerIP is rr1's IPv4 address
@@ -351,7 +353,7 @@ async def test_a_same_id_rr_peered_by_peer_ip_is_a_client_as_verify_predicts(by,
     await simulate.put_all(etcd, items)
     state = (await load(etcd, Live(cluster_config()).records)).state
     names = [sp.name for sp in speakers]
-    configure_nodes(lab, await etcd_data(etcd), names)
+    configure_nodes(lab, await etcd_data(etcd), names, add_paths=True)
     await wait_established(lab, names, session_count(state))
     missed = await agree(lab, state, names, names)
     assert missed == ({("x", "rr2"), ("rr2", "x")} if by == "selector" else set())
@@ -372,7 +374,7 @@ async def test_clients_peer_with_an_rr_through_calicos_selector_spellings(select
     await simulate.put_all(etcd, items)
     state = (await load(etcd, Live(cluster_config()).records)).state
     names = [c.name for c in clients] + [rr.name]
-    configure_nodes(lab, await etcd_data(etcd), names)
+    configure_nodes(lab, await etcd_data(etcd), names, add_paths=True)
     await wait_established(lab, names, session_count(state))
     works = "start" in selector
     assert session_count(state) == (len(clients) * 2 if works else 0)  # both families
@@ -399,11 +401,42 @@ async def test_issue_2735_by_peer_ip_complete_only_with_distinct_ids(ids, lab, e
     await simulate.put_all(etcd, items)
     state = (await load(etcd, Live(cluster_config()).records)).state
     names = [sp.name for sp in rrs + clients]
-    configure_nodes(lab, await etcd_data(etcd), names)
+    configure_nodes(lab, await etcd_data(etcd), names, add_paths=True)
     await wait_established(lab, names, session_count(state))
     missed = await agree(lab, state, names, names)
     split = {(a, b) for a in LEFT for b in RIGHT} | {(b, a) for a in LEFT for b in RIGHT}
     assert (missed >= split) if ids == "shared" else missed == set()
+
+
+@pytest.mark.parametrize("add_paths", [True, False], ids=["add-paths", "best-path-only"])
+async def test_add_paths_carries_a_route_that_best_path_selection_would_hide(add_paths, lab,
+                                                                             etcd):
+    """o is a client of x and of b2; x reaches b through y; b2 shares b's cluster ID. b's best
+    path to o is b2's reflection (as short as y's, from the lower address), which b may not
+    reflect to its client t: it carries b's own cluster ID. With Calico's `add paths on`, b
+    passes on y's path too, and t hears o, as verify says. Without it (not Calico's
+    configuration: the control), t misses o's route: ADD-PATH is what changes the outcome."""
+    ids = {"x": "224.0.0.1", "b2": "224.0.0.2", "b": "224.0.0.2", "y": "224.0.0.3"}
+    speakers = [lab.add(name) for name in ("o", "t", "x", "b2", "b", "y")]  # b2 below y
+    items = dict([(calico.BGP_CONFIG, BGP_CONFIG)])
+    items.update(hand_node(sp, {"name": sp.name}, ids.get(sp.name, "")) for sp in speakers)
+    items.update(hand_peer(f"{a}-{b}", {"node": a, "peerSelector": f"name == '{b}'"}) for a, b in (
+        ("o", "x"), ("x", "y"), ("y", "b"), ("b", "b2"), ("t", "b"), ("o", "b2")))
+    await simulate.put_all(etcd, items)
+    state = (await load(etcd, Live(cluster_config()).records)).state
+    names = [sp.name for sp in speakers]
+    configure_nodes(lab, await etcd_data(etcd), names, add_paths=add_paths)
+    await wait_established(lab, names, session_count(state))
+    assert verify(state).ok
+    if add_paths:
+        assert await agree(lab, state, names, names) == set()
+        return
+    hidden = {("o", "t")}  # the one pair best-path selection loses
+    with trio.move_on_after(ROUTES):
+        while missing_pairs(lab, names, names, 4) != hidden:
+            await trio.sleep(0.1)
+    await trio.sleep(1)  # and it stays hidden
+    assert missing_pairs(lab, names, names, 4) == hidden
 
 
 @pytest.mark.parametrize("scope", ["node", "global"])

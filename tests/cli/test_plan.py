@@ -9,7 +9,7 @@ from rrwatch.cli import commands
 from rrwatch.config.settings import Settings
 from rrwatch.core import calico, edits
 from rrwatch.core.model import BgpConfig, Node, Peer
-from rrwatch.core.plan import DeletePeer, Limits, Plan, PutPeer
+from rrwatch.core.plan import DeletePeer, Limits, Plan, SetNode
 from rrwatch.core.policy import Policy
 from rrwatch.core.reachability import Verdict
 from rrwatch.errors import ExitStatus
@@ -22,9 +22,10 @@ def _session(a: str, b: str) -> dict[str, object]:
 
 
 def test_a_step_that_hides_a_route_is_shown_held_with_the_pairs_it_would_lose(capsys):
-    """iBGP deception as a make phase (o gains a session with b2, whose reflection b prefers but
-    may not pass to its client t): `plan` says the phase is held and names o -> t; the break
-    steps after it are not judged, since the daemon never gets there, but a detour is shown."""
+    """A make phase that promotes t with b's cluster ID: its session with b is no client session
+    any more, so b stops reflecting b2's route to t and t's to b2. `plan` says the phase is held
+    and names both; the break steps after it are not judged, since the daemon never gets there,
+    but a detour is shown."""
     nodes = []
     for name, n, cluster in (("o", 1, None), ("x", 10, "224.0.0.1"), ("y", 30, "224.0.0.3"),
                              ("b", 20, "224.0.0.2"), ("b2", 5, "224.0.0.2"), ("t", 2, None)):
@@ -35,14 +36,14 @@ def test_a_step_that_hides_a_route_is_shown_held_with_the_pairs_it_would_lose(ca
     for a, b in (("o", "x"), ("x", "y"), ("y", "b"), ("b", "b2"), ("t", "b")):
         state.put_peer(Peer(f"{a}-{b}", 1, True, _session(a, b)))
     state.put_peer(Peer("idle", 1, True, _session("nobody", "nothing")))  # no session
-    todo = Plan(make=(PutPeer("o-b2", None, _session("o", "b2")),),
+    todo = Plan(make=(SetNode("t", 1, "224.0.0.2", why="promote"),),
                 brk=(DeletePeer("x-y", 1),))
     settings = Settings(Policy(rr_label=RR_LABEL), Limits(), ZONE_LABEL)
     assert commands._steps(state, todo, settings) is True
     assert capsys.readouterr().out.splitlines() == [
         "held: make phase (1 writes) would make routes unreachable that reach now, so the"
         " daemon does not take it",
-        "  IPv4: 1 (origin -> receiver) would stop reaching: o -> t",
+        "  IPv4: 2 (origin -> receiver) would stop reaching: b2 -> t, t -> b2",
     ]
     # A break op that loses nothing on its own goes first, as the daemon's detour.
     detour = Plan(make=todo.make, brk=(DeletePeer("x-y", 1), DeletePeer("idle", 1)))

@@ -76,19 +76,60 @@ def deception():
     return build(nodes, [("o", "x"), ("x", "y"), ("y", "b"), ("b", "b2"), ("t", "b")])
 
 
-def test_a_new_session_that_hides_a_route_is_refused():
-    """iBGP deception: give o a session with b2 as well. b2 reflects o's route to b with a
-    cluster list as short as y's, and b2's lower address wins the tie; but that path carries
-    b's own cluster ID, so b may not reflect it to t. Without ADD-PATH b passes on its best
-    path only: t loses o's route, though o only gained a session."""
+def test_a_new_session_hides_no_route_since_calico_sets_add_paths():
+    """What would be an iBGP deception: give o a session with b2 as well. b2 reflects o's route
+    to b with a cluster list as short as y's, and b2's lower address wins the tie; that path
+    carries b's own cluster ID, so b may not reflect it to t. Passing on its best path only, b
+    would leave t without o's route. With ADD-PATH b holds y's path too, and reflects it."""
     state = deception()
     assert not any(unreachable(fabric(state, 4)))
     add = [PutPeer("o-b2", None, session("o", "b2"))]
-    verdict = check(state, add)
-    assert not verdict.ok
-    assert verdict.losses == (steps.Loss(4, 1, (("o", "t"),)),)
-    assert str(verdict) == "IPv4: 1 (origin -> receiver) would stop reaching: o -> t"
-    assert lost(state, add) == {(4, "o", "t")}
+    assert check(state, add).ok
+    assert lost(state, add) == set()
+    assert not any(unreachable(fabric(steps.applied(state, add), 4)))
+
+
+@st.composite
+def fabrics(draw):
+    """Up to 8 nodes, most RRs on one of three cluster IDs, some in another AS, and BGPPeer
+    sessions between them; and a pair of nodes without a session. (Best-path propagation
+    loses a route in such a fabric within a few hundred examples.)"""
+    count = draw(st.integers(3, 8))
+    nodes = [attrs.evolve(node(f"n{i}", i + 1, draw(st.sampled_from(
+        [None, "224.0.0.1", "224.0.0.2", "224.0.0.3"]))),
+        asn=draw(st.sampled_from([None, None, None, None, 65001]))) for i in range(count)]
+    pairs = [(f"n{a}", f"n{b}") for a in range(count) for b in range(a + 1, count)]
+    chosen = draw(st.lists(st.sampled_from(pairs), unique=True, min_size=count - 1,
+                            max_size=len(pairs) - 1))
+    new = draw(st.sampled_from([p for p in pairs if p not in chosen]))
+    return build(nodes, chosen), new
+
+
+@settings(max_examples=500, deadline=None)
+@given(fabrics())
+def test_adding_a_session_never_loses_a_route(drawn):
+    """Every path passes on (ADD-PATH), so a new session only adds paths: whatever the RRs,
+    cluster IDs and ASes, a pair that reaches before reaches after."""
+    state, (a, b) = drawn
+    add = [PutPeer(f"{a}-{b}", None, session(a, b))]
+    assert lost(state, add) == set()
+    assert check(state, add).ok
+
+
+def mesh_of_three():
+    """Three nodes in the node-to-node mesh; promoting one takes it out of the mesh."""
+    state = state_of([node(f"n{i}", i) for i in (1, 2, 3)])
+    return state, SetNode("n1", 1, "224.0.0.1", why="promote")
+
+
+def test_a_make_op_that_cuts_a_node_off_is_refused():
+    """A promotion before the peers that serve the new RR: it leaves the mesh, and with it every
+    session it had."""
+    state, promote = mesh_of_three()
+    verdict = check(state, [promote])
+    assert verdict.count == 4  # n1 to and from n2 and n3
+    assert lost(state, [promote]) == {(4, "n1", "n2"), (4, "n1", "n3"), (4, "n2", "n1"),
+                                      (4, "n3", "n1")}
 
 
 def test_a_break_that_removes_the_last_path_between_two_clusters_is_refused():
@@ -130,14 +171,11 @@ def test_a_step_that_changes_no_session_loses_nothing():
 def test_names_from_records_are_shown_as_text():
     """A node name with a newline and an escape cannot forge a line or drive a terminal."""
     evil = "t\n2026 WARNING forged\x1b[31m"
-    state = deception()
-    state.remove_node("t")
-    state.remove_peer("t-b")
-    state.put_node(attrs.evolve(node("t", 2), name=evil))
-    state.put_peer(Peer("t-b", 1, True, {"nodeSelector": "name == 't'",
-                                         "peerSelector": "name == 'b'"}))
-    verdict = check(state, [PutPeer("o-b2", None, session("o", "b2"))])
-    assert verdict.losses[0].pairs == (("o", evil),)
+    state, promote = mesh_of_three()
+    state.remove_node("n3")
+    state.put_node(attrs.evolve(node("n3", 3), name=evil))
+    verdict = check(state, [promote])
+    assert ("n1", evil) in verdict.losses[0].pairs
     text = str(verdict)
     assert "\n" not in text and "\x1b" not in text and "\\n2026 WARNING forged\\x1b[31m" in text
     assert "\n" not in str(verdict.losses[0])
@@ -171,11 +209,11 @@ def test_a_make_step_that_cuts_the_phase_badly_gives_way_to_the_whole_phase():
 def test_a_make_phase_that_loses_routes_is_held_with_its_own_check():
     """If the whole phase would lose routes too, nothing is taken, and the phase's check says
     why."""
-    state = deception()
+    state, promote = mesh_of_three()
     idle = PutPeer("idle", None, session("nobody", "nothing"))  # brings up no session
-    phase = (PutPeer("o-b2", None, session("o", "b2")), idle)
+    phase = (promote, idle)
     ops, verdict = take_make(Steps(), state, phase, phase[:1])
-    assert ops == () and verdict == check(state, phase) and verdict.count == 1
+    assert ops == () and verdict == check(state, phase) and verdict.count == 4
     assert take_make(Steps(), state, phase, phase[1:]) == ((idle,), check(state, (idle,)))
 
 

@@ -535,12 +535,17 @@ def test_lines_name_pairs_and_truncate():
     assert Verdict((), {}, 1).ok
 
 
-def test_propagation_that_does_not_settle_is_an_error(monkeypatch):
-    """The worklist has a bound, and passing it raises ConvergenceError naming the origin."""
-    monkeypatch.setattr(reachability, "_CHANGES_PER_SESSION", 0)
-    state = build([node("n1", 1), node("n2", 2)], mesh=True)
-    with pytest.raises(reachability.ConvergenceError, match="route from n1"):
-        unreachable(fabric(state, 4), group=False)
+def test_an_rr_reflects_a_path_that_is_not_its_best():
+    """ADD-PATH, which Calico sets on every session. o is a client of x and of b2; x reaches b
+    through y; b2 shares b's cluster ID. b's best path to o is b2's reflection (shorter, from the
+    lower address), which b may not reflect to its client t (it carries b's own cluster ID).
+    Passing on its best path only, b would leave t without o's route; b passes on y's too."""
+    ids = {"x": "224.0.0.1", "y": "224.0.0.3", "b": "224.0.0.2", "b2": "224.0.0.2"}
+    nodes = [node(name, n, cluster=ids.get(name), labels={"name": name})
+             for name, n in (("o", 1), ("x", 10), ("y", 30), ("b", 20), ("b2", 5), ("t", 2))]
+    peers = {f"{a}-{b}": {"node": a, "peerSelector": f"name == '{b}'"} for a, b in (
+        ("o", "x"), ("x", "y"), ("y", "b"), ("b", "b2"), ("t", "b"), ("o", "b2"))}
+    assert verify(build(nodes, peers)).ok
 
 
 def test_failures_other_than_0_or_1_are_refused():
