@@ -17,6 +17,7 @@ import attrs
 
 from rrwatch import certs
 from rrwatch.config.options import BY_KEY, LIMIT_FIELDS, OPTIONS, POLICY_FIELDS, text_of
+from rrwatch.config.values import Credentials
 from rrwatch.core.plan import Limits
 from rrwatch.core.policy import Policy, PolicyError
 from rrwatch.errors import ConfigError
@@ -25,6 +26,8 @@ from rrwatch.tls import TlsFiles, context, read_regular, shown
 DEFAULT_FILE = "/etc/rrwatch/rrwatch.toml"  # read when it exists and no other file is named
 FILE_ENV = "RRWATCH_CONFIG"
 FILE_LIMIT = 1 << 20  # bytes of TOML: a config file is a few hundred
+PASSWORD_ENV = "ETCD_PASSWORD"  # Calico's name; the one option outside the table (options.py)
+PASSWORD_LIMIT = 4096  # bytes of a password file
 
 
 @attrs.frozen
@@ -67,6 +70,7 @@ class Config:
     report_sockets: tuple[str, ...] = ("/var/run/calico/bird.ctl", "/var/run/calico/bird6.ctl")
     report_interval: float = 2.0
     warnings: tuple[str, ...] = ()  # findings that do not stop rrwatch, one line each
+    etcd_auth: Credentials | None = None  # the etcd user, when etcd has auth on
 
     @property
     def leader_key(self) -> str:
@@ -226,6 +230,8 @@ def load(
         else:
             tls = TlsFiles(*files)
             problems += tls_problems(tls)
+    auth = credentials(values["etcd_username"], environ.get(PASSWORD_ENV) or None,  # "": unset
+                       values["etcd_password_file"], problems)
     policy = None
     try:
         policy = Policy(**{field: values[name] for name, field in POLICY_FIELDS.items()})
@@ -264,4 +270,34 @@ def load(
         report_sockets=values["report_sockets"],
         report_interval=values["report_interval"],
         warnings=tuple(warnings),
+        etcd_auth=auth,
     )
+
+
+def credentials(user: str, password: str | None, password_file: str | None,
+                problems: list[str]) -> Credentials | None:
+    """The etcd user, if one is set: its password from the environment or from the first line
+    of the file. Problems never quote the password."""
+    if password_file:
+        if password is not None:
+            problems.append(f"{PASSWORD_ENV} and the password file are both set: set one")
+            return None
+        try:
+            text = read_regular(password_file, PASSWORD_LIMIT).decode("utf-8")
+        except OSError as e:
+            problems.append(f"{shown(password_file)}: {e.strerror}")
+            return None
+        except UnicodeDecodeError:
+            problems.append(f"{shown(password_file)}: not UTF-8 text")
+            return None
+        password = text.split("\n", 1)[0].rstrip("\r")
+    if not user:
+        if password is not None:
+            problems.append(f"a password is set ({PASSWORD_ENV} or the password file) but no"
+                            " user name (ETCD_USERNAME, [etcd] username)")
+        return None
+    if not password:
+        problems.append(f"ETCD_USERNAME {shown(user)} needs a password: {PASSWORD_ENV} or a"
+                        " password file ([etcd] password_file, RRWATCH_ETCD_PASSWORD_FILE)")
+        return None
+    return Credentials(user, password)

@@ -67,6 +67,17 @@ OPTIONS = (
            values.file, None,
            "client key (PEM)",
            "PATH"),
+    # The password itself only from ETCD_PASSWORD (loader.PASSWORD_ENV), never a file's key
+    # or a flag, which others could read in a config file or a process list.
+    Option("etcd_username", "etcd.username", ("ETCD_USERNAME",),
+           values.user, "",
+           "etcd user name, for etcd with auth on (its password: ETCD_PASSWORD, or the"
+           " password file)",
+           "NAME"),
+    Option("etcd_password_file", "etcd.password_file", ("RRWATCH_ETCD_PASSWORD_FILE",),
+           values.file, None,
+           "file holding the etcd user's password (its first line)",
+           "PATH"),
     Option("min", "policy.min", ("ROUTE_REFLECTOR_MIN",),
            values.at_least(int, 0), "3",
            "least RRs per zone",

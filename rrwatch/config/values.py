@@ -9,6 +9,8 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from rrwatch.core.calico_api import label_problems
 from rrwatch.core.model import RRLabel
 from rrwatch.core.selector import Selector, SelectorError
@@ -100,6 +102,22 @@ def node_name(text: str) -> str:
     text = text.strip()
     if text and not is_node_name(text):
         raise ValueError(f"{text!r} is not a node name (lower-case DNS subdomain)")
+    return text
+
+
+@attrs.frozen
+class Credentials:
+    """An etcd user. The password never appears in a repr, a log line or a message."""
+
+    user: str
+    password: str = attrs.field(repr=False)
+
+
+def user(text: str) -> str:
+    """An etcd user name; empty: none (etcd without auth)."""
+    text = text.strip()
+    if not text.isprintable():
+        raise ValueError(f"{text!r} is not a user name (control characters)")
     return text
 
 

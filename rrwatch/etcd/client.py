@@ -10,13 +10,15 @@ import socket
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import etcd3gw
 import requests
 import trio
 
-from rrwatch.etcd.errors import Code, EtcdError
+from rrwatch.config.values import Credentials
+from rrwatch.etcd.auth import Token, stale
+from rrwatch.etcd.errors import CertificateRefused, Code, EtcdError, LoginRefused
 from rrwatch.etcd.http import (
     _BROKEN,
     _OPENING,
@@ -47,6 +49,9 @@ from rrwatch.etcd.wire import (
 from rrwatch.tls import TlsFiles
 from rrwatch.tls import context as tls_context
 
+if TYPE_CHECKING:
+    from rrwatch.config import Config
+
 log = logging.getLogger("rrwatch.etcd")
 
 # Refusals that mean this member cannot serve now (etcd3gw's ConnectionFailedError and
@@ -64,15 +69,30 @@ class Etcd:
         *,
         timeout: float = 5.0,
         watch_timeout: float = 60.0,
+        auth: Credentials | None = None,
+        probe_key: str = "\0",
     ) -> None:
+        """`auth`: log in as this user (etcd with auth on). `probe_key`: the key `probe` reads,
+        one the user may read (a least-privilege role grants none outside its prefixes)."""
         if not endpoints:
             raise ValueError("no etcd endpoints")
+        self._auth = auth
+        self._token = None if auth is None else Token(self._login)
+        self._probe_key = probe_key.encode()
         self._endpoints = [urllib.parse.urlsplit(e) for e in endpoints]
         self._tls = None if tls is None else tls_context(tls)
         self.timeout = timeout
         self._watch_timeout = watch_timeout
         self._current = 0
         self._client = self._connect(self._current)
+
+    @classmethod
+    def of(cls, config: Config, endpoints: Sequence[str] = (), *, probe_key: str = "") -> Etcd:
+        """A client as `config` says: its endpoints (or `endpoints`), TLS files, timeouts and
+        user; `probe` reads `probe_key`, by default the key of rrwatch's prefix."""
+        return cls(endpoints or config.etcd_endpoints, config.tls, timeout=config.etcd_timeout,
+                   watch_timeout=config.watch_timeout, auth=config.etcd_auth,
+                   probe_key=probe_key or config.prefix)
 
     def _connect(self, index: int) -> etcd3gw.Etcd3Client:
         url = self._endpoints[index]
@@ -113,11 +133,45 @@ class Etcd:
 
         With `abandon`, cancelling the caller ends the request at once (only for requests safe
         to repeat or to lose); without, the caller waits for it, at most until the timeout.
+        With a user, a request refused for its token is sent once more with a new one (etcd
+        applies nothing it refuses, so a write too).
         """
+        if self._token is None:
+            return await self._send(path, payload, {}, abandon)
+        token = await self._token.get()
+        try:
+            return await self._send(path, payload, {"Authorization": token}, abandon)
+        except EtcdError as e:
+            if not stale(e):
+                raise
+            self._token.renew(token)
+            log.debug("etcd refused the auth token (%s): logging in again", e)
+        token = await self._token.get()
+        return await self._send(path, payload, {"Authorization": token}, abandon)
+
+    async def _login(self) -> str:
+        """A new token for the user."""
+        assert self._auth is not None
+        payload = {"name": self._auth.user, "password": self._auth.password}
+        try:
+            reply = await self._send("/auth/authenticate", payload, {}, False)
+        except EtcdError as e:
+            if e.code is None:
+                raise
+            raise LoginRefused(f"{e} (user {self._auth.user!r})", code=e.code,
+                               http_status=e.http_status) from None
+        token = reply.get("token") if isinstance(reply, dict) else None
+        if not isinstance(token, str) or not token:
+            raise EtcdError(f"{self.endpoint}: no token in the reply to /auth/authenticate")
+        log.info("logged in to etcd as %r", self._auth.user)
+        return token
+
+    async def _send(self, path: str, payload: dict[str, Any], headers: dict[str, str],
+                    abandon: bool) -> Any:
         client = self._client
         base = client.base_url
         send = functools.partial(_request, client.session, client.get_url(path), payload,
-                                 self.timeout)
+                                 self.timeout, headers)
         try:
             status, reply = await _in_thread(send, timeout=self.timeout, limiter=_UNARY,
                                              abandon=abandon)
@@ -135,6 +189,11 @@ class Etcd:
             if status in _UNAVAILABLE:
                 self.fail_over(base)
             message, code = refusal(reply)
+            if status == 400 and code is None:
+                raise CertificateRefused(
+                    f"{base}: etcd has auth on and refuses a client certificate with a"
+                    f" CommonName on its gateway ({message}): use one without a CommonName"
+                    " (docs/howto-tls-etcd.md)")
             raise EtcdError(f"{base}: {message}", code=code, http_status=status)
         return reply
 
@@ -203,7 +262,7 @@ class Etcd:
     async def probe(self) -> int:
         """A linearizable read of one key: the current revision, or EtcdError when the member
         cannot serve (frozen, partitioned from its quorum, unreachable)."""
-        return await self._call("/kv/range", {"key": _b64(b"\0"), "count_only": True},
+        return await self._call("/kv/range", {"key": _b64(self._probe_key), "count_only": True},
                                 _header_revision)
 
     async def txn(
@@ -254,12 +313,14 @@ class Etcd:
         request = {"create_request": create}
         endpoint = self.endpoint
         url = self._client.get_url("/watch")
+        auth_token = None if self._token is None else await self._token.get()
+        headers = {} if auth_token is None else {"Authorization": auth_token}
         with contextlib.ExitStack() as cleanup:
             session = cleanup.enter_context(_session(self._tls))
 
             def open_stream(exchange: _Exchange
                             ) -> tuple[requests.Response, socket.socket | None]:
-                response = session.post(url, json=request, stream=True,
+                response = session.post(url, json=request, headers=headers, stream=True,
                                         timeout=(self.timeout, self._watch_timeout))
                 exchange.keep(response)  # closed by `end` if we stop waiting from now on
                 return response, exchange.sock
@@ -288,8 +349,12 @@ class Etcd:
             # reach the caller as themselves, not wrapped in an exception group.
             trio.lowlevel.start_thread_soon(
                 functools.partial(_pump, response, send, url, token), finished)
+            # etcd cancels a watch opened with an expired token (an open one survives expiry):
+            # the next one opens with a new token.
+            renew = None if auth_token is None or self._token is None else functools.partial(
+                self._token.renew, auth_token)
             try:
-                yield WatchStream(receive, self._watch_timeout, url, sock)
+                yield WatchStream(receive, self._watch_timeout, url, sock, renew)
             finally:
                 _shutdown(sock)
                 receive.close()

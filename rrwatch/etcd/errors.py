@@ -16,6 +16,7 @@ from rrwatch.errors import ExitStatus, RrwatchError
 class Code(enum.IntEnum):
     """The gRPC status codes etcd's errors carry (google.golang.org/grpc/codes)."""
 
+    CANCELLED = 1  # a watch the server cancelled (for an invalid token, or a denied key)
     INVALID_ARGUMENT = 3  # also auth: "user name is empty", "auth revision is old"
     NOT_FOUND = 5  # a lease that does not exist (any more)
     PERMISSION_DENIED = 7
@@ -47,10 +48,20 @@ class EtcdError(RrwatchError):
 
     @property
     def needs_user(self) -> bool:
-        """etcd has auth on and wants a user this client is not: its gateway refused the
-        certificate's CommonName, or the request carried no (valid) token."""
-        return ((self.http_status == 400 and self.code is None)
-                or self.code == Code.UNAUTHENTICATED)
+        """etcd has auth on and the request carried no (valid) token."""
+        return self.code == Code.UNAUTHENTICATED
+
+
+class CertificateRefused(RrwatchError):
+    """etcd's gateway refuses every request whose client certificate has a CommonName while
+    auth is on. No retry cures that, so it is no EtcdError: it ends the command or the daemon
+    with one line."""
+
+    status = ExitStatus.CONFIG
+
+
+class LoginRefused(EtcdError):
+    """etcd refused the user name and password (or knows no such user)."""
 
 
 class Compacted(EtcdError):

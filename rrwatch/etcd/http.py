@@ -197,10 +197,11 @@ def _body(response: requests.Response, cap: int) -> bytes:
 
 
 def _request(session: requests.Session, url: str, payload: dict[str, Any], timeout: float,
-             exchange: _Exchange) -> tuple[int, Any]:
+             headers: dict[str, str], exchange: _Exchange) -> tuple[int, Any]:
     """Runs in a worker thread: one POST; its status and its JSON value (its text when it is
     not 200)."""
-    with session.post(url, json=payload, stream=True, timeout=timeout) as response:
+    with session.post(url, json=payload, headers=headers, stream=True,
+                      timeout=timeout) as response:
         body = _body(response, MAX_REPLY)
     if response.status_code != 200:
         return response.status_code, body.decode("utf-8", "replace") or response.reason

@@ -5,12 +5,13 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from collections.abc import Callable
 
 import requests
 import trio
 import urllib3
 
-from rrwatch.etcd.errors import EtcdError, StreamIdle
+from rrwatch.etcd.errors import Code, EtcdError, StreamIdle
 from rrwatch.etcd.http import _chunks, _reason, _shutdown
 from rrwatch.etcd.wire import WatchResponse, _lines, _watch_message
 
@@ -27,11 +28,13 @@ class WatchStream:
     """
 
     def __init__(self, receive: trio.MemoryReceiveChannel[WatchResponse | EtcdError],
-                 idle: float, url: str, sock: socket.socket | None) -> None:
+                 idle: float, url: str, sock: socket.socket | None,
+                 renew: Callable[[], None] | None = None) -> None:
         self._receive = receive
         self._idle = idle
         self._url = url
         self._sock = sock
+        self._renew = renew  # drops the auth token when etcd cancels the watch
 
     def __aiter__(self) -> WatchStream:
         return self
@@ -39,9 +42,13 @@ class WatchStream:
     async def __anext__(self) -> WatchResponse | EtcdError:
         with trio.move_on_after(self._idle):
             try:
-                return await self._receive.receive()
+                item = await self._receive.receive()
             except trio.EndOfChannel:
                 raise StopAsyncIteration from None
+            if (isinstance(item, EtcdError) and item.code == Code.CANCELLED
+                    and self._renew is not None):
+                self._renew()
+            return item
         _shutdown(self._sock)  # the reading thread stops at once
         return StreamIdle(f"{self._url}: watch stream gave no whole message for the read"
                           f" timeout ({self._idle:g} s)")

@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 import attrs
 
 from rrwatch.core.decoding import no_collection
-from rrwatch.etcd.errors import Compacted, EtcdError
+from rrwatch.etcd.errors import Code, Compacted, EtcdError
 
 log = logging.getLogger("rrwatch.etcd")
 
@@ -279,7 +279,7 @@ def _watch_message(line: bytes, url: str) -> WatchResponse | EtcdError:
         if compacted:
             return Compacted(compacted)
         reason = _text(result.get("cancel_reason", "no reason"))
-        return EtcdError(f"{url}: watch canceled: {reason}")
+        return EtcdError(f"{url}: watch canceled: {reason}", code=Code.CANCELLED)
     return WatchResponse(
         revision=_header_revision(result),
         events=tuple(_event(e) for e in _array(result.get("events", []), "events")),

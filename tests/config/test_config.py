@@ -420,3 +420,52 @@ def test_a_boolean_on_by_default_takes_a_value_as_a_flag():
     """`--policy-object false` turns the object off; `--dry-run` stays a bare switch."""
     config = cli._parser().parse_args(["run", "--policy-object", "false", "--dry-run"])
     assert (config.policy_object, config.dry_run) == ("false", True)
+
+
+# -- etcd users ----------------------------------------------------------------------------------
+
+
+def test_an_etcd_user_from_calicos_environment_names():
+    config = load({"ETCD_USERNAME": "rrwatch", "ETCD_PASSWORD": "pw from env"})
+    assert (config.etcd_auth.user, config.etcd_auth.password) == ("rrwatch", "pw from env")
+    assert load({}).etcd_auth is None
+
+
+def test_the_password_from_the_first_line_of_its_file(tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text("pw from file\nnot this\n")
+    conf = tmp_path / "rrwatch.toml"
+    conf.write_text(f'[etcd]\nusername = "rrwatch"\npassword_file = "{secret}"\n')
+    config = load({}, {"config": str(conf)})
+    assert (config.etcd_auth.user, config.etcd_auth.password) == ("rrwatch", "pw from file")
+    assert load({"ETCD_USERNAME": "u", "RRWATCH_ETCD_PASSWORD_FILE": str(secret)}
+                ).etcd_auth.password == "pw from file"
+
+
+@pytest.mark.parametrize(("environ", "problem"), [
+    ({"ETCD_USERNAME": "rrwatch"}, "ETCD_USERNAME rrwatch needs a password"),
+    ({"ETCD_USERNAME": "rrwatch", "ETCD_PASSWORD": ""}, "needs a password"),
+    ({"ETCD_PASSWORD": "hunter2"}, "a password is set (ETCD_PASSWORD or the password file) but no"
+                                   " user name"),
+    ({"ETCD_USERNAME": "rrwatch", "ETCD_PASSWORD": "hunter2", "RRWATCH_ETCD_PASSWORD_FILE": "F"},
+     "ETCD_PASSWORD and the password file are both set"),
+    ({"ETCD_USERNAME": "rrwatch", "RRWATCH_ETCD_PASSWORD_FILE": "/nonexistent/pw"},
+     "/nonexistent/pw: No such file or directory"),
+])
+def test_an_etcd_user_needs_one_password_and_no_message_shows_it(environ, problem, tmp_path):
+    environ = {k: v.replace("F", str(tmp_path / "pw")) if k.endswith("FILE") else v
+               for k, v in environ.items()}
+    (tmp_path / "pw").write_text("hunter2\n")
+    with pytest.raises(ConfigError) as raised:
+        load(environ)
+    assert problem in str(raised.value) and "hunter2" not in str(raised.value)
+
+
+def test_the_password_is_no_key_of_the_file(tmp_path):
+    """A password in a config file is read by whoever reads the file: not an option."""
+    conf = tmp_path / "rrwatch.toml"
+    conf.write_text('[etcd]\nusername = "rrwatch"\npassword = "hunter2"\n')
+    with pytest.raises(ConfigError) as raised:
+        load({"ETCD_PASSWORD": "pw"}, {"config": str(conf)})
+    assert "unknown key etcd.password" in str(raised.value)
+    assert "hunter2" not in str(raised.value)
