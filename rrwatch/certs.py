@@ -198,6 +198,16 @@ def _names(cert: x509.Certificate) -> tuple[list[str], list[_SanIP]]:
     return san.get_values_for_type(x509.DNSName), san.get_values_for_type(x509.IPAddress)
 
 
+def common_names(path: str) -> list[str]:
+    """The CommonNames in the subject of the certificate at `path` ([] if it cannot be read:
+    the TLS checks say why)."""
+    try:
+        cert = x509.load_pem_x509_certificate(read_regular(path, PEM_LIMIT))
+    except (OSError, ValueError):
+        return []
+    return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
 def server_names(cert: x509.Certificate) -> list[str]:
     """The DNS names, then the IP addresses, that `cert` is for."""
     dns, ips = _names(cert)

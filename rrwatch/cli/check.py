@@ -5,9 +5,10 @@ and a transaction that writes and deletes where rrwatch does, behind a condition
 hold. etcd checks the permissions of every operation in a transaction before it evaluates the
 condition, so a refusal shows and nothing is ever written.
 
-etcd with auth enabled refuses rrwatch altogether: rrwatch speaks to etcd's JSON gateway, where
-etcd ignores the client certificate's common name (it says so in its reply), and rrwatch has no
-user name and password to give instead. `check` says that in one line.
+With auth on, etcd's JSON gateway (which rrwatch speaks to) ignores client certificate names, so
+rrwatch logs in with a user name and password; and it refuses outright a client certificate
+that has a CommonName. `check` says which of these is wrong, in one line, and names each grant
+the user's roles lack (the roles are in docs/reference.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,17 @@ from rrwatch import certs
 from rrwatch.config import Config
 from rrwatch.core import calico
 from rrwatch.errors import ExitStatus
-from rrwatch.etcd import Code, Etcd, EtcdError, delete, mod_is, prefix_end, put
+from rrwatch.etcd import (
+    CertificateRefused,
+    Code,
+    Etcd,
+    EtcdError,
+    LoginRefused,
+    delete,
+    mod_is,
+    prefix_end,
+    put,
+)
 
 _PROBE = "rrwatch-permission-check.invalid"  # a name no Calico object has: never written anyway
 
@@ -38,7 +49,7 @@ def grants(config: Config) -> list[Grant]:
     return [
         Grant(calico.NODES, True, "reads nodes; writes RR cluster IDs and labels"),
         Grant(calico.RESOURCES + "bgp", False, "reads BGPPeers and the BGPConfiguration"),
-        Grant(calico.PEERS, True, "writes the BGPPeers it owns"),
+        Grant(calico.PEERS + calico.OWNED_PEER_PREFIX, True, "writes the BGPPeers it owns"),
         Grant("/calico/bgp/v1/rr_v", bool(config.register_ip),
               "reads RR host registrations" + ("; registers this host" if config.register_ip
                                                else "")),
@@ -66,6 +77,11 @@ def check(config: Config) -> int:
         if report.ok:
             say("ok", f"TLS: {config.tls.cert} valid until {report.not_after:%Y-%m-%d} UTC"
                       f" ({report.days_left:.0f} days)")
+        if config.etcd_auth is not None and (names := certs.common_names(config.tls.cert)):
+            say("FAIL", f"TLS: {config.tls.cert} has a CommonName ({', '.join(names)}), which"
+                        " etcd's gateway refuses while auth is on: use a client certificate"
+                        " without one (docs/howto-tls-etcd.md)")
+            status = ExitStatus.CONFIG
     if status:
         return status
     reachable = []
@@ -80,12 +96,22 @@ def check(config: Config) -> int:
             say("warn", f"TLS: {warning}")
         try:
             revision = trio.run(_probe, endpoint, config)
+        except CertificateRefused as e:
+            say("FAIL", str(e))
+            return e.status
+        except LoginRefused as e:
+            say("FAIL", f"{endpoint}: etcd refused the login: {e}")
+            return ExitStatus.NOPERM
         except EtcdError as e:
-            # A well-formed read refused as an invalid argument: "user name is empty".
-            if e.needs_user or e.code == Code.INVALID_ARGUMENT:
-                say("FAIL", f"{endpoint}: etcd has auth enabled, and ignores client certificate"
-                            " names on its JSON gateway, which rrwatch uses: rrwatch needs an"
-                            " etcd that authorizes by client certificate alone")
+            # Without a user, a read refused as an invalid argument: "user name is empty".
+            if config.etcd_auth is None and (e.needs_user or e.code == Code.INVALID_ARGUMENT):
+                say("FAIL", f"{endpoint}: etcd has auth enabled: set ETCD_USERNAME and"
+                            " ETCD_PASSWORD (or a password file) for a user with the role in"
+                            " docs/reference.md")
+                return ExitStatus.NOPERM
+            if e.denied:
+                say("FAIL", f"permission: read {config.prefix} (the probe, and rrwatch's own"
+                            f" keys): {e}")
                 return ExitStatus.NOPERM
             say("FAIL", f"{endpoint}: cannot be reached: {e}")
             continue
@@ -113,7 +139,7 @@ def check(config: Config) -> int:
 
 
 async def _probe(endpoint: str, config: Config) -> int:
-    etcd = Etcd([endpoint], config.tls, timeout=config.etcd_timeout)
+    etcd = Etcd.of(config, [endpoint])
     try:
         return await etcd.probe()
     finally:
@@ -122,7 +148,7 @@ async def _probe(endpoint: str, config: Config) -> int:
 
 async def _permissions(endpoint: str, config: Config) -> list[tuple[Grant, str]]:
     """The grants etcd refuses, with its reason."""
-    etcd = Etcd([endpoint], config.tls, timeout=config.etcd_timeout)
+    etcd = Etcd.of(config, [endpoint])
     refused = []
     try:
         for grant in grants(config):

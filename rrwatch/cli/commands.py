@@ -252,7 +252,7 @@ def registration(config: Config, ips: list[str], *, cluster_id: str = "",
     One held by a lease belongs to a running rrwatch (RRWATCH_REGISTER_IP) and is left alone.
     """
     async def change() -> list[str]:
-        etcd = Etcd(config.etcd_endpoints, config.tls, timeout=config.etcd_timeout)
+        etcd = Etcd.of(config)
         refused = []
         try:
             for ip in ips:
@@ -319,7 +319,7 @@ def read_etcd(config: Config, *, leader: bool = False) -> tuple[Snapshot, Settin
     live = Live(config)
 
     async def read() -> Snapshot:
-        etcd = Etcd(config.etcd_endpoints, config.tls, timeout=config.etcd_timeout)
+        etcd = Etcd.of(config)
         try:
             snapshot = await load(etcd, live.records)
             if leader:

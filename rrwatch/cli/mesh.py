@@ -45,7 +45,7 @@ def mesh(config: Config, enabled: bool, *, rrs: int = 2) -> int:
         return ExitStatus.OK
 
     async def write() -> int | None:
-        etcd = Etcd(config.etcd_endpoints, config.tls, timeout=config.etcd_timeout)
+        etcd = Etcd.of(config)
         try:
             kv = await etcd.get(BGP_CONFIG)
             revision = 0 if kv is None else kv.mod_revision

@@ -24,6 +24,7 @@ from rrwatch.etcd import (
     EtcdError,
     created_at,
     delete,
+    denials,
     get,
     mod_is,
     put,
@@ -150,8 +151,8 @@ async def claim(etcd: Etcd, key: str, value: bytes, lease: int,
             await until_changed(etcd, key, holder.mod_revision, recheck=etcd.timeout * 2)
             backoff.reset()
 
-    return await until_ok(attempt, backoff, errors=EtcdError,
-                          failed=lambda e: log.warning("campaign for %s: %s; retrying", key, e))
+    return await until_ok(attempt, backoff, errors=EtcdError, failed=denials.failed(
+        "the leader key " + key, lambda e: log.warning("campaign for %s: %s; retrying", key, e)))
 
 
 async def _not_a_leader(etcd: Etcd, lease: int) -> str | None:

@@ -33,7 +33,7 @@ from rrwatch.daemon.pacing import Settle, demotion, paced, pause
 from rrwatch.daemon.requests import InvalidWrite, batches, chunks, edits_stored, write_request
 from rrwatch.daemon.verifier import Verifier
 from rrwatch.daemon.watcher import Watcher
-from rrwatch.etcd import KV, Etcd, EtcdError, get, mod_is
+from rrwatch.etcd import KV, Etcd, EtcdError, denials, get, mod_is
 
 if TYPE_CHECKING:
     from rrwatch.config.settings import Settings
@@ -251,8 +251,9 @@ class Reconciler:
                 landed, lost = await self._write(batch, fence)
             except EtcdError as e:
                 self.stats.errors += 1
-                log.warning("could not %s%s: %s", batch[0],
-                            f" and {len(batch) - 1} more" if len(batch) > 1 else "", e)
+                if not denials.explained(f"writes to {batch[0].key.rpartition('/')[0]}/", e):
+                    log.warning("could not %s%s: %s", batch[0],
+                                f" and {len(batch) - 1} more" if len(batch) > 1 else "", e)
                 ok = False
                 break  # etcd is unwell: the rest would fail too
             for revision in sorted(set(landed.values())):  # a line per transaction

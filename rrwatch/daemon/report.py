@@ -29,7 +29,7 @@ from rrwatch.core.bird_protocols import BgpSession, bgp_sessions, since_time
 from rrwatch.core.reports import Report, Session, dumps
 from rrwatch.daemon import election
 from rrwatch.errors import ExitStatus
-from rrwatch.etcd import Etcd, EtcdError, put
+from rrwatch.etcd import Etcd, EtcdError, denials, put
 from rrwatch.host.birdc import BirdError, ask
 from rrwatch.retry import Backoff, forever, until_ok
 
@@ -112,8 +112,9 @@ async def keep(etcd: Etcd, reader: Reader, keys: Mapping[str, int | None], lease
                     return (await etcd.txn([], [put(key, value, lease)])).revision
 
                 revision = await until_ok(write, backoff, errors=(EtcdError,),
-                                          failed=lambda e: log.warning(
-                                              "writing the session report: %s; retrying", e))
+                                          failed=denials.failed(
+                                              "the session report " + key, lambda e: log.warning(
+                                              "writing the session report: %s; retrying", e)))
                 written[key] = value
                 guards[key] = await nursery.start(_guard, etcd, key, value, lease, revision,
                                                   written, recheck)
@@ -159,8 +160,7 @@ def _summary(report: Report) -> str:
 async def run(config: Config) -> None:
     """The reporter, until cancelled: one lease after another, its report on each."""
     node = config.report_node
-    etcd = Etcd(config.etcd_endpoints, config.tls, timeout=config.etcd_timeout,
-                watch_timeout=config.watch_timeout)
+    etcd = Etcd.of(config, probe_key=config.sessions_prefix + node)
     reader = Reader(config.report_sockets)
     keys: dict[str, int | None] = {config.sessions_prefix + node: None}
     log.info("reporting the BGP sessions of %s from %s at %s", node,

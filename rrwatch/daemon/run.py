@@ -24,6 +24,7 @@ from rrwatch import config as config_mod
 from rrwatch.config import Config
 from rrwatch.core import edits
 from rrwatch.core.sessions import HOST_PREFIX
+from rrwatch.core.text import printable
 from rrwatch.daemon import election, report
 from rrwatch.daemon.election import Fence, LostLeadership, SessionLost
 from rrwatch.daemon.live import Live
@@ -31,7 +32,7 @@ from rrwatch.daemon.reconciler import Reconciler
 from rrwatch.daemon.tls_keeper import TlsKeeper
 from rrwatch.daemon.watcher import Watcher
 from rrwatch.errors import ConfigError, ExitStatus, leaves
-from rrwatch.etcd import Etcd, EtcdError
+from rrwatch.etcd import CertificateRefused, Etcd, EtcdError, denials
 from rrwatch.host import registration
 from rrwatch.host.birdc import BirdError, protocols
 from rrwatch.host.keeper import BirdKeeper
@@ -51,12 +52,7 @@ class DaemonStats:
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.etcd = Etcd(
-            config.etcd_endpoints,
-            config.tls,
-            timeout=config.etcd_timeout,
-            watch_timeout=config.watch_timeout,
-        )
+        self.etcd = Etcd.of(config)
         self.live = Live(config)
         self.watcher = Watcher(self.etcd, self.live.records,
                                probe_interval=config.probe_interval,
@@ -122,7 +118,9 @@ class Daemon:
                                 log.warning("%s; campaigning again", reason)
 
         await forever(session, backoff, errors=(SessionLost, EtcdError),
-                      failed=lambda e: log.warning("%s; campaigning again", _reason(e)))
+                      failed=denials.failed("the leader key " + self.config.leader_key,
+                                            lambda e: log.warning("%s; campaigning again",
+                                                                  _reason(e))))
 
     async def _lead(self, lease: int) -> None:
         key = self.config.leader_key
@@ -315,4 +313,13 @@ def main(config: Config, flags: Mapping[str, Any] | None = None) -> int:
     except ConfigError as e:  # found only once running, such as a metrics port in use
         print(f"rrwatch: configuration: {e}", file=sys.stderr)
         return ExitStatus.CONFIG
+    except CertificateRefused as e:
+        print(printable(f"rrwatch: {e}"), file=sys.stderr)
+        return e.status
+    except BaseExceptionGroup as group:  # from the task that asked first
+        refused = [e for e in leaves(group) if isinstance(e, CertificateRefused)]
+        if not refused:
+            raise
+        print(printable(f"rrwatch: {refused[0]}"), file=sys.stderr)
+        return refused[0].status
     return 0

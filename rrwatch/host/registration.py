@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from rrwatch.etcd import Etcd, EtcdError, created_at, get, mod_is, put
+from rrwatch.etcd import Etcd, EtcdError, created_at, denials, get, mod_is, put
 from rrwatch.retry import Backoff, until_ok
 
 log = logging.getLogger("rrwatch.election")
@@ -20,7 +20,8 @@ async def register(etcd: Etcd, key: str, value: bytes, lease: int) -> None:
     """
     await until_ok(functools.partial(_register, etcd, key, value, lease), Backoff(),
                    errors=EtcdError,
-                   failed=lambda e: log.warning("registering %s: %s; retrying", key, e))
+                   failed=denials.failed("the registration " + key, lambda e: log.warning(
+                       "registering %s: %s; retrying", key, e)))
 
 
 async def _register(etcd: Etcd, key: str, value: bytes, lease: int) -> None:

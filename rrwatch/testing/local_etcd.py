@@ -93,6 +93,7 @@ class LocalEtcd:
     binary: str
     cluster_state: str = "new"
     cluster_token: str = attrs.field(factory=_new_cluster_token)
+    extra_args: tuple[str, ...] = ()  # such as --auth-token-ttl
     log_path: str = attrs.field(default=attrs.Factory(_default_log_path, takes_self=True))
     proc: subprocess.Popen[bytes] | None = attrs.field(default=None, init=False, repr=False)
     paused: bool = attrs.field(default=False, init=False)
@@ -140,6 +141,7 @@ class LocalEtcd:
             # 3.4 defaults to the deprecated capnslog logger; zap works in both.
             "--logger=zap",
             "--log-level=warn",
+            *self.extra_args,
         ]
 
     def start(self, *, wait: bool = True, timeout: float = 15.0) -> None:
@@ -324,6 +326,7 @@ def start_cluster(
     *,
     binary: str | None = None,
     timeout: float = 15.0,
+    extra_args: tuple[str, ...] = (),
 ) -> list[LocalEtcd]:
     """Start ``size`` members (raft over TLS on loopback) under ``base_dir`` and wait for all.
 
@@ -351,6 +354,7 @@ def start_cluster(
             initial_cluster=initial_cluster,
             binary=binary,
             cluster_token=token,
+            extra_args=extra_args,
         )
         for name, client_port, peer_port in zip(names, client_ports, peer_ports, strict=True)
     ]

@@ -35,12 +35,15 @@ SERVER_SANS = ("127.0.0.1", "::1", "localhost")
 
 @attrs.frozen
 class Pki:
-    """A CA with one server and one client certificate, written under ``dir``."""
+    """A CA with one server and two client certificates, written under ``dir``: ``client``
+    (CommonName rrwatch) and ``nameless`` (no CommonName, as etcd's gateway wants with auth
+    on)."""
 
     dir: str
     ca: str
     server: TlsFiles
     client: TlsFiles
+    nameless: TlsFiles
 
 
 def _validity(
@@ -58,6 +61,9 @@ def _new_key() -> Key:
 
 
 def _name(common_name: str) -> x509.Name:
+    """A subject with this CommonName; without one when empty (an organisation instead)."""
+    if not common_name:
+        return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "rrwatch")])
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
@@ -208,6 +214,9 @@ def make_pki(
     client_cert, client_key = issue(
         ca_cert, ca_key, "rrwatch", client=True, not_before=leaf_start, not_after=leaf_end
     )
+    nameless_cert, nameless_key = issue(
+        ca_cert, ca_key, "", client=True, not_before=leaf_start, not_after=leaf_end
+    )
 
     def path(name: str) -> str:
         return os.path.join(directory, name)
@@ -217,6 +226,8 @@ def make_pki(
     write_pem(path("server-key.pem"), server_key)
     write_pem(path("client.pem"), client_cert)
     write_pem(path("client-key.pem"), client_key)
+    write_pem(path("nameless.pem"), nameless_cert)
+    write_pem(path("nameless-key.pem"), nameless_key)
     log.debug("wrote test PKI to %s", directory)
     ca = path("ca.pem")
     return Pki(
@@ -224,4 +235,5 @@ def make_pki(
         ca=ca,
         server=TlsFiles(ca=ca, cert=path("server.pem"), key=path("server-key.pem")),
         client=TlsFiles(ca=ca, cert=path("client.pem"), key=path("client-key.pem")),
+        nameless=TlsFiles(ca=ca, cert=path("nameless.pem"), key=path("nameless-key.pem")),
     )

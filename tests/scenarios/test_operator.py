@@ -60,7 +60,7 @@ def two_ca_etcd(directory) -> tuple[local_etcd.LocalEtcd, dict]:
         cert, key = issue(*authority, "rrwatch", not_after=now + datetime.timedelta(days=days))
         files[name] = TlsFiles(files["all"], _write(directory, f"{name}.pem", cert),
                                _write(directory, f"{name}-key.pem", key))
-    pki = Pki(str(directory), files["all"], server_files, files["first"])
+    pki = Pki(str(directory), files["all"], server_files, files["first"], files["first"])
     [member] = local_etcd.start_cluster(str(directory / "etcd"), pki, 1)
     return member, files
 
@@ -132,19 +132,25 @@ async def test_check_passes_against_a_good_etcd(etcd_server, rrwatch):
     assert lines[3].startswith("ok   permissions: readwrite " + calico.NODES)
 
 
-async def test_check_explains_an_etcd_with_auth(etcd_server, rrwatch, tls):
-    """etcd with auth on ignores certificate names on the gateway: `check` says so in one line
-    and exits 77, instead of the daemon failing on every request."""
+async def test_check_explains_an_etcd_with_auth(etcd_server, rrwatch, tls, pki):
+    """etcd with auth on, and no user given: `check` says to give one, in one line, and exits
+    77; with a certificate that has a CommonName, which etcd's gateway refuses outright, it says
+    that instead and exits 78, instead of the daemon failing on every request."""
     with tls_session(tls) as session:
         for path, body in (("/v3/auth/role/add", {"name": "root"}),
                            ("/v3/auth/user/add", {"name": "root", "password": "secret"}),
                            ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
                            ("/v3/auth/enable", {})):
             assert session.post(etcd_server.endpoint + path, json=body, timeout=5).ok
-    result = rrwatch("check")
+    nameless = {"ETCD_CERT_FILE": pki.nameless.cert, "ETCD_KEY_FILE": pki.nameless.key}
+    result = rrwatch("check", env=nameless)
     assert result.returncode == 77, result.stdout + result.stderr
     [failed] = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
-    assert "etcd has auth enabled" in failed
+    assert "etcd has auth enabled: set ETCD_USERNAME and ETCD_PASSWORD" in failed
+    result = rrwatch("check")
+    assert result.returncode == 78, result.stdout + result.stderr
+    [failed] = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert "refuses a client certificate with a CommonName" in failed
 
 
 def test_check_names_an_unreachable_endpoint(rrwatch):
