@@ -16,6 +16,7 @@ one mesh) are interchangeable, so one origin stands for all of its twins.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 
 import attrs
@@ -131,12 +132,12 @@ def propagate(net: Net, origin: int) -> dict[int, list[Path]]:
     Calico sets `add paths on` on every session, so a speaker passes on every path it holds,
     not only its best: who hears a route does not depend on path selection, and adding a
     session never takes a route away. A path that could go nowhere another held path cannot
-    (`_covered`) is left out, which bounds the search: paths only ever grow.
+    (`_below`) is left out, which bounds the search: paths only ever grow.
     """
     held = {origin: [LOCAL]}
-    todo = [(origin, LOCAL)]
+    todo = deque([(origin, LOCAL)])  # breadth first: short paths come first and cover long ones
     while todo:
-        s, path = todo.pop()
+        s, path = todo.popleft()
         for n, ibgp in net.links[s]:
             if n == origin:
                 continue  # ORIGINATOR_ID: a speaker drops its own route
@@ -146,31 +147,27 @@ def propagate(net: Net, origin: int) -> dict[int, list[Path]]:
             mine = held.setdefault(n, [])
             if _covered(out, mine):
                 continue
-            mine[:] = [p for p in mine if not (p[3] == s and _below(out, p))]
+            mine[:] = [p for p in mine if not _below(out, p)]
             mine.append(out)
             todo.append((n, out))
     return held
 
 
 def _below(a: Path, b: Path) -> bool:
-    """Can `a` go wherever `b` can (but back to its own neighbour)? Each of a kind, cluster list
-    and AS path no worse: export and acceptance only ever refuse on these growing."""
+    """Can `a` go wherever `b` can? Each of kind, cluster list and AS path no worse: export
+    and acceptance only ever refuse on these growing.
+
+    Where `a` came from does not matter, though BIRD sends no path back to its neighbour `x`:
+    what `b` would bring `x`, `x` refuses or holds already. It holds the path it sent as `a`
+    (or one below), whose lists `b`'s include; its kind is no worse unless `x` reflected it from
+    a non-client, and then `b`'s cluster list carries `x`'s own cluster ID for that session, so
+    `x` refuses `b`. (Over eBGP, `b`'s AS path carries `x`'s AS.)
+    """
     return a[0] <= b[0] and a[1] <= b[1] and a[2] <= b[2]
 
 
 def _covered(path: Path, held: list[Path]) -> bool:
-    """Can the paths held go wherever `path` can? One from the same neighbour that is `_below`
-    it, or two from different neighbours (BIRD sends no route back to its neighbour, so one of
-    the two can go to either)."""
-    others = set()
-    for p in held:
-        if _below(p, path):
-            if p[3] == path[3]:
-                return True
-            others.add(p[3])
-            if len(others) > 1:
-                return True
-    return False
+    return any(_below(p, path) for p in held)
 
 
 def _cid(net: Net, s: int, n: int) -> str:
