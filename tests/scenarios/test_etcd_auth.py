@@ -225,6 +225,9 @@ async def test_without_a_grant_check_names_it_and_the_daemon_says_so_once(
         f"FAIL permission: readwrite {prefix}" for prefix in (
             calico.NODES, calico.PEERS + calico.OWNED_PEER_PREFIX, PREFIX)}, failed
     assert rrwatch("check").returncode == 0  # the controller's role has them all
+    wrong = rrwatch("check", env={"ETCD_PASSWORD": "not-the-password"})
+    assert wrong.returncode == 77 and "etcd refused the login" in wrong.stdout, wrong.stdout
+    assert "not-the-password" not in wrong.stdout + wrong.stderr
 
     await seed(etcd, per_zone=4)
     daemon = start_daemon(reader)
