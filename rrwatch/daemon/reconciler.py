@@ -251,7 +251,8 @@ class Reconciler:
                 landed, lost = await self._write(batch, fence)
             except EtcdError as e:
                 self.stats.errors += 1
-                if not denials.explained(f"writes to {batch[0].key.rpartition('/')[0]}/", e):
+                ranges = sorted({op.key.rpartition("/")[0] + "/" for op in batch})
+                if not denials.explained("writes to " + " and ".join(ranges), e):
                     log.warning("could not %s%s: %s", batch[0],
                                 f" and {len(batch) - 1} more" if len(batch) > 1 else "", e)
                 ok = False

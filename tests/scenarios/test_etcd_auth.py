@@ -30,6 +30,7 @@ from tests.support import (
     mesh_problems,
     read_cluster,
     require,
+    rr_names,
     seed,
     settled,
     wait_until,
@@ -89,7 +90,14 @@ def etcd_server(tmp_path, pki, etcd_binary) -> Iterator[local_etcd.LocalEtcd]:
             "etcdctl role add reader",
             *(f"etcdctl role grant-permission --prefix=true reader read {p}" for p in reads),
             "printf 'reader-pw\\n' | etcdctl user add reader --interactive=false",
-            "etcdctl user grant-role reader reader"]))
+            "etcdctl user grant-role reader reader",
+            # The controller's grants but one: no writes to its BGPPeers.
+            "etcdctl role add no-peers",
+            f"etcdctl role grant-permission --prefix=true no-peers readwrite {calico.NODES}",
+            f"etcdctl role grant-permission --prefix=true no-peers readwrite {PREFIX}",
+            "printf 'no-peers-pw\\n' | etcdctl user add no-peers --interactive=false",
+            "etcdctl user grant-role no-peers no-peers",
+            "etcdctl user grant-role no-peers reader"]))
         yield server
     finally:
         server.stop()
@@ -239,6 +247,19 @@ async def test_without_a_grant_check_names_it_and_the_daemon_says_so_once(
     assert daemon.metrics().get("rrwatch_leader") == 0
     _, data = await read_cluster(etcd)
     assert mesh_problems(data)  # it wrote nothing
+    daemon.stop()
+
+    # Without the BGPPeer grant, a leader says once that it may not write its BGPPeers. Its
+    # transactions write nodes and BGPPeers together, so etcd refuses them whole.
+    leader = start_daemon(as_user("no-peers", "no-peers-pw", tmp_path))
+    peers = f"etcd denies rrwatch's user writes to {calico.PEERS}"
+    with trio.fail_after(30):
+        await leader.wait_for_log(peers)
+    await trio.sleep(8)
+    assert leader.log().count(peers) == 1 and leader.proc.poll() is None
+    assert leader.leading()
+    _, data = await read_cluster(etcd)
+    assert not rr_names(data)
 
 
 async def test_a_client_certificate_with_a_common_name_is_one_line(rrwatch, pki):
