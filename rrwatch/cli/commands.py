@@ -78,8 +78,9 @@ def _steps(state: ClusterState, todo: Plan, settings: Settings) -> bool:
     held = False
     for name, ops, verdict in stepping.phases(state, todo.make, todo.brk, settings.limits):
         if name == "detour":
-            _say(f"meanwhile, as a detour, the daemon takes {ops[0]} first: it loses no route on"
-                 " its own")
+            what = (f"{ops[0]} first: it loses no route on its own" if len(ops) == 1 else
+                    f"{ops[0]} and {len(ops) - 1} more first: together they lose no route")
+            _say(f"meanwhile, as a detour, the daemon takes {what}")
         elif verdict.ok:
             _say(f"{name} ({len(ops)} writes): {verdict}")
         else:

@@ -168,8 +168,8 @@ class Reconciler:
         """The break ops to write now, or none and when to look again.
 
         Once the make phase is done: the break step, paced, as far as the gate and the route
-        check let it go. When the route check holds a step (make or break): a detour, the first
-        single break op that the gate lets go and that loses no route (`stepping.take_one`).
+        check let it go. When the route check holds a step (make or break): a detour, break ops
+        that the gate lets go and that lose no route (`stepping.take_detour`).
         """
         state = self._watcher.state
         if not plan.make:
@@ -185,9 +185,10 @@ class Reconciler:
         if not (go := await self.verifier.gate(state, ops)):
             return (), self.verifier.next_check() or math.inf
         taken, _ = await trio.to_thread.run_sync(functools.partial(
-            stepping.take_one, self._steps, steps.applied(state, ()), go, version=version))
+            stepping.take_detour, self._steps, steps.applied(state, ()), go, version=version))
         if taken:
-            log.info("taking %s ahead of the held step: it loses no route on its own", taken[0])
+            more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+            log.info("taking %s%s ahead of the held step: they lose no route", taken[0], more)
         return taken, math.inf  # held: only a change can free it
 
     async def _judged(self, phase: str, take: Callable[..., tuple[tuple[Op, ...], steps.Check]],

@@ -15,7 +15,7 @@ from rrwatch.core.plan import DeletePeer, Limits, Planner, PutPeer, SetNode, out
 from rrwatch.core.policy import Policy
 from rrwatch.core.reachability import unreachable
 from rrwatch.core.sessions import FAMILIES, fabric
-from rrwatch.core.stepping import take_break, take_make, take_one
+from rrwatch.core.stepping import take_break, take_detour, take_make
 from rrwatch.core.steps import Steps, check
 from rrwatch.testing import simulate
 from tests import support as s
@@ -250,11 +250,26 @@ def test_a_held_step_gives_way_to_the_first_break_op_that_loses_nothing_on_its_o
                    node("b1", 5)],
                   [("a1", "r1"), ("b1", "r2"), ("r1", "r2"), ("a1", "r2")])
     harmless, cutting = DeletePeer("a1-r2", 1), DeletePeer("r1-r2", 1)
-    assert take_one(Steps(), state, (cutting, harmless)) == ((harmless,), check(state, (harmless,)))
-    assert take_one(Steps(), state, (cutting,)) == ((), steps.Check())
+    assert take_detour(Steps(), state, (cutting, harmless)) == (
+        (harmless,), check(state, (harmless,)))
+    assert take_detour(Steps(), state, (cutting,)) == ((), steps.Check())
     # It judges a few ops at most: a held step is judged again at every change.
     many = (cutting,) * stepping.DETOUR + (harmless,)
-    assert take_one(Steps(), state, many) == ((), steps.Check())
+    assert take_detour(Steps(), state, many) == ((), steps.Check())
+
+
+def test_a_detour_takes_each_op_of_its_window_that_loses_nothing_with_those_before():
+    """a1 and c1 are clients of both RRs. a1 may leave either RR, but not both: the second of
+    its deletes stays out, and c1's goes with the first."""
+    state = build([node("r1", 1, "224.0.0.1"), node("a1", 2), node("r2", 4, "224.0.0.2"),
+                   node("c1", 5)],
+                  [("a1", "r1"), ("a1", "r2"), ("c1", "r1"), ("c1", "r2"), ("r1", "r2")])
+    a1_off_r2, a1_off_r1, c1_off_r2 = (DeletePeer("a1-r2", 1), DeletePeer("a1-r1", 1),
+                                       DeletePeer("c1-r2", 1))
+    assert check(state, (a1_off_r1,)).ok and not check(state, (a1_off_r2, a1_off_r1)).ok
+    taken, verdict = take_detour(Steps(), state, (a1_off_r2, a1_off_r1, c1_off_r2))
+    assert taken == (a1_off_r2, c1_off_r2) and verdict == check(state, taken) and verdict.ok
+    assert not lost(state, taken)
 
 
 def meddled(draw_ops, topology: str) -> tuple[object, Policy]:
@@ -303,7 +318,7 @@ def test_after_a_foreign_writer_the_steps_and_detours_converge_losing_nothing(me
         else:
             ops, _ = take_break(judge, state, step)
         if not ops:
-            ops, _ = take_one(judge, state, plan.brk)
+            ops, _ = take_detour(judge, state, plan.brk)
             event("detour" if ops else "held")
         assert ops, f"held for good at: {step[0]}"
         assert not lost(state, ops)
