@@ -116,18 +116,11 @@ async def etcd(etcd_server, tls) -> Etcd:
 
 
 @pytest.fixture
-def daemon_env(etcd_server, tls) -> dict[str, str]:
-    """The controller's user, its password in the environment, as Calico's components take it."""
-    return {
-        "ETCD_ENDPOINTS": etcd_server.endpoint,
-        "ETCD_CA_CERT_FILE": tls.ca,
-        "ETCD_CERT_FILE": tls.cert,
-        "ETCD_KEY_FILE": tls.key,
-        "ETCD_USERNAME": "rrwatch",
-        "ETCD_PASSWORD": PASSWORDS["RRWATCH_PASSWORD"],
-        "ROUTE_REFLECTOR_ZONE_LABEL": "topology.kubernetes.io/zone",
-        "RRWATCH_SETTLE": "0.5",
-    }
+def daemon_env(daemon_env) -> dict[str, str]:
+    """The suite's (with the nameless certificate), logged in as the controller's user, the
+    password in the environment as Calico's components take it."""
+    return {**daemon_env, "ETCD_USERNAME": "rrwatch",
+            "ETCD_PASSWORD": PASSWORDS["RRWATCH_PASSWORD"]}
 
 
 def as_user(user: str, password: str, tmp_path) -> dict[str, str]:
