@@ -7,13 +7,22 @@ nothing here touches the daemon's live objects, and the daemon does no work betw
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import heapq
+import importlib.metadata
 import time
 from collections.abc import Callable, Iterator, Mapping
 
+import attrs
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 
 from rrwatch.errors import ConfigError
 from rrwatch.status import BirdStatus, Status
@@ -54,6 +63,50 @@ _COUNTERS = (
 )
 
 
+# Latency buckets, in seconds: a plan takes milliseconds; a change is answered after the debounce
+# (0.1 s), or after the settle time (10 s) when it waits for new sessions.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+           60.0, 120.0, 300.0)
+_HISTOGRAMS = {
+    # name -> help
+    "plan_duration_seconds": "How long a plan took",
+    "change_to_write_seconds": "From a change in etcd to the first write that answers it",
+    "change_to_bird_reload_seconds": "From a change in etcd to the end of the BIRD reload that"
+                                     " carries it (RR hosts)",
+}
+
+
+@attrs.define
+class Latency:
+    """Observations of one duration, counted per bucket (the last: above every bound)."""
+
+    counts: list[int] = attrs.Factory(lambda: [0] * (len(BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def frozen(self) -> tuple[tuple[int, ...], float]:
+        return tuple(self.counts), self.total
+
+
+def _histogram(name: str, counts: tuple[int, ...], total: float) -> Metric:
+    cumulative, buckets = 0, []
+    for bound, count in zip((*map(str, BUCKETS), "+Inf"), counts, strict=True):
+        cumulative += count
+        buckets.append((bound, cumulative))
+    return HistogramMetricFamily(f"rrwatch_{name}", _HISTOGRAMS[name], buckets=buckets,
+                                 sum_value=total)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("rrwatch")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 class _Collector:
     def __init__(self, source: Callable[[], Status | None]) -> None:
         self._source = source
@@ -63,6 +116,8 @@ class _Collector:
         if status is None:  # the daemon is stopping
             return
         stats = status.stats
+        yield InfoMetricFamily("rrwatch_build", "rrwatch's version",
+                               value={"version": _version()})
         yield GaugeMetricFamily("rrwatch_leader", "1 while this instance leads and writes",
                                 value=int(status.leading))
         for name, help_text, source, attribute in _COUNTERS:
@@ -92,10 +147,12 @@ class _Collector:
                                 "1 while a policy object in etcd is in force",
                                 value=int(status.policy_object))
         yield from _zones(status)
-        if status.tls_expiry_days is not None:
-            yield GaugeMetricFamily("rrwatch_tls_cert_expiry_days",
-                                    "Days until the etcd client certificate in use expires",
-                                    value=status.tls_expiry_days)
+        if status.tls_not_after is not None:
+            yield GaugeMetricFamily("rrwatch_tls_cert_expiry_timestamp_seconds",
+                                    "When the etcd client certificate in use expires (Unix time)",
+                                    value=status.tls_not_after)
+        for name, (counts, total) in sorted(status.latencies.items()):
+            yield _histogram(name, counts, total)
         if status.bird is not None:
             yield from _bird(status.bird)
 

@@ -30,7 +30,9 @@ class Status:
     speakers: Mapping[str, int]  # zone -> nodes with a BGP address
     reflectors: Mapping[str, int]  # zone -> nodes with a cluster ID
     rr_hosts: int  # registrations
-    tls_expiry_days: float | None = None  # of the client certificate in use
+    tls_not_after: float | None = None  # Unix time: when the client certificate in use expires
+    # Histograms by metric name: counts per bucket (metrics.BUCKETS, then above), and the sum.
+    latencies: Mapping[str, tuple[tuple[int, ...], float]] = attrs.Factory(dict)
     bird: BirdStatus | None = None  # on an RR host
 
     @property

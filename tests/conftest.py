@@ -106,14 +106,17 @@ class DaemonProcess:
 
     def samples(self) -> list[Sample]:
         """The daemon's metric samples now, with their labels; [] while it cannot answer."""
+        return [sample for family in text_string_to_metric_families(self.exposition())
+                for sample in family.samples]
+
+    def exposition(self) -> str:
+        """A scrape as the daemon serves it; "" while it cannot answer."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
-                text = response.read().decode()
+                return response.read().decode()
         except OSError:
-            return []
-        return [sample for family in text_string_to_metric_families(text)
-                for sample in family.samples]
+            return ""
 
     def leading(self) -> bool:
         return self.metrics().get("rrwatch_leader") == 1

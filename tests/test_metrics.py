@@ -49,3 +49,29 @@ def test_no_refused_neighbours_is_a_zero():
     families = scrape({})
     assert [s.value for s in families["rrwatch_bird_bad_neighbours"]] == [0]
     assert families["rrwatch_bird_bad_neighbour_info"] == []
+
+
+class _Latencies:
+    def __init__(self, latency: metrics.Latency) -> None:
+        self.latency = latency
+
+    def collect(self):
+        yield metrics._histogram("plan_duration_seconds", *self.latency.frozen())
+
+
+def test_a_latency_is_a_histogram_with_cumulative_buckets():
+    """Each observation lands in the first bucket whose bound it does not pass; the exposition
+    counts cumulatively, with +Inf as the count, and the sum of what was observed."""
+    latency = metrics.Latency()
+    for seconds in (0.001, 0.003, 0.2, 0.2, 400.0):
+        latency.observe(seconds)
+    registry = CollectorRegistry()
+    registry.register(_Latencies(latency))
+    text = generate_latest(registry).decode()
+    [family] = text_string_to_metric_families(text)
+    buckets = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
+    assert (buckets["0.001"], buckets["0.005"], buckets["0.25"], buckets["300.0"],
+            buckets["+Inf"]) == (1, 2, 4, 4, 5)
+    values = {s.name: s.value for s in family.samples}
+    assert values["rrwatch_plan_duration_seconds_count"] == 5
+    assert abs(values["rrwatch_plan_duration_seconds_sum"] - 400.404) < 1e-9

@@ -34,6 +34,7 @@ from rrwatch.daemon.requests import InvalidWrite, batches, chunks, edits_stored,
 from rrwatch.daemon.verifier import Verifier
 from rrwatch.daemon.watcher import Watcher
 from rrwatch.etcd import KV, Etcd, EtcdError, denials, get, mod_is
+from rrwatch.metrics import Latency
 
 if TYPE_CHECKING:
     from rrwatch.config.settings import Settings
@@ -78,6 +79,9 @@ class Reconciler:
         self._timing = timing
         self._dry_run = dry_run
         self.stats = ReconcileStats()
+        self.latency = {name: Latency() for name in (
+            "plan_duration_seconds", "change_to_write_seconds")}
+        self._waiting: float | None = None  # when the oldest change not yet answered came
         self._reported: tuple[str, ...] = ()
         self._converged_at = -1  # the model version last found to need no writes
         self._converged = trio.Event()
@@ -105,11 +109,16 @@ class Reconciler:
         settle = Settle(self._timing.settle)
         # Demotions are a rate, not a burst: at most the step's limit per settle window.
         demoting = Settle(self._timing.settle)
+        planned = self._watcher.version  # the changes before this one need no answer
         while True:
             version = self._watcher.version
+            if self._waiting is None:
+                self._waiting = self._watcher.changed_since(planned)
+            planned = version
             started = time.perf_counter()
             self.verifier.observe(self._watcher.state)
             plan = self.plan()
+            self.latency["plan_duration_seconds"].observe(time.perf_counter() - started)
             if not plan.brk:
                 self.verifier.clear()
             log.debug("planned at revision %d in %.2f ms: %d to make, %d to break",
@@ -119,6 +128,7 @@ class Reconciler:
             self.stats.pending = len(plan.make) + len(plan.brk)
             wait_until = math.inf
             if not plan:
+                self._waiting = None  # nothing to answer
                 self._held("")
                 self.stats.converged_at = time.time()
                 self._converged_at = version
@@ -268,6 +278,10 @@ class Reconciler:
                 if op.key in lost:
                     log.info("%s: %s changed since planned; will plan again", op, op.key)
             self.stats.writes += len(landed)
+            if landed and self._waiting is not None:
+                self.latency["change_to_write_seconds"].observe(
+                    trio.current_time() - self._waiting)
+                self._waiting = None
             self.stats.conflicts += len(lost)
             written.update(landed)
             beaten.update(lost)

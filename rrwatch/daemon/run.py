@@ -174,7 +174,11 @@ class Daemon:
             speakers=dict(state.speakers),
             reflectors=state.reflectors_by_zone(),
             rr_hosts=len(state.reflectors),
-            tls_expiry_days=self.tls.days_left() if self.tls else None,
+            tls_not_after=(self.tls.not_after.timestamp()
+                           if self.tls and self.tls.not_after else None),
+            latencies={name: latency.frozen() for name, latency in (
+                *self.reconciler.latency.items(),
+                *(self.bird.latency.items() if self.bird else ()))},
             bird=None if self.bird is None else BirdStatus(
                 stats=attrs.asdict(self.bird.stats),
                 refused=dict(self.bird.refused),

@@ -59,12 +59,6 @@ class TlsKeeper:
         self._seen = _look(files)  # a stat, not a read: what Etcd's context was made from
         self.not_after: datetime.datetime | None = None  # known once `run` has read the files
 
-    def days_left(self) -> float | None:
-        """Days until the certificate in use expires."""
-        if self.not_after is None:
-            return None
-        return (self.not_after - datetime.datetime.now(datetime.UTC)).total_seconds() / 86400
-
     async def run(self) -> None:
         # config.load checked the files a moment ago: this is for the dates and the warnings.
         report = await trio.to_thread.run_sync(certs.check, self.files, abandon_on_cancel=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import attrs
@@ -84,6 +85,7 @@ class Watcher:
         self.stats = WatchStats()
         self.bad: dict[str, str] = {}  # key -> reason, for keys whose value cannot be used
         self.version = 0  # bumped whenever the model changes
+        self._changes: deque[tuple[int, float]] = deque(maxlen=1024)  # (version, trio time)
         self.revision = 0  # of the last snapshot
         self.revisions: dict[str, int] = {}  # key -> mod revision, for every key in the model
         self._deleted: dict[str, int] = {}  # key -> revision deleted, kept until the next check
@@ -265,7 +267,12 @@ class Watcher:
     def notify(self) -> None:
         """The model changed (here, or in the settings that shape it): wake its readers."""
         self.version += 1
+        self._changes.append((self.version, trio.current_time()))
         self._wake()
+
+    def changed_since(self, version: int) -> float | None:
+        """When the model first changed after `version` (trio's clock), if it has lately."""
+        return next((at for v, at in self._changes if v > version), None)
 
     def _wake(self) -> None:
         self._changed.set()

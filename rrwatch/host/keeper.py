@@ -17,6 +17,7 @@ import trio
 from rrwatch.core.bird_config import Session, render
 from rrwatch.core.model import ClusterState
 from rrwatch.host.birdc import BirdError, configure
+from rrwatch.metrics import Latency
 
 log = logging.getLogger("rrwatch.bird")
 
@@ -28,6 +29,8 @@ class Model(Protocol):
     version: int
 
     async def wait_change(self, version: int) -> None: ...
+
+    def changed_since(self, version: int) -> float | None: ...
 
 
 # -- keeping BIRD in step ------------------------------------------------------------------------
@@ -63,17 +66,21 @@ class BirdKeeper:
         self._debounce = debounce
         self._dry_run = dry_run
         self.stats = BirdStats()
+        self.latency = {"change_to_bird_reload_seconds": Latency()}
         self.peers: Mapping[str, Session] = {}  # protocol name -> session, as BIRD runs them
         self.refused: Mapping[str, str] = {}  # neighbour -> why, as of the last rendering
         self._reported: str | None = None  # the last problem logged, so a retry is no news
 
     async def run(self) -> None:
         version, done = -1, None  # `done`: the text last carried through (loaded, or checked)
+        waiting: float | None = None  # when the oldest change not yet loaded came
         while True:
             if version >= 0:
                 with trio.move_on_after(math.inf if done is not None else self.RETRY):
                     await self._watcher.wait_change(version)
                 await trio.sleep(self._debounce)
+                if waiting is None:
+                    waiting = self._watcher.changed_since(version)
             version = self._watcher.version
             rendered = render(self._watcher.state, self._addresses, self._include)
             self._note_refused(rendered.refused if rendered is not None else {})
@@ -83,6 +90,7 @@ class BirdKeeper:
                 continue
             text, peers = rendered.text, rendered.sessions
             if text == done:
+                waiting = None  # the change did not touch BIRD's sessions
                 continue
             self.stats.current = False
             if await self.apply(text):
@@ -90,6 +98,10 @@ class BirdKeeper:
                 if not self._dry_run:
                     self.peers = {s.protocol: s for s in peers}
                     self.stats.current = True
+                    if waiting is not None:
+                        self.latency["change_to_bird_reload_seconds"].observe(
+                            trio.current_time() - waiting)
+                waiting = None
             else:
                 done = None
 

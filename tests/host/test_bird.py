@@ -80,15 +80,20 @@ class FakeWatcher:
         self.state = state
         self.version = 0
         self._changed = trio.Event()
+        self._at: dict[int, float] = {}
 
     def notify(self) -> None:
         self.version += 1
+        self._at[self.version] = trio.current_time()
         self._changed.set()
         self._changed = trio.Event()
 
     async def wait_change(self, since: int) -> None:
         while self.version <= since:
             await self._changed.wait()
+
+    def changed_since(self, version: int) -> float | None:
+        return self._at.get(version + 1)
 
 
 async def test_bad_neighbours_are_logged_once_per_change_and_never_block(tmp_path, caplog,

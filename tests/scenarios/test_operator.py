@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 
@@ -94,7 +95,8 @@ async def test_rotated_certificate_is_taken_up_by_the_running_leader(tmp_path, s
         os.replace(live.key + ".new", live.key)  # as a rotation tool does: one file, then
         os.replace(live.cert + ".new", live.cert)  # the other
         await wait_for(lambda: daemon.metrics().get("rrwatch_tls_reloads_total") == 1)
-        assert 199 < daemon.metrics()["rrwatch_tls_cert_expiry_days"] < 200.1
+        expires = daemon.metrics()["rrwatch_tls_cert_expiry_timestamp_seconds"] - time.time()
+        assert 199 < expires / 86400 < 200.1  # the next certificate's
 
         member.stop()  # etcd comes back trusting CA two only: the old certificate is refused
         member.pki = attrs.evolve(member.pki, ca=files["two"], client=files["next"])
