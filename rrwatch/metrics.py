@@ -153,6 +153,12 @@ class _Collector:
                                     value=status.tls_not_after)
         for name, (counts, total) in sorted(status.latencies.items()):
             yield _histogram(name, counts, total)
+        down = GaugeMetricFamily("rrwatch_reported_sessions_down",
+                                 "Sessions a speaker's report has not Established (plus 1 when"
+                                 " its BIRD could not be read)", labels=["speaker"])
+        for speaker, count in sorted(status.sessions_down.items()):
+            down.add_metric([speaker], count)
+        yield down
         if status.bird is not None:
             yield from _bird(status.bird)
 

@@ -33,6 +33,9 @@ class Status:
     tls_not_after: float | None = None  # Unix time: when the client certificate in use expires
     # Histograms by metric name: counts per bucket (metrics.BUCKETS, then above), and the sum.
     latencies: Mapping[str, tuple[tuple[int, ...], float]] = attrs.Factory(dict)
+    # Per speaker that reports its sessions: those its report has not Established (all of them
+    # when its BIRD could not be read).
+    sessions_down: Mapping[str, int] = attrs.Factory(dict)
     bird: BirdStatus | None = None  # on an RR host
 
     @property

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import shutil
 import socketserver
 import subprocess
@@ -24,6 +25,7 @@ import attrs
 import pytest
 import trio
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from rrwatch import config
 from rrwatch.core import calico, edits
@@ -78,10 +80,29 @@ def need_graphviz() -> None:
     require(shutil.which("dot") is not None, NEEDS_GRAPHVIZ, "RRWATCH_REQUIRE_GRAPHVIZ")
 
 
+PROMETHEUS = pathlib.Path(__file__).parent.parent / "deploy" / "prometheus"
+
+
+def need_promtool() -> None:
+    require(shutil.which("promtool") is not None, NEEDS_PROMTOOL, "RRWATCH_REQUIRE_PROMTOOL")
+
+
+def rule_metrics() -> set[str]:
+    """The metric families the alert rules name (as a scrape's parser names them: no _total,
+    _count, _sum or _bucket)."""
+    text = (PROMETHEUS / "rrwatch-rules.yaml").read_text()
+    names = set(re.findall(r"\brrwatch_[a-z_]+", text))
+    return {re.sub(r"_(total|count|sum|bucket)$", "", name) for name in names}
+
+
+def scraped_families(exposition: str) -> set[str]:
+    return {family.name for family in text_string_to_metric_families(exposition)}
+
+
 def promtool_check_metrics(exposition: str) -> str:
     """What `promtool check metrics` finds in a scrape: its output, empty when clean. Skips
     without promtool (fails under RRWATCH_REQUIRE_PROMTOOL)."""
-    require(shutil.which("promtool") is not None, NEEDS_PROMTOOL, "RRWATCH_REQUIRE_PROMTOOL")
+    need_promtool()
     done = subprocess.run(["promtool", "check", "metrics"], input=exposition,
                           capture_output=True, text=True, timeout=60, check=False)
     return (done.stdout + done.stderr).strip() if done.returncode else ""

@@ -176,6 +176,8 @@ class Daemon:
             rr_hosts=len(state.reflectors),
             tls_not_after=(self.tls.not_after.timestamp()
                            if self.tls and self.tls.not_after else None),
+            sessions_down={speaker: sum(not s.established for s in report.sessions.values())
+                           + (not report.ok) for speaker, report in state.reports.items()},
             latencies={name: latency.frozen() for name, latency in (
                 *self.reconciler.latency.items(),
                 *(self.bird.latency.items() if self.bird else ()))},

@@ -1,6 +1,7 @@
-"""A scrape of the real daemon as Prometheus takes it: clean by `promtool check metrics`, with
-the build info, the client certificate's expiry as a timestamp, and latency histograms that a
-change answered fills. (RR host mode's scrape is checked in tests/bgp/test_bgp.py.)"""
+"""A scrape of the real daemon as Prometheus takes it: clean by `promtool check metrics`, every
+metric the alert rules name, the build info, the client certificate's expiry as a timestamp,
+and latency histograms that a change answered fills. (RR host mode's scrape is checked in
+tests/bgp/test_bgp.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from cryptography import x509
 
 from rrwatch.core import calico
 from rrwatch.etcd import delete
-from tests.support import converged, promtool_check_metrics, rr_names, seed, wait_until
+from tests.support import (
+    converged,
+    promtool_check_metrics,
+    rr_names,
+    rule_metrics,
+    scraped_families,
+    seed,
+    wait_until,
+)
 
 
 async def test_a_scrape_is_clean_and_times_plans_and_answers(etcd, start_daemon, tls):
@@ -25,6 +34,9 @@ async def test_a_scrape_is_clean_and_times_plans_and_answers(etcd, start_daemon,
 
     text = daemon.exposition()
     assert promtool_check_metrics(text) == ""
+    # Every metric an alert rule names is served (RR host mode's own: in tests/bgp).
+    assert {name for name in rule_metrics() if not name.startswith("rrwatch_bird_")} <= (
+        scraped_families(text))
     samples = {sample.name: sample for sample in daemon.samples()}
     assert samples["rrwatch_plan_duration_seconds_count"].value == (
         samples["rrwatch_plans_total"].value)  # one observation per plan, in one scrape
