@@ -71,7 +71,7 @@ _HISTOGRAMS = {
     # name -> help
     "plan_duration_seconds": "How long a plan took",
     "change_to_write_seconds": "From a change in etcd to the first write that answers it",
-    "change_to_bird_reload_seconds": "From a change in etcd to the end of the BIRD reload that"
+    "bird_change_to_reload_seconds": "From a change in etcd to the end of the BIRD reload that"
                                      " carries it (RR hosts)",
 }
 

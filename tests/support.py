@@ -80,17 +80,25 @@ def need_graphviz() -> None:
     require(shutil.which("dot") is not None, NEEDS_GRAPHVIZ, "RRWATCH_REQUIRE_GRAPHVIZ")
 
 
-PROMETHEUS = pathlib.Path(__file__).parent.parent / "deploy" / "prometheus"
+DEPLOY = pathlib.Path(__file__).parent.parent / "deploy"
+PROMETHEUS = DEPLOY / "prometheus"
+DASHBOARD = DEPLOY / "grafana" / "rrwatch.json"
 
 
 def need_promtool() -> None:
     require(shutil.which("promtool") is not None, NEEDS_PROMTOOL, "RRWATCH_REQUIRE_PROMTOOL")
 
 
-def rule_metrics() -> set[str]:
-    """The metric families the alert rules name (as a scrape's parser names them: no _total,
-    _count, _sum or _bucket)."""
-    text = (PROMETHEUS / "rrwatch-rules.yaml").read_text()
+def dashboard_queries() -> list[str]:
+    """The PromQL of every panel of the Grafana dashboard."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def kit_metrics() -> set[str]:
+    """The metric families the alert rules and the dashboard name (as a scrape's parser names
+    them: no _total, _count, _sum or _bucket)."""
+    text = (PROMETHEUS / "rrwatch-rules.yaml").read_text() + "\n".join(dashboard_queries())
     names = set(re.findall(r"\brrwatch_[a-z_]+", text))
     return {re.sub(r"_(total|count|sum|bucket)$", "", name) for name in names}
 

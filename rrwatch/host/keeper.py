@@ -66,7 +66,7 @@ class BirdKeeper:
         self._debounce = debounce
         self._dry_run = dry_run
         self.stats = BirdStats()
-        self.latency = {"change_to_bird_reload_seconds": Latency()}
+        self.latency = {"bird_change_to_reload_seconds": Latency()}
         self.peers: Mapping[str, Session] = {}  # protocol name -> session, as BIRD runs them
         self.refused: Mapping[str, str] = {}  # neighbour -> why, as of the last rendering
         self._reported: str | None = None  # the last problem logged, so a retry is no news
@@ -99,7 +99,7 @@ class BirdKeeper:
                     self.peers = {s.protocol: s for s in peers}
                     self.stats.current = True
                     if waiting is not None:
-                        self.latency["change_to_bird_reload_seconds"].observe(
+                        self.latency["bird_change_to_reload_seconds"].observe(
                             trio.current_time() - waiting)
                 waiting = None
             else:

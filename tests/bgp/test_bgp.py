@@ -152,11 +152,11 @@ async def test_every_node_hears_every_prefix(topology, hosts, lab, etcd, start_d
     joined = await until_complete(lab, nodes, speakers)
     for speaker in host_speakers:  # rrwatch gave the RR hosts a session with it by itself
         assert bird_config.protocol_name(joiner.ipv4) in speaker.sessions()
-    for daemon in daemons[:hosts]:  # RR host mode's scrape: clean, the rules' metrics, the
+    for daemon in daemons[:hosts]:  # RR host mode's scrape: clean, the kit's metrics, the
         text = daemon.exposition()   # reload timed
         assert support.promtool_check_metrics(text) == ""
-        assert support.rule_metrics() <= support.scraped_families(text)
-        assert daemon.metrics()["rrwatch_change_to_bird_reload_seconds_count"] >= 1
+        assert support.kit_metrics() <= support.scraped_families(text)
+        assert daemon.metrics()["rrwatch_bird_change_to_reload_seconds_count"] >= 1
 
     # An RR speaker dies: the others keep every route (k >= 2).
     state = await snapshot_state(etcd, env)

@@ -1,7 +1,7 @@
 """A scrape of the real daemon as Prometheus takes it: clean by `promtool check metrics`, every
-metric the alert rules name, the build info, the client certificate's expiry as a timestamp,
-and latency histograms that a change answered fills. (RR host mode's scrape is checked in
-tests/bgp/test_bgp.py.)"""
+metric the alert rules and the dashboard name, the build info, the client certificate's expiry
+as a timestamp, and latency histograms that a change answered fills. (RR host mode's scrape is
+checked in tests/bgp/test_bgp.py.)"""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from rrwatch.core import calico
 from rrwatch.etcd import delete
 from tests.support import (
     converged,
+    kit_metrics,
     promtool_check_metrics,
     rr_names,
-    rule_metrics,
     scraped_families,
     seed,
     wait_until,
@@ -34,8 +34,8 @@ async def test_a_scrape_is_clean_and_times_plans_and_answers(etcd, start_daemon,
 
     text = daemon.exposition()
     assert promtool_check_metrics(text) == ""
-    # Every metric an alert rule names is served (RR host mode's own: in tests/bgp).
-    assert {name for name in rule_metrics() if not name.startswith("rrwatch_bird_")} <= (
+    # Every metric an alert rule or the dashboard names is served (RR host mode's: tests/bgp).
+    assert {name for name in kit_metrics() if not name.startswith("rrwatch_bird_")} <= (
         scraped_families(text))
     samples = {sample.name: sample for sample in daemon.samples()}
     assert samples["rrwatch_plan_duration_seconds_count"].value == (
