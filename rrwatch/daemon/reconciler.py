@@ -110,6 +110,7 @@ class Reconciler:
         # Demotions are a rate, not a burst: at most the step's limit per settle window.
         demoting = Settle(self._timing.settle)
         planned = self._watcher.version  # the changes before this one need no answer
+        self._waiting = None
         while True:
             version = self._watcher.version
             if self._waiting is None:
