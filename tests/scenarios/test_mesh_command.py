@@ -41,8 +41,10 @@ def report(rr: str, nodes: dict[str, list[str]], down: str | None = None) -> byt
 async def test_mesh_off_waits_for_every_clients_rr_sessions(etcd, start_daemon, rrwatch):
     await simulate.put_all(etcd, {**simulate.nodes("a", range(5)), calico.BGP_CONFIG: CONFIG})
     daemon = start_daemon({"ROUTE_REFLECTOR_MIN": "2", "ROUTE_REFLECTOR_MAX": "2"})
-    await wait_until(lambda: daemon.metrics().get("rrwatch_pending_changes") == 0
-                     and daemon.metrics().get("rrwatch_leader") == 1)
+    # Converged: a leader's plan has found nothing to write (pending_changes is 0 before its
+    # first plan too, so that alone could be read before any RR is written).
+    await wait_until(lambda: (m := daemon.metrics()).get("rrwatch_leader") == 1
+                     and m.get("rrwatch_last_reconcile_timestamp_seconds", 0) > 0)
     _, data = await read_cluster(etcd)
     rrs, nodes = sorted(rr_names(data)), addresses(data)
     assert len(rrs) == 2
