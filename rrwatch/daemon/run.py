@@ -319,13 +319,11 @@ def main(config: Config, flags: Mapping[str, Any] | None = None) -> int:
     except ConfigError as e:  # found only once running, such as a metrics port in use
         print(f"rrwatch: configuration: {e}", file=sys.stderr)
         return ExitStatus.CONFIG
-    except CertificateRefused as e:
-        print(printable(f"rrwatch: {e}"), file=sys.stderr)
-        return e.status
-    except BaseExceptionGroup as group:  # from the task that asked first
-        refused = [e for e in leaves(group) if isinstance(e, CertificateRefused)]
-        if not refused:
+    except (CertificateRefused, BaseExceptionGroup) as e:  # a group: from the task that asked
+        refused = next((one for one in (leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+                        if isinstance(one, CertificateRefused)), None)
+        if refused is None:
             raise
-        print(printable(f"rrwatch: {refused[0]}"), file=sys.stderr)
-        return refused[0].status
+        print(printable(f"rrwatch: {refused}"), file=sys.stderr)
+        return refused.status
     return 0

@@ -42,7 +42,6 @@ class Token:
         self._login = login
         self._value: str | None = None
         self._lock = trio.Lock()
-        self.logins = 0  # for metrics and tests
 
     async def get(self) -> str:
         if self._value is not None:
@@ -50,7 +49,6 @@ class Token:
         async with self._lock:
             if self._value is None:
                 self._value = await self._login()
-                self.logins += 1
             return self._value
 
     def renew(self, old: str) -> None:
