@@ -61,6 +61,12 @@ def graphviz() -> None:
 
 
 @pytest.fixture
+def promtool() -> None:
+    """Prometheus's `promtool` on PATH; else a skip, or a failure under RRWATCH_REQUIRE_PROMTOOL."""
+    support.need_promtool()
+
+
+@pytest.fixture
 def etcd_server(tmp_path, pki, etcd_binary) -> Iterator[local_etcd.LocalEtcd]:
     [server] = local_etcd.start_cluster(str(tmp_path / "etcd"), pki, 1, binary=etcd_binary)
     try:

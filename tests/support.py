@@ -109,7 +109,8 @@ def scraped_families(exposition: str) -> set[str]:
 
 def promtool_check_metrics(exposition: str) -> str:
     """What `promtool check metrics` finds in a scrape: its output, empty when clean. Skips
-    without promtool (fails under RRWATCH_REQUIRE_PROMTOOL)."""
+    without promtool (fails under RRWATCH_REQUIRE_PROMTOOL): from an async test, ask for the
+    `promtool` fixture instead, which names the skip."""
     need_promtool()
     done = subprocess.run(["promtool", "check", "metrics"], input=exposition,
                           capture_output=True, text=True, timeout=60, check=False)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -152,11 +154,12 @@ async def test_every_node_hears_every_prefix(topology, hosts, lab, etcd, start_d
     joined = await until_complete(lab, nodes, speakers)
     for speaker in host_speakers:  # rrwatch gave the RR hosts a session with it by itself
         assert bird_config.protocol_name(joiner.ipv4) in speaker.sessions()
-    for daemon in daemons[:hosts]:  # RR host mode's scrape: clean, the kit's metrics, the
-        text = daemon.exposition()   # reload timed
-        assert support.promtool_check_metrics(text) == ""
+    scrapes = [daemon.exposition() for daemon in daemons[:hosts]]  # RR host mode's: the kit's
+    for text in scrapes:                                             # metrics, the reload timed
         assert support.kit_metrics() <= support.scraped_families(text)
-        assert daemon.metrics()["rrwatch_bird_change_to_reload_seconds_count"] >= 1
+        assert "rrwatch_bird_change_to_reload_seconds_count" in text
+    assert all(daemon.metrics()["rrwatch_bird_change_to_reload_seconds_count"] >= 1
+               for daemon in daemons[:hosts])
 
     # An RR speaker dies: the others keep every route (k >= 2).
     state = await snapshot_state(etcd, env)
@@ -195,6 +198,11 @@ async def test_every_node_hears_every_prefix(topology, hosts, lab, etcd, start_d
           f" sessions {sessions} established, full routes {full:.2f} s, join {joined:.2f} s,"
           f" {failed} killed: every peer noticed after {noticed:.2f} s, every route there"
           f" {recovered:.2f} s after the kill")
+    # Where promtool is missing, the lab test still runs; tests/scenarios/test_scrape.py names
+    # the skip (and .ci/run requires promtool).
+    if shutil.which("promtool") or os.environ.get("RRWATCH_REQUIRE_PROMTOOL"):
+        for text in scrapes:
+            assert support.promtool_check_metrics(text) == ""
 
 
 async def until_reported(etcd: Etcd, host: Speaker, bird_view: dict[str, bool]) -> None:
