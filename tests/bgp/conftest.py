@@ -1,5 +1,7 @@
-"""The lab fixture. Without root, iproute2 or BIRD the suite is skipped, saying what is missing,
-unless RRWATCH_REQUIRE_BGP is set (as `.ci/run` does), which makes a missing part a failure."""
+"""The lab and podman fixtures. Without root, iproute2 or BIRD the suite is skipped, saying what
+is missing, unless RRWATCH_REQUIRE_BGP is set (as `.ci/run` does), which makes a missing part a
+failure; the same for the container tests' podman, runc and debootstrap with
+RRWATCH_REQUIRE_CONTAINER."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.bgp import container
 from tests.bgp.lab import Lab, bird1_dir, missing
 from tests.support import require
 
@@ -41,3 +44,21 @@ def lab(tmp_path) -> Iterator[Lab]:
     require(not lacking, reason(lacking), "RRWATCH_REQUIRE_BGP")
     with Lab(str(tmp_path / "lab")) as made:
         yield made
+
+
+@pytest.fixture(scope="session")
+def podman(tmp_path_factory) -> container.Podman:
+    """podman, with rrwatch's RR host image built from this checkout (tests/bgp/container.py);
+    without root, podman, runc or debootstrap a skip, or a failure under
+    RRWATCH_REQUIRE_CONTAINER (set by `.ci/run`)."""
+    lacking = container.missing()
+    how = ("run as root; " if "root" in lacking else "") + "apt install podman runc debootstrap"
+    require(not lacking, f"the container tests need {', '.join(lacking)}: {how}",
+            "RRWATCH_REQUIRE_CONTAINER")
+    made = container.Podman(tmp_path_factory.mktemp("podman"))
+    made.base()
+    made.build()
+    size, base = made.size(container.IMAGE), made.size(container.BASE)
+    print(f"\nrrwatch's RR host image: {size / 1e6:.0f} MB, {(size - base) / 1e6:.0f} MB over its "
+          f"base; made in " + ", ".join(f"{what} {s:.0f} s" for what, s in made.built.items()))
+    return made

@@ -1,9 +1,10 @@
 """A lab of real BGP speakers, each in its own network namespace, all on one bridge that lives in
-a namespace of its own. Nothing touches the host's own network. A speaker runs BIRD 2, or BIRD
-1.6's `bird` and `bird6` as calico-node does; nftables in its namespace can drop its BGP.
+a namespace of its own. A speaker runs BIRD 2, or BIRD 1.6's `bird` and `bird6` as calico-node
+does; nftables in its namespace can drop its BGP.
 
 Addresses are private and exist only inside the lab: 10.99.0.0/16 and fd99::/64 on the bridge;
-each speaker can originate one prefix, 172.20.<n>.0/24 and fd20:0:<n>::/48.
+each speaker can originate one prefix, 172.20.<n>.0/24 and fd20:0:<n>::/48. Only a test that
+asks for it (`Lab.link_host`) puts the host's own network on the bridge.
 """
 
 from __future__ import annotations
@@ -334,6 +335,24 @@ class Lab:
                     ("link", "set", "eth0", "up"), ("link", "set", "lo", "up")):
             run("ip", "-n", netns, *cmd)
         return speaker
+
+
+    def link_host(self) -> tuple[str, str]:
+        """This machine's own network on the lab's bridge, by one veth, with the next addresses
+        (IPv4, IPv6): for what runs on the host's network, as a container with --net=host does.
+        The link goes with the hub namespace, so with the lab (or the sweep of a dead run's)."""
+        n = self._next
+        self._next += 1
+        host_end = f"{self.tag}h"
+        run("ip", "link", "add", host_end, "type", "veth", "peer", "name", f"v{n}", "netns",
+            self.hub)
+        run("ip", "-n", self.hub, "link", "set", f"v{n}", "master", "br0", "up")
+        ipv4, ipv6 = str(V4_NET[n]), str(V6_NET[n])
+        for cmd in (("addr", "add", f"{ipv4}/16", "dev", host_end),
+                    ("addr", "add", f"{ipv6}/64", "dev", host_end, "nodad"),
+                    ("link", "set", host_end, "up")):
+            run("ip", *cmd)
+        return ipv4, ipv6
 
 
 def _namespaces() -> list[str]:
