@@ -131,6 +131,10 @@ class Container:
     def terminate(self) -> int:
         """SIGTERM to the entrypoint, as `podman stop` sends it; the exit status."""
         self.podman("kill", "--signal", "TERM", self.name)
+        return self.wait()
+
+    def wait(self) -> int:
+        """The exit status, once the container has stopped."""
         return int(self.podman("wait", self.name, timeout=60).stdout.strip())
 
     def remove(self) -> None:

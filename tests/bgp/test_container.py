@@ -157,6 +157,27 @@ async def test_the_image_keeps_a_registration_written_by_hand(lab: Lab, etcd, st
     assert await registrations(etcd) == {key: before}
 
 
+# The image has no pkill: find BIRD by its name in /proc.
+KILL_BIRD = """for p in /proc/[0-9]*; do
+    if [ "$(cat "$p/comm" 2>/dev/null)" = bird ]; then kill -KILL "${p#/proc/}"; fi
+done"""
+
+
+async def test_when_bird_dies_the_container_unregisters_and_fails(etcd, start):
+    """BIRD killed in the container: the entrypoint stops rrwatch, whose lease (so the
+    registration) goes at once, and the container fails, for its restart policy to act on."""
+    await simulate.put_all(etcd, {calico.BGP_CONFIG: simulate.mesh_off(ASN)})
+    container = start({"IP": "192.0.2.10", "RRWATCH_LEASE_TTL": "60"})
+    with trio.fail_after(support.CONVERGE):
+        while not await registrations(etcd) or not os.path.exists(container.socket):
+            await trio.sleep(0.1)
+
+    container.exec("bash", "-c", KILL_BIRD)
+    assert container.wait() == 128 + 9
+    assert await registrations(etcd) == {}
+    assert "rrwatch-rr: BIRD exited (status 137); stopping rrwatch" in container.logs()
+
+
 @pytest.mark.parametrize("env, says", [
     ({}, "rrwatch-rr: set IP to this host's IPv4 address, or IP6 to its IPv6 one (or both)"),
     ({"IP": "10.0.0.1;include"}, "rrwatch: configuration: RRWATCH_REGISTER_IP: '10.0.0.1;include' "
