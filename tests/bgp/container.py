@@ -17,6 +17,7 @@ import pathlib
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 
 import attrs
 
@@ -85,19 +86,20 @@ class Podman:
              str(ROOT / "deploy/container/Containerfile"), "-t", IMAGE, str(ROOT), timeout=900)
         self.built["image"] = time.monotonic() - started
 
-    def start(self, name: str, env: dict[str, str], files: list[str], sockets: pathlib.Path
-              ) -> Container:
-        """The image in a new container with the host's network, as seed 004 ran: `env` in its
-        environment, the directories of `files` mounted read-only where they are, and `sockets`
-        at /sockets, as a sidecar would share it."""
-        args = ["run", "--detach", "--name", name, "--network=host",
-                "--volume", f"{sockets}:/sockets"]
+    def run(self, name: str, env: dict[str, str], *, detach: bool, files: Sequence[str] = (),
+            sockets: pathlib.Path | None = None) -> subprocess.CompletedProcess[str]:
+        """The image in a new container named `name` with the host's network, as seed 004 ran:
+        `env` in its environment, the directories of `files` mounted read-only where they are,
+        and `sockets` at /sockets, as a sidecar would share it. Without `detach`, until it
+        exits."""
+        args = ["run", "--name", name, "--network=host", "--detach" if detach else "--rm"]
+        if sockets is not None:
+            args += ["--volume", f"{sockets}:/sockets"]
         for key, value in env.items():
             args += ["--env", f"{key}={value}"]
         for directory in sorted({os.path.dirname(path) for path in files}):
             args += ["--volume", f"{directory}:{directory}:ro"]
-        self(*args, IMAGE)
-        return Container(self, name, str(sockets / "bird.ctl"))
+        return self(*args, IMAGE, check=detach)
 
     def size(self, image: str) -> int:
         return int(self("image", "inspect", "--format", "{{.Size}}", image).stdout)
@@ -110,6 +112,9 @@ class Container:
     podman: Podman
     name: str
     socket: str  # BIRD's control socket, where the host sees it
+
+    def signal(self, name: str) -> None:
+        self.podman("kill", "--signal", name, self.name)
 
     def read(self, path: str) -> str | None:
         """A file in the container; None while it cannot be read."""
@@ -130,7 +135,7 @@ class Container:
 
     def terminate(self) -> int:
         """SIGTERM to the entrypoint, as `podman stop` sends it; the exit status."""
-        self.podman("kill", "--signal", "TERM", self.name)
+        self.signal("TERM")
         return self.wait()
 
     def wait(self) -> int:
