@@ -152,9 +152,15 @@ def test_a_node_claiming_a_hosts_address_leaves_the_host_its_sessions(claimed):
 
 @pytest.mark.xfail(reason="open: the model refuses a registration while a node claims its "
                           "address (issue 20 item 3), so a later claim withdraws the host's peer; "
-                          "first-claim-wins needs create revisions in the model")
+                          "create revisions alone cannot order the claims (see the docstring)")
 def test_a_node_claiming_a_registered_address_later_leaves_the_host_its_sessions():
-    """Through the model: a node put after the host's registration does not take it over."""
+    """Through the model: a node put after the host's registration does not take it over.
+
+    First claim by etcd's create revisions was built and dropped (2026-12-05): a node record
+    created long ago can edit its address to a host's and count as first, a host whose lease ran
+    out re-registers with a new create revision, and etcd keeps no revision per field, so a
+    restart cannot tell when an address was claimed. Settling it needs a rule on which claim is
+    privileged (issue 20 item 3 refuses the registration whichever comes first)."""
     s = rr_host_state()
     s.put_node(Node("thief", 1, {"peers": "yes"}, V4(HOST4), None))
     rendered = bird_config.render(s, [HOST4, HOST6])
