@@ -616,6 +616,11 @@ async def settled(etcd: Etcd, env: dict[str, str]) -> tuple[int, dict[str, bytes
             await trio.sleep(0.2)
 
 
+async def snapshot_state(etcd: Etcd, env: dict[str, str]) -> ClusterState:
+    """The model as the daemon with `env` reads it from etcd now."""
+    return (await load(etcd, Live(config.load(env)).records)).state
+
+
 async def wait_until(condition: Callable[[], object], timeout: float = CONVERGE) -> None:
     """Return once `condition()` is true; fail after `timeout` seconds."""
     with trio.fail_after(timeout):

@@ -24,8 +24,6 @@ from rrwatch.core.model import ClusterState
 from rrwatch.core.reachability import verify
 from rrwatch.core.reports import parse_report
 from rrwatch.core.sessions import HOST_PREFIX, fabric
-from rrwatch.daemon.live import Live
-from rrwatch.daemon.records import load
 from rrwatch.etcd import Etcd
 from rrwatch.host import keeper
 from rrwatch.testing import simulate
@@ -102,13 +100,6 @@ async def wait_established(lab: Lab, names: list[str], want: int) -> None:
     assert established(lab, names) == want
 
 
-async def snapshot_state(etcd: Etcd, env: dict[str, str]):
-    from rrwatch import config
-
-    settings_ = config.load(env)
-    return (await load(etcd, Live(settings_).records)).state
-
-
 @pytest.mark.parametrize("hosts", [0, 2], ids=["in-cluster", "with-hosts"])
 @pytest.mark.parametrize("topology", ["simple", "zoned", "multi"])
 async def test_every_node_hears_every_prefix(topology, hosts, lab, etcd, start_daemon, rrwatch,
@@ -137,7 +128,7 @@ async def test_every_node_hears_every_prefix(topology, hosts, lab, etcd, start_d
     speakers = nodes + [s.name for s in host_speakers]
     configure_nodes(lab, await etcd_data(etcd), nodes)
     full = await until_complete(lab, nodes, speakers)
-    state = await snapshot_state(etcd, env)
+    state = await support.snapshot_state(etcd, env)
     sessions = session_count(state)
     await wait_established(lab, speakers, sessions)
     verdict = verify(state, failures=1)
@@ -162,7 +153,7 @@ async def test_every_node_hears_every_prefix(topology, hosts, lab, etcd, start_d
                for daemon in daemons[:hosts])
 
     # An RR speaker dies: the others keep every route (k >= 2).
-    state = await snapshot_state(etcd, env)
+    state = await support.snapshot_state(etcd, env)
     if hosts:
         victim = host_speakers[0]
         failed = HOST_PREFIX + victim.ipv4
@@ -314,7 +305,7 @@ async def test_rrs_sharing_a_cluster_id_with_split_clients_is_predicted(rrs, lab
         items.update([hand_peer(f"{c.name}-rr", {"node": c.name,
                                                 **target["rr1" if c.name in LEFT else "rr2"]})])
     await simulate.put_all(etcd, items)
-    state = (await load(etcd, Live(cluster_config()).records)).state
+    state = await support.snapshot_state(etcd, {})
     data = await etcd_data(etcd)
     names = [c.name for c in clients]
     if rrs == "in-cluster":
@@ -340,7 +331,7 @@ async def test_a_peer_ip_to_a_node_is_answered_by_confds_reverse_side(reverse, l
     items.update(hand_peer(f"{c.name}-rr", {"node": c.name, "peerIP": rr.ipv4, "asNumber": 64512,
                                             "reversePeering": reverse}) for c in clients)
     await simulate.put_all(etcd, items)
-    state = (await load(etcd, Live(cluster_config()).records)).state
+    state = await support.snapshot_state(etcd, {})
     names = [c.name for c in clients] + [rr.name]
     configure_nodes(lab, await etcd_data(etcd), names, add_paths=True)
     if reverse == "Auto":
@@ -364,7 +355,7 @@ async def test_a_same_id_rr_peered_by_peer_ip_is_a_client_as_verify_predicts(by,
     items.update([hand_peer("x-rr1", {"node": "x", "peerSelector": "name == 'rr1'"}),
                   hand_peer("rr1-rr2", {"node": "rr1", **to_rr2})])
     await simulate.put_all(etcd, items)
-    state = (await load(etcd, Live(cluster_config()).records)).state
+    state = await support.snapshot_state(etcd, {})
     names = [sp.name for sp in speakers]
     configure_nodes(lab, await etcd_data(etcd), names, add_paths=True)
     await wait_established(lab, names, session_count(state))
@@ -385,7 +376,7 @@ async def test_clients_peer_with_an_rr_through_calicos_selector_spellings(select
     items.update(hand_node(c, {"name": c.name, "client": ""}) for c in clients)
     items.update([hand_peer("to-rr", {"nodeSelector": "has(client)", "peerSelector": selector})])
     await simulate.put_all(etcd, items)
-    state = (await load(etcd, Live(cluster_config()).records)).state
+    state = await support.snapshot_state(etcd, {})
     names = [c.name for c in clients] + [rr.name]
     configure_nodes(lab, await etcd_data(etcd), names, add_paths=True)
     await wait_established(lab, names, session_count(state))
@@ -412,7 +403,7 @@ async def test_issue_2735_by_peer_ip_complete_only_with_distinct_ids(ids, lab, e
     items.update(hand_peer(f"{c.name}-rr", {"node": c.name, "asNumber": 64512, "peerIP": (
         rrs[0] if c.name in LEFT else rrs[1]).ipv4}) for c in clients)
     await simulate.put_all(etcd, items)
-    state = (await load(etcd, Live(cluster_config()).records)).state
+    state = await support.snapshot_state(etcd, {})
     names = [sp.name for sp in rrs + clients]
     configure_nodes(lab, await etcd_data(etcd), names, add_paths=True)
     await wait_established(lab, names, session_count(state))
@@ -436,7 +427,7 @@ async def test_add_paths_carries_a_route_that_best_path_selection_would_hide(add
     items.update(hand_peer(f"{a}-{b}", {"node": a, "peerSelector": f"name == '{b}'"}) for a, b in (
         ("o", "x"), ("x", "y"), ("y", "b"), ("b", "b2"), ("t", "b"), ("o", "b2")))
     await simulate.put_all(etcd, items)
-    state = (await load(etcd, Live(cluster_config()).records)).state
+    state = await support.snapshot_state(etcd, {})
     names = [sp.name for sp in speakers]
     configure_nodes(lab, await etcd_data(etcd), names, add_paths=add_paths)
     await wait_established(lab, names, session_count(state))
@@ -514,7 +505,7 @@ async def test_losing_the_only_rr_of_some_clients_is_predicted(lab, etcd, start_
     await support.settled(etcd, env)
     configure_nodes(lab, await etcd_data(etcd), nodes)
     await until_complete(lab, nodes, nodes)
-    state = await snapshot_state(etcd, env)
+    state = await support.snapshot_state(etcd, env)
     verdict = verify(state, failures=1)
     # The RR whose loss verify says costs the most routes.
     failed = max((f for _, f in verdict.unreachable if f), key=lambda f: len(
@@ -526,12 +517,6 @@ async def test_losing_the_only_rr_of_some_clients_is_predicted(lab, etcd, start_
     lost = await agree(lab, state, alive, alive, failed)
     assert lost  # the case is a real loss, not an empty agreement
     print(f"\n[bgp multi k=1] {failed} killed: {len(lost)} IPv4 routes lost, as verify predicts")
-
-
-def cluster_config():
-    from rrwatch import config
-
-    return config.load({})
 
 
 # -- rrwatch keeps the RR host's BIRD ------------------------------------------------------------

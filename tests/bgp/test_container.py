@@ -14,10 +14,7 @@ import uuid
 import pytest
 import trio
 
-from rrwatch import config
 from rrwatch.core import bird_config, calico, edits
-from rrwatch.daemon.live import Live
-from rrwatch.daemon.records import load
 from rrwatch.host import birdc
 from rrwatch.testing import simulate
 from tests import support
@@ -69,7 +66,7 @@ async def rendered(etcd, container: Container, addresses: tuple[str, ...], env) 
     """Once etcd is settled and the container's BIRD configuration is what rrwatch renders for
     its records: that text."""
     await support.settled(etcd, env)
-    state = (await load(etcd, Live(config.load(env)).records)).state
+    state = await support.snapshot_state(etcd, env)
     want = bird_config.render(state, addresses, INCLUDE)
     assert want is not None, "the host's registration is not in etcd"
     await support.wait_until(lambda: container.read("/etc/bird/bird.conf") == want.text)
